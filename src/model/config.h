@@ -1,0 +1,43 @@
+// MambaConfig: the hyper-parameters of a Mamba-1 language model, read from either config.json dialect:
+//  - Hugging Face transformers MambaConfig: hidden_size, state_size, num_hidden_layers, expand, conv_kernel,
+//    time_step_rank ("auto" = ceil(hidden_size / 16)), use_bias, use_conv_bias, residual_in_fp32,
+//    layer_norm_epsilon, tie_word_embeddings, vocab_size, intermediate_size, pad/bos/eos_token_id;
+//  - the original mamba_ssm config: d_model, n_layer, vocab_size, ssm_cfg {d_state, d_conv, expand, dt_rank,
+//    bias, conv_bias, layer ("Mamba1")}, rms_norm, residual_in_fp32, pad_vocab_size_multiple,
+//    tie_embeddings.
+// vocab_size is the embedding's row count, after padding to pad_vocab_size_multiple where the dialect asks.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace mambacpp {
+
+struct MambaConfig {
+  int64_t d_model = 0;     // d
+  int64_t n_layer = 0;
+  int64_t vocab_size = 0;  // v (embedding rows)
+  int64_t d_state = 16;    // n
+  int64_t d_conv = 4;      // k
+  int64_t expand = 2;
+  int64_t d_inner = 0;     // e (= expand · d unless given)
+  int64_t dt_rank = 0;     // r
+  bool use_bias = false;       // in_proj / out_proj bias
+  bool use_conv_bias = true;
+  bool residual_in_fp32 = true;
+  bool tie_embeddings = true;
+  float norm_eps = 1e-5f;
+  int64_t eos_token_id = 0;
+  int64_t bos_token_id = 0;
+  int64_t pad_token_id = 0;
+
+  // Throws Error naming the file and field when a field is missing, of the wrong type or out of range.
+  static MambaConfig from_json_file(const std::string& path);
+  static MambaConfig from_json_text(const std::string& text, const std::string& source);
+  // Checks internal consistency (positive sizes, d_inner = expand·d_model unless explicit); names `source`.
+  void validate(const std::string& source) const;
+  // The transformers MambaConfig JSON for this config (what a saved checkpoint carries).
+  std::string to_hf_json() const;
+};
+
+}  // namespace mambacpp

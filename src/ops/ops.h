@@ -1,0 +1,64 @@
+// The op catalogue: every numerical building block of the model, as free functions.
+//
+// Conventions (see docs/ARCHITECTURE.md):
+//  - Arguments: outputs first, then saved-for-backward, then inputs, then sizes/scalars, then the Context.
+//  - Shapes use one legend: b batch, l length, d d_model, e d_inner, n d_state, k conv width, r dt_rank,
+//    v vocab, m rows (= b·l, or b when decoding), i/o a linear layer's input/output features.
+//  - Activations are f32 and token-major (b, l, ·). A tensor argument may have a row stride larger than its
+//    row length (a view into a wider tensor, e.g. the two halves of in_proj's output); its last dimension is
+//    always contiguous. Weights of linear layers and the embedding may be f32, bf16 or f16.
+//  - An undefined Tensor (Tensor{}) is an absent optional argument.
+//  - The dispatchers below validate shapes, dtypes and devices once and throw mambacpp::Error naming the
+//    argument; the cpu/ implementations assume valid arguments.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "core/context.h"
+#include "core/tensor.h"
+
+namespace mambacpp {
+
+// Reference scalar definitions, shared by every implementation and test.
+inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+// softplus as the reference defines it: log(1 + e^x), and x itself above 20.
+inline float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
+
+// y (m, o) = x (m, i) · wᵀ (o, i) [+ bias (o)].
+// x, y: f32 with row strides; w: f32/bf16/f16 contiguous; bias: f32 or undefined.
+void linear_forward(Tensor y, Tensor x, Tensor w, Tensor bias, Context& ctx);
+
+// out (m, d) = table (v, d)[ids (m)], converted to f32. ids: int32 in [0, v) (checked; the error names the
+// offending position and id).
+void embedding_forward(Tensor out, const int32_t* ids, int64_t m, Tensor table, Context& ctx);
+
+// RMSNorm with the fp32 residual stream. If x is defined: residual (m, d) += x (m, d); then
+// out (m, d) = residual · rsqrt(mean(residual²) + eps) · w (d). out may not alias residual.
+void rmsnorm_forward(Tensor out, Tensor residual, Tensor x, Tensor w, float eps, Context& ctx);
+
+// Causal depthwise conv1d over the sequence, with optional bias and SiLU:
+//   out[b, t, c] = act(bias[c] + Σ_{j<k} w[c, j] · xx[b, t + j, c]),
+// where xx is x (b, l, e) preceded by the k-1 inputs held in state_in (b, e, k-1) (zeros if undefined).
+// If state_out (b, e, k-1) is defined it receives the last k-1 inputs of xx (it may alias state_in).
+// w: (e, k) f32 (the checkpoint's (e, 1, k) squeezed); bias: (e) f32 or undefined.
+void conv1d_causal_forward(Tensor out, Tensor state_out, Tensor x, Tensor w, Tensor bias, Tensor state_in,
+                           bool apply_silu, Context& ctx);
+
+// Selective scan (Mamba-1 S6), fused with its discretisation, D skip and gate:
+//   δ[t,c]   = dt_softplus ? softplus(dt[t,c] + dt_bias[c]) : dt[t,c] + dt_bias[c]
+//   h[c,s]   = exp(δ[t,c]·A[c,s]) · h[c,s] + δ[t,c] · B[t,s] · u[t,c]       (h starts from state_in or 0)
+//   y[t,c]   = (Σ_s h[c,s] · C[t,s] + D[c] · u[t,c]) · silu(z[t,c])
+// per batch row. u, dt, z, y: (b, l, e); B, C: (b, l, n) with row strides (views into x_proj's output);
+// A: (e, n) f32 (= -exp(A_log)); D, dt_bias: (e) f32 or undefined; z undefined means no gate;
+// state_in, state_out: (b, e, n) f32, either undefined, and they may alias (a recurrent step in place).
+// Memory is O(b·e·n) whatever l is: no (b, l, e, n) expansion is ever formed.
+struct ScanArgs {
+  Tensor y, state_out;                       // outputs
+  Tensor u, dt, A, B, C, D, z, dt_bias;      // inputs
+  Tensor state_in;
+  bool dt_softplus = true;
+};
+void selective_scan_forward(const ScanArgs& args, Context& ctx);
+
+}  // namespace mambacpp
