@@ -1,0 +1,247 @@
+// The op dispatchers of ops.h: each validates its arguments once (shapes, dtypes, strides, devices), throwing
+// mambacpp::Error that names the op and the offending argument, then routes to the implementation for the
+// tensors' device. The cpu/ implementations behind them assume valid arguments.
+#include "ops/ops.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <initializer_list>
+#include <string>
+#include <utility>
+
+#include "core/error.h"
+#include "ops/cpu/cpu_ops.h"
+
+namespace mambacpp {
+namespace {
+
+using Named = std::pair<const char*, const Tensor*>;
+
+// The device shared by all defined tensors; an Error if they differ or if it has no implementation here.
+void require_cpu(const char* op, std::initializer_list<Named> tensors) {
+  const Named* first = nullptr;
+  for (const Named& t : tensors) {
+    if (!t.second->defined()) continue;
+    if (first && t.second->device != first->second->device)
+      fail("{}: {} is on {} but {} is on {}", op, t.first, device_name(t.second->device), first->first,
+           device_name(first->second->device));
+    if (!first) first = &t;
+  }
+  if (first && first->second->device == Device::cuda)
+    fail("{}: {} is on cuda, and there is no CUDA implementation of this op", op, first->first);
+}
+
+void require_defined(const char* op, const char* name, const Tensor& t) {
+  MAMBA_CHECK(t.defined(), "{}: {} is required but undefined", op, name);
+}
+
+void require_dtype(const char* op, const char* name, const Tensor& t, DType want) {
+  MAMBA_CHECK(t.dtype == want, "{}: {} must be {}, got {}", op, name, dtype_name(want), dtype_name(t.dtype));
+}
+
+// A defined, contiguous f32 tensor of exactly the given shape.
+void require_f32_shape(const char* op, const char* name, const Tensor& t, std::initializer_list<int64_t> dims) {
+  require_defined(op, name, t);
+  require_dtype(op, name, t, DType::f32);
+  bool same = t.ndim == int(dims.size());
+  int i = 0;
+  for (int64_t d : dims) same = same && t.shape[i++] == d;
+  std::string want = "[";
+  i = 0;
+  for (int64_t d : dims) want += (i++ ? ", " : "") + std::to_string(d);
+  want += "]";
+  MAMBA_CHECK(same, "{}: {} must have shape {}, got {}", op, name, want, t.shape_str());
+  MAMBA_CHECK(t.is_contiguous(), "{}: {} (shape {}) must be contiguous", op, name, t.shape_str());
+}
+
+// An f32 tensor (…, c) viewed as rows of its last dimension: the last dimension must be contiguous and the
+// leading ones must collapse into a single row stride.
+cpu::MatF32 as_rows(const char* op, const char* name, const Tensor& t) {
+  require_defined(op, name, t);
+  require_dtype(op, name, t, DType::f32);
+  MAMBA_CHECK(t.ndim >= 1, "{}: {} must have at least one dimension", op, name);
+  const int last = t.ndim - 1;
+  MAMBA_CHECK(t.shape[last] <= 1 || t.stride[last] == 1, "{}: {} (shape {}) must be contiguous in its last dimension",
+              op, name, t.shape_str());
+  cpu::MatF32 m{t.f32(), 1, t.shape[last], t.shape[last]};
+  int64_t ld = -1, block = 0;  // the row stride, and the stride the next leading dimension must have
+  for (int d = last - 1; d >= 0; --d) {
+    m.rows *= t.shape[d];
+    if (t.shape[d] == 1) continue;
+    if (ld < 0) {
+      ld = t.stride[d];
+    } else {
+      MAMBA_CHECK(t.stride[d] == block, "{}: {} (shape {}) has leading dimensions that are not one block of rows",
+                  op, name, t.shape_str());
+    }
+    block = t.stride[d] * t.shape[d];
+  }
+  if (ld >= 0) m.ld = ld;
+  MAMBA_CHECK(m.rows <= 1 || m.ld >= m.cols, "{}: {} (shape {}) has overlapping rows", op, name, t.shape_str());
+  return m;
+}
+
+// A 3-D f32 tensor (b, l, c) with contiguous last dimension and the given sizes.
+cpu::SeqF32 as_seq(const char* op, const char* name, const Tensor& t, int64_t b, int64_t l, int64_t c) {
+  require_defined(op, name, t);
+  require_dtype(op, name, t, DType::f32);
+  MAMBA_CHECK(t.ndim == 3 && t.shape[0] == b && t.shape[1] == l && t.shape[2] == c,
+              "{}: {} must have shape [{}, {}, {}], got {}", op, name, b, l, c, t.shape_str());
+  MAMBA_CHECK(c <= 1 || t.stride[2] == 1, "{}: {} (shape {}) must be contiguous in its last dimension", op, name,
+              t.shape_str());
+  return {t.f32(), t.stride[0], t.stride[1]};
+}
+
+// A read-only 2-D matrix (rows, cols) of any dtype with contiguous rows.
+cpu::MatAny as_matrix(const char* op, const char* name, const Tensor& t) {
+  require_defined(op, name, t);
+  MAMBA_CHECK(t.ndim == 2, "{}: {} must be a matrix, got shape {}", op, name, t.shape_str());
+  MAMBA_CHECK(t.shape[1] <= 1 || t.stride[1] == 1, "{}: {} (shape {}) must be contiguous in its last dimension", op,
+              name, t.shape_str());
+  return {t.data, t.dtype, t.shape[0], t.shape[1], t.shape[0] <= 1 ? t.shape[1] : t.stride[0]};
+}
+
+const float* optional_vector(const char* op, const char* name, const Tensor& t, int64_t size) {
+  if (!t.defined()) return nullptr;
+  require_f32_shape(op, name, t, {size});
+  return t.f32();
+}
+
+// The address range [first, last) spanned by a row view.
+std::pair<const char*, const char*> span(const cpu::MatF32& m) {
+  if (m.rows == 0 || m.cols == 0) return {nullptr, nullptr};
+  const auto* first = reinterpret_cast<const char*>(m.p);
+  return {first, reinterpret_cast<const char*>(m.p + (m.rows - 1) * m.ld + m.cols)};
+}
+
+bool overlap(const cpu::MatF32& a, const cpu::MatF32& b) {
+  const auto [a0, a1] = span(a);
+  const auto [b0, b1] = span(b);
+  return a0 && b0 && a0 < b1 && b0 < a1;
+}
+
+}  // namespace
+
+void linear_forward(Tensor y, Tensor x, Tensor w, Tensor bias, Context& ctx) {
+  constexpr const char* op = "linear_forward";
+  require_cpu(op, {{"y", &y}, {"x", &x}, {"w", &w}, {"bias", &bias}});
+  const cpu::MatF32 xm = as_rows(op, "x", x), ym = as_rows(op, "y", y);
+  const cpu::MatAny wm = as_matrix(op, "w", w);
+  MAMBA_CHECK(wm.cols == xm.cols, "{}: w (shape {}) expects {} input features but x (shape {}) has {}", op,
+              w.shape_str(), wm.cols, x.shape_str(), xm.cols);
+  MAMBA_CHECK(ym.rows == xm.rows && ym.cols == wm.rows,
+              "{}: y must hold {} rows of {} outputs (x {} · wᵀ {}), got shape {}", op, xm.rows, wm.rows,
+              x.shape_str(), w.shape_str(), y.shape_str());
+  MAMBA_CHECK(!overlap(ym, xm), "{}: y may not overlap x", op);
+  const float* b = optional_vector(op, "bias", bias, wm.rows);
+  cpu::linear(ym, xm, wm, b, ctx.threads());
+}
+
+void embedding_forward(Tensor out, const int32_t* ids, int64_t m, Tensor table, Context& ctx) {
+  constexpr const char* op = "embedding_forward";
+  require_cpu(op, {{"out", &out}, {"table", &table}});
+  const cpu::MatF32 om = as_rows(op, "out", out);
+  const cpu::MatAny tm = as_matrix(op, "table", table);
+  MAMBA_CHECK(m >= 0 && om.rows == m && om.cols == tm.cols,
+              "{}: out must hold {} rows of {} features (table {}), got shape {}", op, m, tm.cols,
+              table.shape_str(), out.shape_str());
+  MAMBA_CHECK(m == 0 || ids != nullptr, "{}: ids is null but {} ids were requested", op, m);
+  for (int64_t r = 0; r < m; ++r)
+    MAMBA_CHECK(ids[r] >= 0 && ids[r] < tm.rows, "{}: ids[{}] = {} is out of range [0, {}) of table {}", op, r,
+                ids[r], tm.rows, table.shape_str());
+  cpu::embedding(om, ids, tm, ctx.threads());
+}
+
+void rmsnorm_forward(Tensor out, Tensor residual, Tensor x, Tensor w, float eps, Context& ctx) {
+  constexpr const char* op = "rmsnorm_forward";
+  require_cpu(op, {{"out", &out}, {"residual", &residual}, {"x", &x}, {"w", &w}});
+  const cpu::MatF32 om = as_rows(op, "out", out), rm = as_rows(op, "residual", residual);
+  MAMBA_CHECK(om.rows == rm.rows && om.cols == rm.cols, "{}: out (shape {}) and residual (shape {}) differ in shape",
+              op, out.shape_str(), residual.shape_str());
+  cpu::MatF32 xm;
+  if (x.defined()) {
+    xm = as_rows(op, "x", x);
+    MAMBA_CHECK(xm.rows == rm.rows && xm.cols == rm.cols, "{}: x (shape {}) and residual (shape {}) differ in shape",
+                op, x.shape_str(), residual.shape_str());
+    MAMBA_CHECK(!overlap(xm, rm), "{}: x may not overlap residual", op);
+  }
+  MAMBA_CHECK(!overlap(om, rm), "{}: out may not overlap residual", op);
+  require_f32_shape(op, "w", w, {rm.cols});
+  MAMBA_CHECK(eps >= 0.0f && std::isfinite(eps), "{}: eps = {} must be finite and non-negative", op, eps);
+  cpu::rmsnorm(om, rm, xm, w.f32(), eps, ctx.threads());
+}
+
+void conv1d_causal_forward(Tensor out, Tensor state_out, Tensor x, Tensor w, Tensor bias, Tensor state_in,
+                           bool apply_silu, Context& ctx) {
+  constexpr const char* op = "conv1d_causal_forward";
+  require_cpu(op, {{"out", &out}, {"state_out", &state_out}, {"x", &x}, {"w", &w}, {"bias", &bias},
+                   {"state_in", &state_in}});
+  require_defined(op, "x", x);
+  require_defined(op, "w", w);
+  MAMBA_CHECK(x.ndim == 3, "{}: x must have shape [b, l, e], got {}", op, x.shape_str());
+  MAMBA_CHECK(w.ndim == 2, "{}: w must have shape [e, k], got {}", op, w.shape_str());
+  cpu::ConvParams p;
+  p.b = x.shape[0], p.l = x.shape[1], p.e = x.shape[2], p.k = w.shape[1];
+  MAMBA_CHECK(p.k >= 1 && p.k <= cpu::kMaxConvWidth, "{}: conv width k = {} (w shape {}) is outside 1..{}", op, p.k,
+              w.shape_str(), cpu::kMaxConvWidth);
+  require_f32_shape(op, "w", w, {p.e, p.k});
+  p.x = as_seq(op, "x", x, p.b, p.l, p.e);
+  p.out = as_seq(op, "out", out, p.b, p.l, p.e);
+  p.w = w.f32();
+  p.bias = optional_vector(op, "bias", bias, p.e);
+  if (state_in.defined()) {
+    require_f32_shape(op, "state_in", state_in, {p.b, p.e, p.k - 1});
+    p.state_in = state_in.f32();
+  }
+  if (state_out.defined()) {
+    require_f32_shape(op, "state_out", state_out, {p.b, p.e, p.k - 1});
+    p.state_out = state_out.f32();
+  }
+  p.silu = apply_silu;
+  cpu::conv1d_causal(p, ctx.threads());
+}
+
+void selective_scan_forward(const ScanArgs& a, Context& ctx) {
+  constexpr const char* op = "selective_scan_forward";
+  require_cpu(op, {{"y", &a.y},
+                   {"state_out", &a.state_out},
+                   {"u", &a.u},
+                   {"dt", &a.dt},
+                   {"A", &a.A},
+                   {"B", &a.B},
+                   {"C", &a.C},
+                   {"D", &a.D},
+                   {"z", &a.z},
+                   {"dt_bias", &a.dt_bias},
+                   {"state_in", &a.state_in}});
+  require_defined(op, "u", a.u);
+  require_defined(op, "A", a.A);
+  MAMBA_CHECK(a.u.ndim == 3, "{}: u must have shape [b, l, e], got {}", op, a.u.shape_str());
+  MAMBA_CHECK(a.A.ndim == 2, "{}: A must have shape [e, n], got {}", op, a.A.shape_str());
+  cpu::ScanParams p;
+  p.b = a.u.shape[0], p.l = a.u.shape[1], p.e = a.u.shape[2], p.n = a.A.shape[1];
+  MAMBA_CHECK(p.n >= 1, "{}: A (shape {}) must have a state size n ≥ 1", op, a.A.shape_str());
+  require_f32_shape(op, "A", a.A, {p.e, p.n});
+  p.u = as_seq(op, "u", a.u, p.b, p.l, p.e);
+  p.dt = as_seq(op, "dt", a.dt, p.b, p.l, p.e);
+  p.y = as_seq(op, "y", a.y, p.b, p.l, p.e);
+  p.B = as_seq(op, "B", a.B, p.b, p.l, p.n);
+  p.C = as_seq(op, "C", a.C, p.b, p.l, p.n);
+  if (a.z.defined()) p.z = as_seq(op, "z", a.z, p.b, p.l, p.e);
+  p.A = a.A.f32();
+  p.D = optional_vector(op, "D", a.D, p.e);
+  p.dt_bias = optional_vector(op, "dt_bias", a.dt_bias, p.e);
+  if (a.state_in.defined()) {
+    require_f32_shape(op, "state_in", a.state_in, {p.b, p.e, p.n});
+    p.state_in = a.state_in.f32();
+  }
+  if (a.state_out.defined()) {
+    require_f32_shape(op, "state_out", a.state_out, {p.b, p.e, p.n});
+    p.state_out = a.state_out.f32();
+  }
+  p.dt_softplus = a.dt_softplus;
+  cpu::selective_scan(p, ctx.threads());
+}
+
+}  // namespace mambacpp

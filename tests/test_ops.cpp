@@ -1,0 +1,583 @@
+// Tests of the CPU ops (ops.h) against the double-precision reference loops (support/reference_ops.h): a
+// table of shapes per op including the awkward ones (one token, odd state sizes, channels not a multiple of
+// the vector width, several batch rows, row-strided views), outputs poisoned with NaN beforehand, chunked and
+// token-by-token runs against one call, bitwise equality across thread counts, and every bad-argument error.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "ops/cpu/vec_math.h"
+#include "ops/ops.h"
+#include "support/reference_ops.h"
+#include "support/test_util.h"
+
+namespace mambacpp {
+namespace {
+
+using test::random_vector;
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr float kPad = 12345.0f;  // value of the gaps between strided rows; ops must leave it alone
+
+// Relative L2 tolerances against the double reference.
+constexpr double kTolElementwise = 1e-6;  // embedding, rmsnorm, conv1d
+constexpr double kTolLinear = 1e-6;
+constexpr double kTolScan = 1e-6;
+constexpr double kTolChunked = 1e-6;  // chunked or stepwise runs against one call
+
+// An f32 (b, l, c) tensor stored with a row stride ld ≥ c (the gap filled with kPad), as a view would be.
+struct Strided {
+  int64_t b, l, c, ld;
+  std::vector<float> mem;
+  Strided(int64_t b_, int64_t l_, int64_t c_, int64_t ld_) : b(b_), l(l_), c(c_), ld(ld_), mem(size_t(b * l * ld), kPad) {}
+  Strided(int64_t b_, int64_t l_, int64_t c_, int64_t ld_, const std::vector<float>& values) : Strided(b_, l_, c_, ld_) {
+    for (int64_t r = 0; r < b * l; ++r)
+      for (int64_t j = 0; j < c; ++j) mem[r * ld + j] = values[r * c + j];
+  }
+  Tensor seq() {
+    Tensor t(mem.data(), DType::f32, {b, l, c});
+    t.stride[1] = ld;
+    t.stride[0] = l * ld;
+    return t;
+  }
+  Tensor rows() {
+    Tensor t(mem.data(), DType::f32, {b * l, c});
+    t.stride[0] = ld;
+    return t;
+  }
+  void poison() {
+    for (int64_t r = 0; r < b * l; ++r)
+      for (int64_t j = 0; j < c; ++j) mem[r * ld + j] = kNaN;
+  }
+  std::vector<float> packed() const {
+    std::vector<float> v(size_t(b * l * c));
+    for (int64_t r = 0; r < b * l; ++r)
+      for (int64_t j = 0; j < c; ++j) v[r * c + j] = mem[r * ld + j];
+    return v;
+  }
+  bool gaps_intact() const {
+    for (int64_t r = 0; r < b * l; ++r)
+      for (int64_t j = c; j < ld; ++j)
+        if (mem[r * ld + j] != kPad) return false;
+    return true;
+  }
+};
+
+Tensor vec_tensor(std::vector<float>& v) { return v.empty() ? Tensor() : Tensor(v.data(), DType::f32, {int64_t(v.size())}); }
+
+bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// Expects `f` to throw mambacpp::Error whose message contains every one of `parts`.
+template <typename F>
+void expect_error(F&& f, std::initializer_list<const char*> parts) {
+  try {
+    f();
+    ADD_FAILURE() << "no mambacpp::Error thrown";
+  } catch (const Error& e) {
+    for (const char* p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Vectorised elementary functions
+
+// Error of `got` in units in the last place of the f32 nearest to `ref`.
+double ulp_error(float got, double ref) {
+  const float r = float(ref);
+  const double ulp = double(std::nextafter(std::fabs(r), INFINITY) - std::fabs(r));
+  return std::fabs(double(got) - ref) / ulp;
+}
+
+template <typename F, typename R>
+double max_ulp_error(F vec_fn, R ref_fn, float lo, float hi, int count) {
+  double worst = 0;
+  for (int i = 0; i < count; i += cpu::kLanes) {
+    float in[cpu::kLanes], out[cpu::kLanes];
+    for (int j = 0; j < cpu::kLanes; ++j) in[j] = lo + (hi - lo) * float(i + j) / float(count);
+    vec_fn(cpu::Vec::load(in)).store(out);
+    for (int j = 0; j < cpu::kLanes; ++j) worst = std::max(worst, ulp_error(out[j], ref_fn(double(in[j]))));
+  }
+  return worst;
+}
+
+TEST(VecMath, ExpIsAccurateToOneAndAHalfUlp) {
+  auto vexp = [](cpu::Vec x) { return cpu::exp(x); };
+  auto dexp = [](double x) { return std::exp(x); };
+  EXPECT_LE(max_ulp_error(vexp, dexp, -87.0f, 88.7f, 1 << 20), 1.5);
+  EXPECT_LE(max_ulp_error(vexp, dexp, -1.0f, 1.0f, 1 << 18), 1.5);
+}
+
+TEST(VecMath, ExpSpecialValues) {
+  float in[cpu::kLanes] = {-INFINITY, INFINITY, kNaN, -200.0f, 200.0f, 0.0f, -0.0f, -103.0f, 89.0f, 88.7f};
+  float out[cpu::kLanes];
+  cpu::exp(cpu::Vec::load(in)).store(out);
+  EXPECT_EQ(out[0], 0.0f);
+  EXPECT_EQ(out[1], INFINITY);
+  EXPECT_TRUE(std::isnan(out[2]));
+  EXPECT_EQ(out[3], 0.0f);
+  EXPECT_EQ(out[4], INFINITY);
+  EXPECT_EQ(out[5], 1.0f);
+  EXPECT_EQ(out[6], 1.0f);
+  EXPECT_GE(out[7], 0.0f);
+  EXPECT_LT(out[7], 1e-44f);
+  EXPECT_EQ(out[8], INFINITY);
+  EXPECT_LE(ulp_error(out[9], std::exp(double(in[9]))), 1.5);
+}
+
+TEST(VecMath, SoftplusAndSiluAreAccurate) {
+  auto vsp = [](cpu::Vec x) { return cpu::softplus(x); };
+  EXPECT_LE(max_ulp_error(vsp, ref::softplus, -80.0f, 30.0f, 1 << 18), 2.5);
+  EXPECT_LE(max_ulp_error(vsp, ref::softplus, -5.0f, 5.0f, 1 << 18), 2.5);
+  auto vsilu = [](cpu::Vec x) { return cpu::silu(x); };
+  EXPECT_LE(max_ulp_error(vsilu, ref::silu, 0.01f, 80.0f, 1 << 18), 3.0);
+  EXPECT_LE(max_ulp_error(vsilu, ref::silu, -80.0f, -0.01f, 1 << 18), 3.0);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// linear_forward
+
+struct LinearCase {
+  int64_t m, i, o;
+  DType wt;
+  bool bias;
+  int64_t pad;  // extra row stride of x and y
+};
+
+std::vector<float> round_to(DType t, std::vector<float> v, std::vector<uint16_t>& bits) {
+  if (t == DType::f32) return v;
+  bits.resize(v.size());
+  convert_from_f32(bits.data(), t, v.data(), v.size());
+  convert_to_f32(v.data(), bits.data(), t, v.size());
+  return v;
+}
+
+// Runs linear_forward with `threads` threads; returns y packed.
+std::vector<float> run_linear(const LinearCase& c, int threads, std::vector<float>* ref_out = nullptr) {
+  std::vector<uint16_t> bits;
+  std::vector<float> wf = round_to(c.wt, random_vector(size_t(c.o * c.i), 2, -0.5f, 0.5f), bits);
+  std::vector<float> bias = c.bias ? random_vector(size_t(c.o), 3) : std::vector<float>();
+  const std::vector<float> xv = random_vector(size_t(c.m * c.i), 1);
+  Strided x(1, c.m, c.i, c.i + c.pad, xv), y(1, c.m, c.o, c.o + c.pad);
+  y.poison();
+  void* wdata = c.wt == DType::f32 ? static_cast<void*>(wf.data()) : static_cast<void*>(bits.data());
+  Context ctx(threads);
+  linear_forward(y.rows(), x.rows(), Tensor(wdata, c.wt, {c.o, c.i}), vec_tensor(bias), ctx);
+  EXPECT_TRUE(y.gaps_intact());
+  if (ref_out) {
+    const auto ref = ref::linear(xv, wf, bias, c.m, c.i, c.o);
+    ref_out->assign(ref.begin(), ref.end());
+  }
+  return y.packed();
+}
+
+TEST(Linear, MatchesReference) {
+  const LinearCase cases[] = {
+      {1, 768, 1000, DType::f32, false, 0},  {1, 37, 5, DType::f32, true, 3},   {2, 300, 33, DType::bf16, true, 0},
+      {3, 16, 80, DType::f16, false, 5},     {5, 1, 7, DType::f32, true, 0},    {8, 129, 65, DType::bf16, false, 2},
+      {9, 64, 96, DType::f32, true, 0},      {13, 300, 33, DType::f32, true, 7}, {37, 48, 100, DType::bf16, true, 1},
+      {200, 520, 70, DType::f32, false, 16}, {64, 1536, 80, DType::f16, true, 0}, {30, 7, 3, DType::f32, true, 0},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(testing::Message() << "m=" << c.m << " i=" << c.i << " o=" << c.o << " w=" << dtype_name(c.wt)
+                                    << " bias=" << c.bias << " pad=" << c.pad);
+    std::vector<float> ref;
+    const auto got = run_linear(c, 2, &ref);
+    EXPECT_CLOSE(got.data(), ref.data(), got.size(), kTolLinear);
+    EXPECT_TRUE(bitwise_equal(got, run_linear(c, 1))) << "results differ between 1 and 2 threads";
+  }
+}
+
+TEST(Linear, RowsAreIndependentOfBatchSize) {
+  // Row r of y is the same whether computed alone (decoding) or among a few rows.
+  const LinearCase one{1, 200, 50, DType::bf16, true, 0}, four{4, 200, 50, DType::bf16, true, 0};
+  const auto y1 = run_linear(one, 2), y4 = run_linear(four, 2);
+  EXPECT_TRUE(std::equal(y1.begin(), y1.end(), y4.begin()));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// embedding_forward
+
+TEST(Embedding, MatchesReferenceForEachDtype) {
+  const int64_t v = 50, d = 37, m = 6;
+  const std::vector<int32_t> ids = {0, 49, 7, 7, 23, 1};
+  for (DType t : {DType::f32, DType::bf16, DType::f16}) {
+    SCOPED_TRACE(dtype_name(t));
+    std::vector<uint16_t> bits;
+    std::vector<float> table = round_to(t, random_vector(size_t(v * d), 4), bits);
+    void* data = t == DType::f32 ? static_cast<void*>(table.data()) : static_cast<void*>(bits.data());
+    Strided out(1, m, d, d + 3);
+    out.poison();
+    Context ctx(2);
+    embedding_forward(out.rows(), ids.data(), m, Tensor(data, t, {v, d}), ctx);
+    const auto got = out.packed();
+    const auto ref = ref::embedding(ids, table, d);
+    EXPECT_CLOSE(got.data(), ref.data(), got.size(), 0.0);
+    EXPECT_TRUE(out.gaps_intact());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// rmsnorm_forward
+
+TEST(RmsNorm, MatchesReference) {
+  struct Case {
+    int64_t m, d;
+    bool with_x;
+    int64_t pad;
+  };
+  for (const Case c : {Case{1, 768, true, 0}, Case{5, 37, true, 3}, Case{3, 1, false, 0}, Case{64, 100, false, 5},
+                       Case{2, 16, true, 0}}) {
+    SCOPED_TRACE(testing::Message() << "m=" << c.m << " d=" << c.d << " x=" << c.with_x);
+    const auto res0 = random_vector(size_t(c.m * c.d), 5, -2.0f, 2.0f);
+    const auto xv = c.with_x ? random_vector(size_t(c.m * c.d), 6) : std::vector<float>();
+    auto w = random_vector(size_t(c.d), 7, 0.5f, 1.5f);
+    const auto ref = ref::rmsnorm(res0, xv, w, c.m, c.d, 1e-5);
+    std::vector<float> last;
+    for (int threads : {1, 2}) {
+      Strided res(1, c.m, c.d, c.d + c.pad, res0), out(1, c.m, c.d, c.d + c.pad);
+      Strided x = c.with_x ? Strided(1, c.m, c.d, c.d + c.pad, xv) : Strided(1, c.m, c.d, c.d);
+      out.poison();
+      Context ctx(threads);
+      rmsnorm_forward(out.rows(), res.rows(), c.with_x ? x.rows() : Tensor(), vec_tensor(w), 1e-5f, ctx);
+      const auto got = out.packed(), got_res = res.packed();
+      EXPECT_CLOSE(got.data(), ref.out.data(), got.size(), kTolElementwise);
+      EXPECT_CLOSE(got_res.data(), ref.residual.data(), got_res.size(), kTolElementwise);
+      EXPECT_TRUE(out.gaps_intact() && res.gaps_intact());
+      if (!last.empty()) {
+        EXPECT_TRUE(bitwise_equal(got, last)) << "results differ between 1 and 2 threads";
+      }
+      last = got;
+    }
+  }
+}
+
+TEST(RmsNorm, OutMayAliasX) {
+  const int64_t m = 3, d = 40;
+  const auto res0 = random_vector(size_t(m * d), 8), xv = random_vector(size_t(m * d), 9);
+  auto w = random_vector(size_t(d), 10);
+  const auto ref = ref::rmsnorm(res0, xv, w, m, d, 1e-6);
+  std::vector<float> res = res0, x = xv;
+  Context ctx(2);
+  rmsnorm_forward(Tensor(x.data(), DType::f32, {m, d}), Tensor(res.data(), DType::f32, {m, d}),
+                  Tensor(x.data(), DType::f32, {m, d}), vec_tensor(w), 1e-6f, ctx);
+  EXPECT_CLOSE(x.data(), ref.out.data(), x.size(), kTolElementwise);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Sequence helpers for conv1d and the scan
+
+// Tokens [t0, t0 + len) of a (b, l, c) sequence stored with row stride ld (batch stride l·ld).
+Tensor seq_slice(float* base, int64_t b, int64_t l, int64_t c, int64_t ld, int64_t t0, int64_t len) {
+  Tensor t(base + t0 * ld, DType::f32, {b, len, c});
+  t.stride[1] = ld;
+  t.stride[0] = l * ld;
+  return t;
+}
+
+// Splits l tokens into consecutive chunks of the given sizes (cycled); sizes {l} is one call.
+std::vector<std::pair<int64_t, int64_t>> chunks_of(int64_t l, std::initializer_list<int64_t> sizes) {
+  std::vector<std::pair<int64_t, int64_t>> out;
+  auto it = sizes.begin();
+  for (int64_t t0 = 0; t0 < l;) {
+    const int64_t len = std::min(*it, l - t0);
+    out.emplace_back(t0, len);
+    t0 += len;
+    if (++it == sizes.end()) it = sizes.begin();
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// conv1d_causal_forward
+
+struct ConvCase {
+  int64_t b, l, e, k;
+  bool bias, silu, state_in;
+};
+
+struct ConvData {
+  ConvCase c;
+  int64_t ld;  // row stride of x: x is the first half of a (b, l, 2e) buffer
+  std::vector<float> x, w, bias, state0;
+  explicit ConvData(const ConvCase& cc)
+      : c(cc),
+        ld(2 * cc.e),
+        x(random_vector(size_t(cc.b * cc.l * cc.e), 11)),
+        w(random_vector(size_t(cc.e * cc.k), 12, -0.6f, 0.6f)),
+        bias(cc.bias ? random_vector(size_t(cc.e), 13) : std::vector<float>()),
+        state0(cc.state_in ? random_vector(size_t(cc.b * cc.e * (cc.k - 1)), 14) : std::vector<float>()) {}
+};
+
+struct SeqResult {
+  std::vector<float> y, state;
+};
+
+// Runs the conv over the sequence in the given chunks, carrying the state in one buffer (state_out aliasing
+// state_in from the second chunk on).
+SeqResult run_conv(ConvData& d, int threads, std::initializer_list<int64_t> sizes) {
+  const ConvCase& c = d.c;
+  Strided x(c.b, c.l, c.e, d.ld, d.x), out(c.b, c.l, c.e, c.e + 1);
+  out.poison();
+  std::vector<float> state(size_t(c.b * c.e * (c.k - 1)), kNaN);
+  Tensor st(state.data(), DType::f32, {c.b, c.e, c.k - 1});
+  Tensor st0 = c.state_in ? Tensor(d.state0.data(), DType::f32, {c.b, c.e, c.k - 1}) : Tensor();
+  Context ctx(threads);
+  bool first = true;
+  for (auto [t0, len] : chunks_of(c.l, sizes)) {
+    conv1d_causal_forward(seq_slice(out.mem.data(), c.b, c.l, c.e, c.e + 1, t0, len), st,
+                          seq_slice(x.mem.data(), c.b, c.l, c.e, d.ld, t0, len),
+                          Tensor(d.w.data(), DType::f32, {c.e, c.k}), vec_tensor(d.bias), first ? st0 : st, c.silu,
+                          ctx);
+    first = false;
+  }
+  EXPECT_TRUE(out.gaps_intact() && x.gaps_intact());
+  return {out.packed(), state};
+}
+
+TEST(Conv1d, MatchesReference) {
+  const ConvCase cases[] = {{1, 1, 16, 4, true, true, true},    {2, 5, 37, 4, true, false, true},
+                            {1, 33, 1, 4, false, true, false},  {3, 7, 20, 2, true, true, true},
+                            {1, 9, 48, 1, true, false, false},  {2, 2, 37, 4, false, true, true},
+                            {1, 64, 1536, 4, true, true, false}, {2, 12, 5, 16, true, true, true}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(testing::Message() << "b=" << c.b << " l=" << c.l << " e=" << c.e << " k=" << c.k
+                                    << " bias=" << c.bias << " silu=" << c.silu << " state_in=" << c.state_in);
+    ConvData d(c);
+    const auto ref = ref::conv1d_causal(d.x, d.w, d.bias, d.state0, c.b, c.l, c.e, c.k, c.silu);
+    const SeqResult got = run_conv(d, 2, {c.l});
+    EXPECT_CLOSE(got.y.data(), ref.out.data(), got.y.size(), kTolElementwise);
+    EXPECT_CLOSE(got.state.data(), ref.state.data(), got.state.size(), 0.0);
+    const SeqResult one = run_conv(d, 1, {c.l});
+    EXPECT_TRUE(bitwise_equal(got.y, one.y) && bitwise_equal(got.state, one.state)) << "1 vs 2 threads";
+  }
+}
+
+TEST(Conv1d, ChunkedAndStepwiseEqualOneCall) {
+  ConvData d({2, 23, 37, 4, true, true, true});
+  const SeqResult whole = run_conv(d, 2, {23});
+  for (auto sizes : {std::initializer_list<int64_t>{1}, {2, 5}, {3}, {10, 1}}) {
+    const SeqResult parts = run_conv(d, 2, sizes);
+    EXPECT_CLOSE(parts.y.data(), whole.y.data(), whole.y.size(), kTolChunked);
+    EXPECT_CLOSE(parts.state.data(), whole.state.data(), whole.state.size(), kTolChunked);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// selective_scan_forward
+
+struct ScanCase {
+  int64_t b, l, e, n;
+  bool z, D, dt_bias, softplus, state_in;
+};
+
+// Inputs laid out as the model produces them: u and z the halves of a (b, l, 2e) buffer, B and C slices of
+// a (b, l, r + 2n) buffer (r = 3), dt a (b, l, e) buffer with one column of padding.
+struct ScanData {
+  static constexpr int64_t r = 3;
+  ScanCase c;
+  std::vector<float> u, z, dt, B, C, A, D, dt_bias, state0;
+  explicit ScanData(const ScanCase& cc) : c(cc) {
+    const size_t ble = size_t(c.b * c.l * c.e), bln = size_t(c.b * c.l * c.n);
+    u = random_vector(ble, 21);
+    if (c.z) z = random_vector(ble, 22, -3.0f, 3.0f);
+    dt = c.softplus ? random_vector(ble, 23, -5.0f, 0.5f) : random_vector(ble, 23, 0.001f, 0.2f);
+    B = random_vector(bln, 24);
+    C = random_vector(bln, 25);
+    A = random_vector(size_t(c.e * c.n), 26, -0.7f, 2.8f);
+    for (float& a : A) a = -std::exp(a);
+    if (c.D) D = random_vector(size_t(c.e), 27);
+    if (c.dt_bias) dt_bias = c.softplus ? random_vector(size_t(c.e), 28, -2.0f, 0.0f) : random_vector(size_t(c.e), 28, 0.0f, 0.05f);
+    if (c.state_in) state0 = random_vector(size_t(c.b * c.e * c.n), 29, -2.0f, 2.0f);
+  }
+  ref::ScanResult reference() const {
+    ref::ScanInputs in;
+    in.b = c.b, in.l = c.l, in.e = c.e, in.n = c.n;
+    in.u = u, in.dt = dt, in.z = z, in.B = B, in.C = C, in.A = A, in.D = D, in.dt_bias = dt_bias;
+    in.state_in = state0;
+    in.dt_softplus = c.softplus;
+    return ref::selective_scan(in);
+  }
+};
+
+// Runs the scan in the given chunks, carrying the state in one buffer (aliased in and out after the first).
+SeqResult run_scan(ScanData& d, int threads, std::initializer_list<int64_t> sizes) {
+  const ScanCase& c = d.c;
+  const int64_t xw = ScanData::r + 2 * c.n;
+  std::vector<float> uz(size_t(c.b * c.l * 2 * c.e), kPad), bc(size_t(c.b * c.l * xw), kPad);
+  for (int64_t t = 0; t < c.b * c.l; ++t) {
+    for (int64_t j = 0; j < c.e; ++j) {
+      uz[t * 2 * c.e + j] = d.u[t * c.e + j];
+      if (c.z) uz[t * 2 * c.e + c.e + j] = d.z[t * c.e + j];
+    }
+    for (int64_t s = 0; s < c.n; ++s) {
+      bc[t * xw + ScanData::r + s] = d.B[t * c.n + s];
+      bc[t * xw + ScanData::r + c.n + s] = d.C[t * c.n + s];
+    }
+  }
+  Strided dt(c.b, c.l, c.e, c.e + 1, d.dt), y(c.b, c.l, c.e, c.e);
+  y.poison();
+  std::vector<float> state(size_t(c.b * c.e * c.n), kNaN);
+  Tensor st(state.data(), DType::f32, {c.b, c.e, c.n});
+  Context ctx(threads);
+  bool first = true;
+  for (auto [t0, len] : chunks_of(c.l, sizes)) {
+    ScanArgs a;
+    a.y = seq_slice(y.mem.data(), c.b, c.l, c.e, c.e, t0, len);
+    a.state_out = st;
+    a.u = seq_slice(uz.data(), c.b, c.l, c.e, 2 * c.e, t0, len);
+    if (c.z) a.z = seq_slice(uz.data() + c.e, c.b, c.l, c.e, 2 * c.e, t0, len);
+    a.dt = seq_slice(dt.mem.data(), c.b, c.l, c.e, c.e + 1, t0, len);
+    a.B = seq_slice(bc.data() + ScanData::r, c.b, c.l, c.n, xw, t0, len);
+    a.C = seq_slice(bc.data() + ScanData::r + c.n, c.b, c.l, c.n, xw, t0, len);
+    a.A = Tensor(d.A.data(), DType::f32, {c.e, c.n});
+    a.D = vec_tensor(d.D);
+    a.dt_bias = vec_tensor(d.dt_bias);
+    a.state_in = !first ? st : c.state_in ? Tensor(d.state0.data(), DType::f32, {c.b, c.e, c.n}) : Tensor();
+    a.dt_softplus = c.softplus;
+    selective_scan_forward(a, ctx);
+    first = false;
+  }
+  EXPECT_TRUE(dt.gaps_intact());
+  return {y.packed(), state};
+}
+
+TEST(SelectiveScan, MatchesReference) {
+  const ScanCase cases[] = {
+      {1, 1, 16, 16, true, true, true, true, true},     {1, 1, 37, 16, true, true, true, true, false},
+      {2, 7, 37, 1, true, true, true, true, true},      {1, 13, 20, 3, false, true, false, true, false},
+      {3, 5, 16, 17, true, false, true, false, true},   {1, 64, 48, 16, true, true, true, true, false},
+      {2, 9, 5, 64, false, false, false, true, true},   {1, 4, 33, 256, true, true, true, true, true},
+      {1, 300, 17, 16, true, true, true, true, false},  {2, 40, 1, 8, true, true, false, false, false},
+      {1, 128, 1536, 16, true, true, true, true, false}, {2, 3, 100, 130, true, false, true, true, true},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(testing::Message() << "b=" << c.b << " l=" << c.l << " e=" << c.e << " n=" << c.n << " z=" << c.z
+                                    << " D=" << c.D << " dt_bias=" << c.dt_bias << " softplus=" << c.softplus
+                                    << " state_in=" << c.state_in);
+    ScanData d(c);
+    const auto ref = d.reference();
+    const SeqResult got = run_scan(d, 2, {c.l});
+    EXPECT_CLOSE(got.y.data(), ref.y.data(), got.y.size(), kTolScan);
+    EXPECT_CLOSE(got.state.data(), ref.state.data(), got.state.size(), kTolScan);
+    const SeqResult one = run_scan(d, 1, {c.l});
+    EXPECT_TRUE(bitwise_equal(got.y, one.y) && bitwise_equal(got.state, one.state)) << "1 vs 2 threads";
+  }
+}
+
+TEST(SelectiveScan, ChunkedAndStepwiseEqualOneCall) {
+  for (const ScanCase c : {ScanCase{2, 37, 37, 16, true, true, true, true, true},
+                           ScanCase{1, 20, 19, 5, false, true, false, true, false}}) {
+    ScanData d(c);
+    const SeqResult whole = run_scan(d, 2, {c.l});
+    for (auto sizes : {std::initializer_list<int64_t>{1}, {16}, {5, 2, 9}}) {
+      const SeqResult parts = run_scan(d, 2, sizes);
+      EXPECT_CLOSE(parts.y.data(), whole.y.data(), whole.y.size(), kTolChunked);
+      EXPECT_CLOSE(parts.state.data(), whole.state.data(), whole.state.size(), kTolChunked);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Bad arguments
+
+TEST(OpErrors, LinearNamesTheBadArgument) {
+  std::vector<float> x(6 * 4, 1.0f), w(5 * 4, 1.0f), y(6 * 5), bias(5);
+  std::vector<uint16_t> wh(5 * 4);
+  Context ctx(1);
+  Tensor tx(x.data(), DType::f32, {6, 4}), tw(w.data(), DType::f32, {5, 4}), ty(y.data(), DType::f32, {6, 5});
+  expect_error([&] { linear_forward(ty, tx, Tensor(w.data(), DType::f32, {4, 5}), Tensor(), ctx); },
+               {"linear_forward", "w", "[4, 5]", "x"});
+  expect_error([&] { linear_forward(Tensor(y.data(), DType::f32, {6, 4}), tx, tw, Tensor(), ctx); },
+               {"linear_forward", "y", "[6, 4]"});
+  expect_error([&] { linear_forward(ty, tx, tw, Tensor(bias.data(), DType::f32, {4}), ctx); },
+               {"linear_forward", "bias", "[5]", "[4]"});
+  expect_error([&] { linear_forward(ty, Tensor(wh.data(), DType::bf16, {5, 4}), tw, Tensor(), ctx); },
+               {"linear_forward", "x", "f32", "bf16"});
+  expect_error([&] { linear_forward(ty, tx, Tensor(), Tensor(), ctx); }, {"linear_forward", "w", "undefined"});
+  expect_error([&] { linear_forward(Tensor(x.data(), DType::f32, {6, 5}), tx, tw, Tensor(), ctx); },
+               {"linear_forward", "overlap"});
+  Tensor strided_w = tw;
+  strided_w.stride[1] = 2;
+  expect_error([&] { linear_forward(ty, tx, strided_w, Tensor(), ctx); }, {"linear_forward", "w", "contiguous"});
+  Tensor cuda_x(x.data(), DType::f32, {6, 4}, Device::cuda);
+  expect_error([&] { linear_forward(ty, cuda_x, tw, Tensor(), ctx); }, {"linear_forward", "cuda"});
+}
+
+TEST(OpErrors, EmbeddingNamesTheBadId) {
+  std::vector<float> table(10 * 3), out(3 * 3);
+  const int32_t ids[] = {1, 10, 2};
+  const int32_t negative[] = {-1};
+  Context ctx(1);
+  Tensor tt(table.data(), DType::f32, {10, 3});
+  expect_error([&] { embedding_forward(Tensor(out.data(), DType::f32, {3, 3}), ids, 3, tt, ctx); },
+               {"embedding_forward", "ids[1] = 10", "[0, 10)"});
+  expect_error([&] { embedding_forward(Tensor(out.data(), DType::f32, {1, 3}), negative, 1, tt, ctx); },
+               {"ids[0] = -1"});
+  expect_error([&] { embedding_forward(Tensor(out.data(), DType::f32, {3, 2}), ids, 3, tt, ctx); },
+               {"embedding_forward", "out", "[3, 2]"});
+}
+
+TEST(OpErrors, RmsNormRejectsAliasingAndShapes) {
+  std::vector<float> a(4 * 8, 1.0f), b(4 * 8, 1.0f), w(8, 1.0f);
+  Context ctx(1);
+  Tensor ta(a.data(), DType::f32, {4, 8}), tb(b.data(), DType::f32, {4, 8});
+  expect_error([&] { rmsnorm_forward(ta, ta, Tensor(), vec_tensor(w), 1e-5f, ctx); },
+               {"rmsnorm_forward", "out may not overlap residual"});
+  expect_error([&] { rmsnorm_forward(ta, tb, Tensor(), Tensor(w.data(), DType::f32, {7}), 1e-5f, ctx); },
+               {"rmsnorm_forward", "w", "[8]", "[7]"});
+  expect_error([&] { rmsnorm_forward(ta, tb, Tensor(b.data(), DType::f32, {8, 4}), vec_tensor(w), 1e-5f, ctx); },
+               {"rmsnorm_forward", "x", "[8, 4]"});
+  expect_error([&] { rmsnorm_forward(ta, tb, Tensor(), vec_tensor(w), -1.0f, ctx); }, {"rmsnorm_forward", "eps"});
+}
+
+TEST(OpErrors, Conv1dChecksStateAndWidth) {
+  std::vector<float> x(2 * 3 * 5), out(2 * 3 * 5), w(5 * 20), st(2 * 5 * 3);
+  Context ctx(1);
+  Tensor tx(x.data(), DType::f32, {2, 3, 5}), to(out.data(), DType::f32, {2, 3, 5});
+  Tensor tw(w.data(), DType::f32, {5, 4});
+  expect_error([&] { conv1d_causal_forward(to, Tensor(), tx, tw, Tensor(), Tensor(st.data(), DType::f32, {2, 5, 4}), true, ctx); },
+               {"conv1d_causal_forward", "state_in", "[2, 5, 3]", "[2, 5, 4]"});
+  expect_error([&] { conv1d_causal_forward(to, Tensor(), tx, Tensor(w.data(), DType::f32, {5, 20}), Tensor(), Tensor(), true, ctx); },
+               {"conv1d_causal_forward", "k = 20"});
+  expect_error([&] { conv1d_causal_forward(Tensor(out.data(), DType::f32, {2, 5, 3}), Tensor(), tx, tw, Tensor(), Tensor(), true, ctx); },
+               {"conv1d_causal_forward", "out", "[2, 3, 5]"});
+}
+
+TEST(OpErrors, ScanNamesTheBadArgument) {
+  const int64_t b = 1, l = 2, e = 3, n = 4;
+  std::vector<float> u(b * l * e), dt(b * l * e), y(b * l * e), B(b * l * n), C(b * l * n), A(e * n), st(b * e * n);
+  Context ctx(1);
+  ScanArgs a;
+  a.y = Tensor(y.data(), DType::f32, {b, l, e});
+  a.u = Tensor(u.data(), DType::f32, {b, l, e});
+  a.dt = Tensor(dt.data(), DType::f32, {b, l, e});
+  a.B = Tensor(B.data(), DType::f32, {b, l, n});
+  a.C = Tensor(C.data(), DType::f32, {b, l, n});
+  a.A = Tensor(A.data(), DType::f32, {e, n});
+  ScanArgs bad = a;
+  bad.C = Tensor(C.data(), DType::f32, {b, l, n - 1});
+  expect_error([&] { selective_scan_forward(bad, ctx); }, {"selective_scan_forward", "C", "[1, 2, 4]", "[1, 2, 3]"});
+  bad = a;
+  bad.state_in = Tensor(st.data(), DType::f32, {b, n, e});
+  expect_error([&] { selective_scan_forward(bad, ctx); }, {"selective_scan_forward", "state_in", "[1, 3, 4]"});
+  bad = a;
+  bad.D = Tensor(st.data(), DType::bf16, {e});
+  expect_error([&] { selective_scan_forward(bad, ctx); }, {"selective_scan_forward", "D", "f32", "bf16"});
+  bad = a;
+  bad.dt = Tensor();
+  expect_error([&] { selective_scan_forward(bad, ctx); }, {"selective_scan_forward", "dt", "undefined"});
+  bad = a;
+  bad.u.device = Device::cuda;
+  expect_error([&] { selective_scan_forward(bad, ctx); }, {"selective_scan_forward", "u is on cuda", "y is on cpu"});
+  EXPECT_NO_THROW(selective_scan_forward(a, ctx));
+}
+
+}  // namespace
+}  // namespace mambacpp
