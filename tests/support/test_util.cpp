@@ -116,4 +116,18 @@ static Closeness compare_impl(const float* got, const R* ref, size_t n) {
 Closeness compare(const float* got, const double* ref, size_t n) { return compare_impl(got, ref, n); }
 Closeness compare(const float* got, const float* ref, size_t n) { return compare_impl(got, ref, n); }
 
+template <typename R>
+static ::testing::AssertionResult is_close_impl(const float* got, const R* ref, size_t n, double tol) {
+  const Closeness c = compare(got, ref, n);
+  if (!c.any_nan && c.rel_l2 <= tol) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "tolerance " << tol << ": " << c.describe();
+}
+
+::testing::AssertionResult is_close(const float* got, const double* ref, size_t n, double tol) {
+  return is_close_impl(got, ref, n, tol);
+}
+::testing::AssertionResult is_close(const float* got, const float* ref, size_t n, double tol) {
+  return is_close_impl(got, ref, n, tol);
+}
+
 }  // namespace mambacpp::test

@@ -54,11 +54,10 @@ struct Closeness {
 Closeness compare(const float* got, const double* ref, size_t n);
 Closeness compare(const float* got, const float* ref, size_t n);
 
-// EXPECT that the relative L2 error is at most `tol` (and nothing is NaN), printing the worst element.
-#define EXPECT_CLOSE(got, ref, n, tol)                                                              \
-  do {                                                                                              \
-    const auto _c = ::mambacpp::test::compare((got), (ref), (n));                                   \
-    EXPECT_TRUE(!_c.any_nan && _c.rel_l2 <= (tol)) << "tolerance " << (tol) << ": " << _c.describe(); \
-  } while (0)
+// Success when the relative L2 error is at most `tol` and nothing is NaN; the failure message names the
+// worst element. EXPECT_CLOSE(got, ref, n, tol) << "context" reports it.
+::testing::AssertionResult is_close(const float* got, const double* ref, size_t n, double tol);
+::testing::AssertionResult is_close(const float* got, const float* ref, size_t n, double tol);
+#define EXPECT_CLOSE(got, ref, n, tol) EXPECT_TRUE(::mambacpp::test::is_close((got), (ref), (n), (tol)))
 
 }  // namespace mambacpp::test

@@ -1,0 +1,38 @@
+// Generation: prefill the prompts (batched when they have one length, one by one otherwise), then decode
+// one token per step for every unfinished sequence with the recurrent state, sampling each token.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "core/context.h"
+#include "infer/sampler.h"
+#include "model/weights.h"
+
+namespace mambacpp {
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 128;
+  SamplingParams sampling;
+  uint64_t seed = 0;
+  int64_t eos_id = -1;   // stop a sequence when it produces this id (-1: never)
+  int64_t chunk = 256;   // prefill chunk length (bounds memory for long prompts)
+};
+
+struct GenerateStats {
+  int64_t prompt_tokens = 0;
+  double prompt_seconds = 0;
+  int64_t generated_tokens = 0;
+  double generate_seconds = 0;
+};
+
+// Receives each new token as it is produced: (sequence index, id).
+using TokenCallback = std::function<void(int64_t, int32_t)>;
+
+// Returns the new ids of each sequence (the EOS id included when it stopped one).
+std::vector<std::vector<int32_t>> generate(const ModelWeights& w, const std::vector<std::vector<int32_t>>& prompts,
+                                           const GenerateOptions& opt, const TokenCallback& on_token,
+                                           GenerateStats* stats, Context& ctx);
+
+}  // namespace mambacpp

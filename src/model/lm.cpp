@@ -1,0 +1,185 @@
+// The Mamba-1 LM forward pass (see lm.h). Data flow per chunk of tokens, m = b·lc rows:
+//   residual = embed(ids)                                   (m, d) f32, the residual stream
+//   per layer i: hidden = RMSNorm_i(residual += mixer_out)  (no add before layer 0)
+//     xz  = in_proj(hidden)            (m, 2e): x = xz[:, :e], z = xz[:, e:]
+//     xc  = SiLU(conv1d(x))            (b, lc, e), conv state carried in `state`
+//     xdbl = x_proj(xc)                (m, r + 2n): dt_low = [:, :r], B = [:, r:r+n], C = [:, r+n:]
+//     dt  = dt_proj(dt_low)            (m, e), its bias applied inside the scan before softplus
+//     y   = scan(xc, dt, A, B, C, D, z) (b, lc, e), SSM state carried in `state`
+//     mixer_out = out_proj(y)          (m, d)
+//   hidden = RMSNorm_f(residual += mixer_out); logits = head(hidden) for the positions asked for.
+#include "model/lm.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+#include "ops/ops.h"
+
+namespace mambacpp {
+
+namespace {
+
+Tensor matrix(void* p, int64_t rows, int64_t cols, int64_t row_stride) {
+  Tensor t(p, DType::f32, {rows, cols});
+  t.stride[0] = row_stride;
+  return t;
+}
+
+Tensor sequence(void* p, int64_t b, int64_t l, int64_t cols, int64_t row_stride) {
+  Tensor t(p, DType::f32, {b, l, cols});
+  t.stride[1] = row_stride;
+  t.stride[0] = l * row_stride;
+  return t;
+}
+
+void ensure(Buffer& buf, size_t floats) {
+  if (buf.bytes() < floats * sizeof(float)) buf = Buffer(floats * sizeof(float));
+}
+
+void mixer_forward(const LayerWeights& lw, int64_t layer, RecurrentState& state, Workspace& ws, int64_t b,
+                   int64_t lc, const MambaConfig& c, Context& ctx) {
+  const int64_t m = b * lc, d = c.d_model, e = c.d_inner, n = c.d_state, r = c.dt_rank;
+  float* xz = ws.xz.as<float>();
+  float* xdbl = ws.xdbl.as<float>();
+  linear_forward(matrix(xz, m, 2 * e, 2 * e), matrix(ws.hidden.data(), m, d, d), lw.in_proj, lw.in_proj_bias, ctx);
+
+  const Tensor xc = sequence(ws.xc.data(), b, lc, e, e);
+  conv1d_causal_forward(xc, state.conv(layer), sequence(xz, b, lc, e, 2 * e), lw.conv_w, lw.conv_b,
+                        state.conv(layer), /*apply_silu=*/true, ctx);
+
+  linear_forward(matrix(xdbl, m, r + 2 * n, r + 2 * n), matrix(ws.xc.data(), m, e, e), lw.x_proj, Tensor{}, ctx);
+  linear_forward(matrix(ws.dt.data(), m, e, e), matrix(xdbl, m, r, r + 2 * n), lw.dt_proj, Tensor{}, ctx);
+
+  ScanArgs a;
+  a.y = sequence(ws.y.data(), b, lc, e, e);
+  a.state_out = state.ssm(layer);
+  a.state_in = state.ssm(layer);
+  a.u = xc;
+  a.dt = sequence(ws.dt.data(), b, lc, e, e);
+  a.A = lw.A;
+  a.B = sequence(xdbl + r, b, lc, n, r + 2 * n);
+  a.C = sequence(xdbl + r + n, b, lc, n, r + 2 * n);
+  a.D = lw.D;
+  a.z = sequence(xz + e, b, lc, e, 2 * e);
+  a.dt_bias = lw.dt_bias;
+  a.dt_softplus = true;
+  selective_scan_forward(a, ctx);
+
+  linear_forward(matrix(ws.mixer_out.data(), m, d, d), matrix(ws.y.data(), m, e, e), lw.out_proj,
+                 lw.out_proj_bias, ctx);
+}
+
+// Writes the logits this chunk contributes: every position (into the (b, l, v) output at offset t0) or,
+// for the chunk that holds the last token, the last position of each sequence (into (b, v)).
+void head_forward(Tensor logits, const ModelWeights& w, Workspace& ws, int64_t b, int64_t lc, int64_t t0,
+                  int64_t l, const ForwardOptions& opt, Context& ctx) {
+  const int64_t d = w.config.d_model, v = w.config.vocab_size;
+  float* hidden = ws.hidden.as<float>();
+  if (opt.logits_for == LogitsFor::all_positions) {
+    for (int64_t bi = 0; bi < b; ++bi)
+      linear_forward(matrix(logits.f32() + (bi * l + t0) * v, lc, v, v), matrix(hidden + bi * lc * d, lc, d, d),
+                     w.lm_head, Tensor{}, ctx);
+  } else if (opt.logits_for == LogitsFor::last_position && t0 + lc == l) {
+    float* last = ws.last_hidden.as<float>();
+    for (int64_t bi = 0; bi < b; ++bi)
+      std::memcpy(last + bi * d, hidden + (bi * lc + lc - 1) * d, size_t(d) * sizeof(float));
+    linear_forward(matrix(logits.f32(), b, v, v), matrix(last, b, d, d), w.lm_head, Tensor{}, ctx);
+  }
+}
+
+void check_logits_shape(const Tensor& logits, int64_t b, int64_t l, int64_t v, LogitsFor mode) {
+  if (mode == LogitsFor::none) return;
+  const bool all = mode == LogitsFor::all_positions;
+  const bool ok = logits.defined() && logits.dtype == DType::f32 && logits.is_contiguous() &&
+                  (all ? logits.ndim == 3 && logits.shape[0] == b && logits.shape[1] == l && logits.shape[2] == v
+                       : logits.ndim == 2 && logits.shape[0] == b && logits.shape[1] == v);
+  MAMBA_CHECK(ok, "lm_forward: logits must be a contiguous f32 tensor of shape {}, got {}",
+              all ? fmt::format("[{}, {}, {}]", b, l, v) : fmt::format("[{}, {}]", b, v),
+              logits.defined() ? logits.shape_str() : std::string("none"));
+}
+
+}  // namespace
+
+RecurrentState::RecurrentState(const MambaConfig& cfg, int64_t batch) : cfg_(cfg), batch_(batch) {
+  MAMBA_CHECK(batch >= 1, "batch size must be at least 1, got {}", batch);
+  conv_ = Buffer(size_t(cfg.n_layer * batch * cfg.d_inner * (cfg.d_conv - 1)) * sizeof(float));
+  ssm_ = Buffer(size_t(cfg.n_layer * batch * cfg.d_inner * cfg.d_state) * sizeof(float));
+  reset();
+}
+
+Tensor RecurrentState::conv(int64_t layer) {
+  const int64_t per = batch_ * cfg_.d_inner * (cfg_.d_conv - 1);
+  return Tensor(conv_.as<float>() + layer * per, DType::f32, {batch_, cfg_.d_inner, cfg_.d_conv - 1});
+}
+
+Tensor RecurrentState::ssm(int64_t layer) {
+  const int64_t per = batch_ * cfg_.d_inner * cfg_.d_state;
+  return Tensor(ssm_.as<float>() + layer * per, DType::f32, {batch_, cfg_.d_inner, cfg_.d_state});
+}
+
+void RecurrentState::reset() {
+  if (!conv_.empty()) std::memset(conv_.data(), 0, conv_.bytes());
+  if (!ssm_.empty()) std::memset(ssm_.data(), 0, ssm_.bytes());
+}
+
+void RecurrentState::copy_row_from(const RecurrentState& src, int64_t src_row, int64_t dst_row) {
+  MAMBA_CHECK(src.cfg_.n_layer == cfg_.n_layer && src.cfg_.d_inner == cfg_.d_inner &&
+                  src.cfg_.d_state == cfg_.d_state && src.cfg_.d_conv == cfg_.d_conv,
+              "copy_row_from: states of different model shapes");
+  MAMBA_CHECK(src_row >= 0 && src_row < src.batch_ && dst_row >= 0 && dst_row < batch_,
+              "copy_row_from: row {} -> {} out of range ({} -> {} rows)", src_row, dst_row, src.batch_, batch_);
+  const int64_t cw = cfg_.d_inner * (cfg_.d_conv - 1), sw = cfg_.d_inner * cfg_.d_state;
+  for (int64_t i = 0; i < cfg_.n_layer; ++i) {
+    std::memcpy(conv_.as<float>() + (i * batch_ + dst_row) * cw, src.conv_.as<float>() + (i * src.batch_ + src_row) * cw,
+                size_t(cw) * sizeof(float));
+    std::memcpy(ssm_.as<float>() + (i * batch_ + dst_row) * sw, src.ssm_.as<float>() + (i * src.batch_ + src_row) * sw,
+                size_t(sw) * sizeof(float));
+  }
+}
+
+void Workspace::reserve(const MambaConfig& c, int64_t rows) {
+  if (rows <= rows_) return;
+  const size_t m = size_t(rows);
+  ensure(residual, m * c.d_model);
+  ensure(hidden, m * c.d_model);
+  ensure(xz, m * 2 * c.d_inner);
+  ensure(xc, m * c.d_inner);
+  ensure(xdbl, m * (c.dt_rank + 2 * c.d_state));
+  ensure(dt, m * c.d_inner);
+  ensure(y, m * c.d_inner);
+  ensure(mixer_out, m * c.d_model);
+  ensure(last_hidden, m * c.d_model);
+  rows_ = rows;
+}
+
+void lm_forward(Tensor logits, RecurrentState& state, const ModelWeights& w, const int32_t* ids, int64_t l,
+                const ForwardOptions& opt, Workspace& ws, Context& ctx) {
+  const MambaConfig& c = w.config;
+  const int64_t b = state.batch(), d = c.d_model, v = c.vocab_size;
+  MAMBA_CHECK(l >= 1, "lm_forward: empty input (no tokens)");
+  MAMBA_CHECK(opt.chunk >= 1, "lm_forward: chunk must be at least 1, got {}", opt.chunk);
+  check_logits_shape(logits, b, l, v, opt.logits_for);
+  for (int64_t i = 0; i < b * l; ++i)
+    MAMBA_CHECK(ids[i] >= 0 && ids[i] < v, "token id {} at position {} of sequence {} is out of range [0, {})",
+                ids[i], i % l, i / l, v);
+
+  const int64_t chunk = std::min(opt.chunk, l);
+  ws.reserve(c, b * chunk);
+  std::vector<int32_t> chunk_ids(size_t(b * chunk));
+  for (int64_t t0 = 0; t0 < l; t0 += chunk) {
+    const int64_t lc = std::min(chunk, l - t0), m = b * lc;
+    for (int64_t bi = 0; bi < b; ++bi) std::copy_n(ids + bi * l + t0, lc, chunk_ids.begin() + bi * lc);
+    const Tensor residual = matrix(ws.residual.data(), m, d, d), hidden = matrix(ws.hidden.data(), m, d, d);
+    const Tensor mixer_out = matrix(ws.mixer_out.data(), m, d, d);
+    embedding_forward(residual, chunk_ids.data(), m, w.embedding, ctx);
+    for (int64_t i = 0; i < c.n_layer; ++i) {
+      rmsnorm_forward(hidden, residual, i == 0 ? Tensor{} : mixer_out, w.layers[size_t(i)].norm, c.norm_eps, ctx);
+      mixer_forward(w.layers[size_t(i)], i, state, ws, b, lc, c, ctx);
+    }
+    rmsnorm_forward(hidden, residual, c.n_layer > 0 ? mixer_out : Tensor{}, w.norm_f, c.norm_eps, ctx);
+    head_forward(logits, w, ws, b, lc, t0, l, opt, ctx);
+  }
+}
+
+}  // namespace mambacpp
