@@ -25,59 +25,82 @@ struct Block {
   int width;
 };
 
-// The discretisation step δ = softplus(dt + dt_bias) (or without softplus) for one token of a block.
-inline Vec delta_at(const ScanParams& p, const Block& k, int64_t t, Vec dt_bias) {
-  const Vec dt = Vec::load_partial(p.dt.at(k.bi, t) + k.c0, k.width) + dt_bias;
-  return p.dt_softplus ? softplus(dt) : dt;
-}
+// Tokens per pass: the per-token terms of a pass are computed first, all tokens at once (independent work,
+// so the latencies of exp, log and division overlap), then the recurrence runs over them.
+constexpr int64_t kPass = 64;
 
-// Runs one block through all tokens. NS > 0 fixes the state size at compile time (the state then lives in
-// registers); NS == 0 takes it from p.n. h and a hold the state and A as n vectors each.
-template <int NS>
-void scan_block(const ScanParams& p, const Block& k, Vec* h, const Vec* a) {
-  const int64_t n = NS > 0 ? NS : p.n;
+// What one token contributes besides the state: δ, δ·u, D·u and the gate silu(z).
+struct TokenTerms {
+  Vec delta, du, skip, gate;
+};
+
+void token_terms(const ScanParams& p, const Block& k, int64_t t0, int64_t len, TokenTerms* out) {
   const Vec dt_bias = p.dt_bias ? Vec::load_partial(p.dt_bias + k.c0, k.width) : Vec::zero();
   const Vec D = p.D ? Vec::load_partial(p.D + k.c0, k.width) : Vec::zero();
+  for (int64_t i = 0; i < len; ++i) {
+    const int64_t t = t0 + i;
+    const Vec dt = Vec::load_partial(p.dt.at(k.bi, t) + k.c0, k.width) + dt_bias;
+    const Vec delta = p.dt_softplus ? softplus(dt) : dt;
+    const Vec u = Vec::load_partial(p.u.at(k.bi, t) + k.c0, k.width);
+    out[i].delta = delta;
+    out[i].du = delta * u;
+    out[i].skip = D * u;
+    if (p.z.p) out[i].gate = silu(Vec::load_partial(p.z.at(k.bi, t) + k.c0, k.width));
+  }
+}
+
+// One step of the recurrence for state element s: h ← 2^(δ·a)·h + δu·B[s]; y += h·C[s].
+inline void update(Vec& h, Vec& y, Vec a, const TokenTerms& tt, float B, float C) {
+  h = fma(exp2(tt.delta * a), h, tt.du * Vec::broadcast(B));
+  y = fma(h, Vec::broadcast(C), y);
+}
+
+// Runs tokens [t0, t0 + len) of one block. NS > 0 fixes the state size at compile time (the loop over s
+// unrolls and the state lives in registers); NS == 0 takes it from p.n. h holds the state and a holds
+// A·log2(e) as n vectors each, so that exp(δ·A) = 2^(δ·a).
+template <int NS>
+void scan_pass(const ScanParams& p, const Block& k, int64_t t0, int64_t len, const TokenTerms* terms, Vec* h,
+               const Vec* a) {
   Vec hr[NS > 0 ? NS : 1];
   if constexpr (NS > 0)
     for (int s = 0; s < NS; ++s) hr[s] = h[s];
-  for (int64_t t = 0; t < p.l; ++t) {
-    const Vec delta = delta_at(p, k, t, dt_bias);
-    const Vec u = Vec::load_partial(p.u.at(k.bi, t) + k.c0, k.width);
-    const Vec du = delta * u;
-    const float* Bt = p.B.at(k.bi, t);
-    const float* Ct = p.C.at(k.bi, t);
-    Vec y = D * u;
+  for (int64_t i = 0; i < len; ++i) {
+    const TokenTerms& tt = terms[i];
+    const float* Bt = p.B.at(k.bi, t0 + i);
+    const float* Ct = p.C.at(k.bi, t0 + i);
+    Vec y = tt.skip;
     if constexpr (NS > 0) {
-      for (int s = 0; s < NS; ++s) {
-        hr[s] = fma(exp(delta * a[s]), hr[s], du * Vec::broadcast(Bt[s]));
-        y = fma(hr[s], Vec::broadcast(Ct[s]), y);
-      }
+#pragma GCC unroll 32
+      for (int s = 0; s < NS; ++s) update(hr[s], y, a[s], tt, Bt[s], Ct[s]);
     } else {
-      for (int64_t s = 0; s < n; ++s) {
-        h[s] = fma(exp(delta * a[s]), h[s], du * Vec::broadcast(Bt[s]));
-        y = fma(h[s], Vec::broadcast(Ct[s]), y);
-      }
+      for (int64_t s = 0; s < p.n; ++s) update(h[s], y, a[s], tt, Bt[s], Ct[s]);
     }
-    if (p.z.p) y = y * silu(Vec::load_partial(p.z.at(k.bi, t) + k.c0, k.width));
-    y.store_partial(p.y.at(k.bi, t) + k.c0, k.width);
+    if (p.z.p) y = y * tt.gate;
+    y.store_partial(p.y.at(k.bi, t0 + i) + k.c0, k.width);
   }
   if constexpr (NS > 0)
     for (int s = 0; s < NS; ++s) h[s] = hr[s];
 }
 
 void run_block(const ScanParams& p, const Block& k) {
-  auto* h = reinterpret_cast<Vec*>(thread_scratch(0, size_t(p.n) * kLanes));
-  auto* a = reinterpret_cast<Vec*>(thread_scratch(1, size_t(p.n) * kLanes));
+  // Scratch: the state (n vectors), A·log2(e) (n vectors), the token terms of one pass.
+  auto* h = reinterpret_cast<Vec*>(thread_scratch(0, size_t(2 * p.n + 4 * kPass) * kLanes));
+  Vec* a = h + p.n;
+  auto* terms = reinterpret_cast<TokenTerms*>(a + p.n);
   gather_channels(a, p.A + k.c0 * p.n, p.n, k.width);
+  for (int64_t s = 0; s < p.n; ++s) a[s] = a[s] * Vec::broadcast(1.4426950408889634f);
   if (p.state_in)
     gather_channels(h, p.state_in + (k.bi * p.e + k.c0) * p.n, p.n, k.width);
   else
     std::fill(h, h + p.n, Vec::zero());
-  if (p.n == 16)
-    scan_block<16>(p, k, h, a);
-  else
-    scan_block<0>(p, k, h, a);
+  for (int64_t t0 = 0; t0 < p.l; t0 += kPass) {
+    const int64_t len = std::min(kPass, p.l - t0);
+    token_terms(p, k, t0, len, terms);
+    if (p.n == 16)
+      scan_pass<16>(p, k, t0, len, terms, h, a);
+    else
+      scan_pass<0>(p, k, t0, len, terms, h, a);
+  }
   if (p.state_out) scatter_channels(p.state_out + (k.bi * p.e + k.c0) * p.n, h, p.n, k.width);
 }
 
