@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   mambacpp::cli::add_tokenize_command(app);
   mambacpp::cli::add_forward_command(app);
   mambacpp::cli::add_generate_command(app);
+  mambacpp::cli::add_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
