@@ -1,7 +1,10 @@
 // Tokenizer: byte-level BPE read from a Hugging Face tokenizer.json (the GPT-NeoX-20B family that Mamba
 // checkpoints use): normalizer (NFC where present), added/special tokens matched before the model, the
 // ByteLevel pre-tokenizer (GPT-2 split regex, byte-to-unicode mapping), ranked merges, and ByteLevel decoding.
-// Ids equal those of the `tokenizers` library for the same tokenizer.json.
+// Ids equal those of the `tokenizers` library for the same tokenizer.json, with encode() doing what its
+// `encode(text)` does by default (a TemplateProcessing post-processor's tokens included). Character properties
+// come from utf8proc, so characters assigned in a later Unicode version than utf8proc's may split differently.
+// encode() and decode() may be called from several threads at once.
 #pragma once
 
 #include <cstdint>
@@ -24,9 +27,10 @@ class Tokenizer {
 
   // Throws Error if `text` is not valid UTF-8 (naming the byte offset).
   std::vector<int32_t> encode(std::string_view text) const;
-  // Concatenated decoding of `ids` (special tokens included as their text). Ids out of range throw Error.
+  // Concatenated decoding of `ids` (special tokens included as their text); ill-formed UTF-8 becomes U+FFFD.
+  // Ids out of range, or that no token has, throw Error (the reference skips them silently).
   std::string decode(const std::vector<int32_t>& ids) const;
-  int64_t vocab_size() const;  // largest id + 1
+  int64_t vocab_size() const;  // largest id + 1, added tokens included
   // Id of a token's text (e.g. "<|endoftext|>"), or -1.
   int32_t token_id(std::string_view token) const;
 
