@@ -60,7 +60,8 @@ void run_generate(const GenerateCmdOptions& o) {
     std::fflush(stdout);
   }
   const auto on_token = [&](int64_t row, int32_t id) {
-    if (!stream || row != 0) return;
+    // Ids of the embedding's padding rows (past the tokenizer's vocabulary) have no text, as in the reference.
+    if (!stream || row != 0 || id >= tok->vocab_size()) return;
     const std::string piece = stream->push(id);
     std::fwrite(piece.data(), 1, piece.size(), stdout);
     std::fflush(stdout);
