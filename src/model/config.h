@@ -6,6 +6,10 @@
 //    bias, conv_bias, layer ("Mamba1")}, rms_norm, residual_in_fp32, pad_vocab_size_multiple,
 //    tie_embeddings.
 // vocab_size is the embedding's row count, after padding to pad_vocab_size_multiple where the dialect asks.
+// The dialect is told by the key present: hidden_size (transformers) or d_model (mamba_ssm). Models this code
+// does not implement are refused by name: model_type other than "mamba" (e.g. "mamba2", "falcon_mamba"),
+// ssm_cfg.layer other than "Mamba1", rms_norm false (LayerNorm), MLP (d_intermediate) or attention layers, and a
+// hidden_act other than "silu". A JSON null counts as an absent field.
 #pragma once
 
 #include <cstdint>
@@ -34,9 +38,13 @@ struct MambaConfig {
   // Throws Error naming the file and field when a field is missing, of the wrong type or out of range.
   static MambaConfig from_json_file(const std::string& path);
   static MambaConfig from_json_text(const std::string& text, const std::string& source);
-  // Checks internal consistency (positive sizes, d_inner = expand·d_model unless explicit); names `source`.
+  // Fills the derived sizes left at 0: d_inner = expand·d_model, dt_rank = ceil(d_model / 16).
+  void fill_derived();
+  // Checks every size is positive and within this code's limits, norm_eps positive and token ids inside the
+  // vocabulary; names `source` and the field. (d_inner may differ from expand·d_model when a config says so.)
   void validate(const std::string& source) const;
-  // The transformers MambaConfig JSON for this config (what a saved checkpoint carries).
+  // The transformers MambaConfig JSON for this config (what a saved checkpoint carries): every field
+  // MambaForCausalLM.from_pretrained reads, keys sorted, indented by 2.
   std::string to_hf_json() const;
 };
 

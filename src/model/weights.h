@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/buffer.h"
@@ -44,15 +45,25 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
   std::vector<Buffer> storage;  // owns every tensor above
 
-  // Loads from a checkpoint folder's tensors. Accepts both naming schemes (backbone.embeddings.* and
-  // backbone.embedding.*) and an optional untied lm_head.weight. Throws Error naming the checkpoint file,
-  // tensor, expected and actual shape on any mismatch, and naming any missing tensor.
+  // Loads from a checkpoint folder's tensors (stored as f32, bf16 or f16; converted on copy). Accepts both
+  // naming schemes (backbone.embeddings.* and backbone.embedding.*). lm_head.weight is used when the config
+  // unties it (and then required); with tied embeddings a stored copy is ignored. The embedding's row count
+  // is the config's vocab_size. Tensors the model does not use are ignored. Throws Error naming the checkpoint
+  // file, tensor, expected and actual shape on any mismatch, and naming any missing tensor and the folder.
   static ModelWeights load(const TensorStore& store, const MambaConfig& cfg, DType matrix_dtype);
-  // Random weights with the reference initialisation's scales (for benchmarks and tests).
+  // Random weights initialised as mamba_ssm does: embedding N(0, 0.02); linear layers U(±1/sqrt(fan_in)),
+  // out_proj further scaled by 1/sqrt(n_layer); conv weight and bias U(±1/sqrt(k)); dt_proj U(±dt_rank^-0.5);
+  // dt_bias = softplus⁻¹(dt), dt log-uniform in [0.001, 0.1] floored at 1e-4; A_log[c, s] = log(s + 1);
+  // D and norms 1; linear biases 0. Deterministic for a seed.
   static ModelWeights random(const MambaConfig& cfg, DType matrix_dtype, uint64_t seed);
-  // Number of parameters (tied head counted once).
+  // Every parameter once, by its Hugging Face checkpoint name and in the checkpoint's shape (conv1d.weight as
+  // (e, 1, k)), viewing this object's storage: embedding, the layers in order, norm_f, and lm_head.weight only
+  // when untied. A, derived from A_log, is not listed. Ready to pass to save_safetensors.
+  std::vector<std::pair<std::string, Tensor>> named_parameters() const;
+  // Number of parameters (tied head counted once; A not counted beside A_log). Needs only `config`.
   int64_t parameter_count() const;
-  // Bytes read per decoded token (all weights once).
+  // Bytes read per decoded token (all weights once, as held: matrices in matrix_dtype, vectors in f32).
+  // Needs only `config` and `matrix_dtype`.
   int64_t weight_bytes() const;
 };
 
