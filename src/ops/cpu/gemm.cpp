@@ -6,9 +6,9 @@
 // vector accumulators, and for each k broadcasts x[r, k] and issues two FMAs per row. The k loop is cut into
 // blocks of kKc (the packed sub-panel stays in L1), rows into blocks of about kMc (the x block stays in L2).
 //
-// Work items are (row block, panel) pairs spread over the threads. Each element of y is summed in the same
-// order (blocks of kKc in k order, each accumulated from zero and then added to y, the first one to the
-// bias) whatever the thread count.
+// Work items are (panel, row block) pairs spread over the threads in contiguous runs, so that a thread packs
+// each of its panels once. Each element of y is summed in the same order (blocks of kKc in k order, each
+// accumulated from zero and then added to y, the first one to the bias) whatever the thread count.
 #include <algorithm>
 #include <array>
 #include <utility>
@@ -120,14 +120,19 @@ void gemm(MatF32 y, MatF32 x, MatAny w, const float* bias, int threads) {
   const int64_t panels = (o + kNr - 1) / kNr;
   const int64_t row_blocks = (m + kMc - 1) / kMc;
   const int64_t block_rows = ((m + row_blocks - 1) / row_blocks + kMr - 1) / kMr * kMr;
-  const int64_t items = row_blocks * panels;
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t it = 0; it < items; ++it) {
-    const int64_t rb = it / panels, o0 = (it % panels) * kNr;
-    const int cols = int(std::min<int64_t>(kNr, o - o0));
+  const int64_t items = panels * row_blocks;
+#pragma omp parallel num_threads(threads)
+  {
     float* panel = thread_scratch(0, size_t(K) * kNr);
-    pack_panel(panel, w, o0, cols);
-    row_block(y, x, panel, o0, cols, bias, rb * block_rows, std::min(m, (rb + 1) * block_rows));
+    int64_t packed = -1;  // the panel this thread holds packed: items are panel-major, so it is often reused
+#pragma omp for schedule(static)
+    for (int64_t it = 0; it < items; ++it) {
+      const int64_t p = it / row_blocks, rb = it % row_blocks, o0 = p * kNr;
+      const int cols = int(std::min<int64_t>(kNr, o - o0));
+      if (p != packed) pack_panel(panel, w, o0, cols);
+      packed = p;
+      row_block(y, x, panel, o0, cols, bias, rb * block_rows, std::min(m, (rb + 1) * block_rows));
+    }
   }
 }
 

@@ -1,9 +1,11 @@
 // The linear layer for a few rows (decoding: m ≤ kMatvecMaxRows), on the CPU.
 //
-// y (m, o) = x (m, i) · wᵀ + bias. This is bound by the bandwidth of reading w once, so the kernel streams a
-// group of w rows exactly once, converting f32/bf16/f16 to f32 in registers, and multiplies each loaded vector
-// with all m rows of x (which stay in cache). Dot products run along i with per-lane partial sums, summed
-// across lanes once at the end in a fixed order. Threads take contiguous ranges of output rows.
+// y (m, o) = x (m, i) · wᵀ + bias. This is bound by the bandwidth of reading w, so the kernel reads w exactly
+// once, converting f32/bf16/f16 to f32 in registers, and multiplies each loaded vector with all m rows of x
+// (which stay in cache). Dot products run along i with per-lane partial sums, summed across lanes once at the
+// end in a fixed order. Threads take contiguous ranges of output rows.
+#include <omp.h>
+
 #include <algorithm>
 
 #include "ops/cpu/linear_kernels.h"
@@ -26,45 +28,47 @@ inline Vec load_w(const void* row, int64_t k, int count) {
   }
 }
 
-// Output rows [o0, o0 + O) for all R rows of x.
-template <DType T, int R, int O>
-void dot_group(const MatF32& y, const MatF32& x, const MatAny& w, const float* bias, int64_t o0) {
+// Output rows [o0, o1) for all R rows of x, one w row at a time: each thread reads its part of w as a single
+// sequential stream, which the hardware prefetchers follow best. Two accumulators per row of x (even and odd
+// vectors along i) hide the FMA latency; their number does not depend on R, so a row's result does not depend
+// on how many rows are computed with it.
+template <DType T, int R>
+void dot_rows(const MatF32& y, const MatF32& x, const MatAny& w, const float* bias, int64_t o0, int64_t o1) {
   const int64_t K = x.cols;
   const size_t row_bytes = size_t(w.ld) * dtype_size(T);
-  const char* w0 = static_cast<const char*>(w.p) + size_t(o0) * row_bytes;
-  Vec acc[R][O];
-  for (auto& row : acc)
-    for (auto& a : row) a = Vec::zero();
-  for (int64_t k = 0; k < K; k += kLanes) {
-    const int count = int(std::min<int64_t>(kLanes, K - k));
-    Vec wv[O];
-    for (int o = 0; o < O; ++o) wv[o] = load_w<T>(w0 + o * row_bytes, k, count);
-    for (int r = 0; r < R; ++r) {
-      const Vec xv = count == kLanes ? Vec::load(x.row(r) + k) : Vec::load_partial(x.row(r) + k, count);
-      for (int o = 0; o < O; ++o) acc[r][o] = fma(xv, wv[o], acc[r][o]);
+  for (int64_t o = o0; o < o1; ++o) {
+    const void* wr = static_cast<const char*>(w.p) + size_t(o) * row_bytes;
+    Vec acc[R][2];
+    for (auto& a : acc) a[0] = a[1] = Vec::zero();
+    int64_t k = 0;
+    for (; k + 2 * kLanes <= K; k += 2 * kLanes) {
+      const Vec w0 = load_w<T>(wr, k, kLanes), w1 = load_w<T>(wr, k + kLanes, kLanes);
+      for (int r = 0; r < R; ++r) {
+        acc[r][0] = fma(Vec::load(x.row(r) + k), w0, acc[r][0]);
+        acc[r][1] = fma(Vec::load(x.row(r) + k + kLanes), w1, acc[r][1]);
+      }
     }
+    if (k < K) {  // fewer than 32 left: a full or partial vector into the even sums, the rest into the odd
+      const int n0 = int(std::min<int64_t>(kLanes, K - k)), n1 = int(K - k) - n0;
+      const Vec w0 = load_w<T>(wr, k, n0);
+      for (int r = 0; r < R; ++r) acc[r][0] = fma(Vec::load_partial(x.row(r) + k, n0), w0, acc[r][0]);
+      if (n1 > 0) {
+        const Vec w1 = load_w<T>(wr, k + kLanes, n1);
+        for (int r = 0; r < R; ++r) acc[r][1] = fma(Vec::load_partial(x.row(r) + k + kLanes, n1), w1, acc[r][1]);
+      }
+    }
+    for (int r = 0; r < R; ++r) y.row(r)[o] = reduce_add(acc[r][0] + acc[r][1]) + (bias ? bias[o] : 0.0f);
   }
-  for (int r = 0; r < R; ++r)
-    for (int o = 0; o < O; ++o) y.row(r)[o0 + o] = reduce_add(acc[r][o]) + (bias ? bias[o0 + o] : 0.0f);
-}
-
-// Output rows processed together: as many as keep R·O accumulators within the register file.
-template <int R>
-constexpr int group_rows() {
-  return std::clamp(24 / R, 2, 8);
 }
 
 template <DType T, int R>
 void matvec_rows(const MatF32& y, const MatF32& x, const MatAny& w, const float* bias, int threads) {
-  constexpr int O = group_rows<R>();
-  const int64_t groups = w.rows / O;
-  const bool parallel = w.rows * x.cols >= (int64_t(1) << 15);
+  const int64_t o = w.rows;
+  const bool parallel = o * x.cols >= (int64_t(1) << 15);
 #pragma omp parallel num_threads(threads) if (parallel)
   {
-#pragma omp for schedule(static) nowait
-    for (int64_t g = 0; g < groups; ++g) dot_group<T, R, O>(y, x, w, bias, g * O);
-#pragma omp for schedule(static)
-    for (int64_t o = groups * O; o < w.rows; ++o) dot_group<T, R, 1>(y, x, w, bias, o);
+    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+    dot_rows<T, R>(y, x, w, bias, o * t / nt, o * (t + 1) / nt);
   }
 }
 
