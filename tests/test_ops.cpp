@@ -183,6 +183,7 @@ TEST(Linear, MatchesReference) {
       {3, 16, 80, DType::f16, false, 5},     {5, 1, 7, DType::f32, true, 0},    {8, 129, 65, DType::bf16, false, 2},
       {9, 64, 96, DType::f32, true, 0},      {13, 300, 33, DType::f32, true, 7}, {37, 48, 100, DType::bf16, true, 1},
       {200, 520, 70, DType::f32, false, 16}, {64, 1536, 80, DType::f16, true, 0}, {30, 7, 3, DType::f32, true, 0},
+      {2, 52, 9, DType::f16, true, 1},       {7, 1000, 40, DType::bf16, false, 0},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(testing::Message() << "m=" << c.m << " i=" << c.i << " o=" << c.o << " w=" << dtype_name(c.wt)
