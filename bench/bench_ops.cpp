@@ -2,8 +2,9 @@
 // v = 50280): prompt processing (m = b·l = 512) and decoding (m = 1). Each case is checked against a
 // double-precision dot product or recurrence on a sample of outputs first, then timed (warm-up, then at least
 // 20 runs and 1 s, median and best reported), and printed as one markdown row with its arithmetic rate and
-// memory traffic. The decoding cases rotate over a full model's worth of weights, so that they stream from
-// memory as a real decoding step does.
+// memory traffic, and the fraction of this machine's limit: the FMA peak for the compute-bound cases, the
+// read bandwidth (both measured at start-up) for the bandwidth-bound ones. The decoding cases rotate over a
+// gibibyte of weight copies, so that they stream from memory as a real decoding step does.
 //
 // Usage: bench_ops [threads]   (default: all hardware threads)
 #include <fmt/format.h>
@@ -13,7 +14,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
+#include <omp.h>
 #include <string>
 #include <vector>
 
@@ -21,13 +24,77 @@
 #include "core/context.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "ops/cpu/simd.h"
 #include "ops/ops.h"
 
 using namespace mambacpp;
 
 namespace {
 
-constexpr int64_t kD = 768, kE = 1536, kN = 16, kR = 48, kK = 4, kV = 50280, kLayers = 24, kL = 512;
+constexpr int64_t kD = 768, kE = 1536, kN = 16, kR = 48, kK = 4, kV = 50280, kL = 512;
+
+// The hardware limits the rows are compared with.
+struct Limits {
+  double flops = 0;  // f32 FLOP/s of FMAs in registers
+  double bytes = 0;  // bytes/s read from a buffer far larger than the caches
+};
+Limits g_limits;
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double measure_fma_peak(int threads) {
+  constexpr int kChains = 16;
+  constexpr int64_t kIters = 20'000'000;
+  double best = 1e30;
+  volatile float sink = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+#pragma omp parallel num_threads(threads)
+    {
+      cpu::Vec acc[kChains];
+      for (int c = 0; c < kChains; ++c) acc[c] = cpu::Vec::broadcast(float(c + omp_get_thread_num()));
+      const cpu::Vec a = cpu::Vec::broadcast(0.999999f), b = cpu::Vec::broadcast(1e-7f);
+      for (int64_t i = 0; i < kIters; ++i)
+        for (int c = 0; c < kChains; ++c) acc[c] = cpu::fma(acc[c], a, b);
+      cpu::Vec s = cpu::Vec::zero();
+      for (int c = 0; c < kChains; ++c) s = s + acc[c];
+      sink = sink + cpu::reduce_add(s);
+    }
+    best = std::min(best, seconds_since(t0));
+  }
+  return double(threads) * kIters * kChains * cpu::kLanes * 2.0 / best;
+}
+
+double measure_read_bandwidth(int threads) {
+  const int64_t n = int64_t(1) << 29;  // 2 GiB of floats
+  Buffer buf(size_t(n) * sizeof(float));
+  float* p = buf.as<float>();
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t i = 0; i < n; ++i) p[i] = float(i & 1023);
+  double best = 1e30;
+  volatile float sink = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    float total = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+    {
+      cpu::Vec a0 = cpu::Vec::zero(), a1 = a0, a2 = a0, a3 = a0;
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < n; i += 4 * cpu::kLanes) {
+        a0 = a0 + cpu::Vec::load(p + i);
+        a1 = a1 + cpu::Vec::load(p + i + cpu::kLanes);
+        a2 = a2 + cpu::Vec::load(p + i + 2 * cpu::kLanes);
+        a3 = a3 + cpu::Vec::load(p + i + 3 * cpu::kLanes);
+      }
+      total += cpu::reduce_add((a0 + a1) + (a2 + a3));
+    }
+    sink = sink + total;
+    best = std::min(best, seconds_since(t0));
+  }
+  return double(n) * sizeof(float) / best;
+}
 
 struct Timing {
   double median_s, best_s;
@@ -65,17 +132,27 @@ float element(const Tensor& t, int64_t i) {
   return f;
 }
 
+// One table row; the limit column is the larger of the two fractions (whichever resource binds).
 void row(const std::string& op, const std::string& shape, const std::string& dtype, Timing t, double flops,
          double bytes, bool ok) {
-  fmt::print("| {:<22} | {:<26} | {:<5} | {:>9.3f} | {:>9.3f} | {:>8.1f} | {:>7.1f} | {:<5} |\n", op, shape, dtype,
-             t.median_s * 1e3, t.best_s * 1e3, flops / t.median_s * 1e-9, bytes / t.median_s * 1e-9,
+  const double rate = flops / t.median_s, traffic = bytes / t.median_s;
+  const double limit = std::max(rate / g_limits.flops, traffic / g_limits.bytes);
+  fmt::print("| {:<18} | {:<24} | {:<5} | {:>9.3f} | {:>9.3f} | {:>8.1f} | {:>7.1f} | {:>5.0f} % | {:<5} |\n", op,
+             shape, dtype, t.median_s * 1e3, t.best_s * 1e3, rate * 1e-9, traffic * 1e-9, limit * 100,
              ok ? "ok" : "WRONG");
 }
 
-// y (m, o) = x (m, i) · wᵀ with `copies` distinct weight matrices used in turn.
-void bench_linear(Context& ctx, const std::string& name, int64_t m, int64_t i, int64_t o, DType t, int copies) {
+// y (m, o) = x (m, i) · wᵀ. With `stream` set, copies of w totalling at least 1 GiB are used in turn, so that
+// w comes from memory rather than from any cache, as in a decoding step.
+void bench_linear(Context& ctx, const std::string& name, int64_t m, int64_t i, int64_t o, DType t, bool stream) {
+  const size_t w_bytes = size_t(o * i) * dtype_size(t);
+  const int copies = stream ? int(((size_t(1) << 30) + w_bytes - 1) / w_bytes) : 1;
   std::vector<Buffer> ws;
-  for (int c = 0; c < copies; ++c) ws.push_back(random_buffer(t, size_t(o * i), 10 + c, 0.05f));
+  ws.push_back(random_buffer(t, size_t(o * i), 10, 0.05f));
+  for (int c = 1; c < copies; ++c) {
+    ws.emplace_back(w_bytes);
+    std::memcpy(ws.back().data(), ws.front().data(), w_bytes);
+  }
   Buffer xb = random_buffer(DType::f32, size_t(m * i), 1), yb(size_t(m * o) * 4);
   Tensor x = view(xb, DType::f32, {m, i}), y = view(yb, DType::f32, {m, o});
   int next = 0;
@@ -178,24 +255,26 @@ void bench_rmsnorm(Context& ctx, int64_t m) {
 
 int main(int argc, char** argv) {
   Context ctx(argc > 1 ? std::atoi(argv[1]) : 0);
-  fmt::print("threads: {}\n\n", ctx.threads());
-  fmt::print("| op                     | shape                      | dtype | median ms |   best ms |  GFLOP/s |    GB/s | check |\n");
-  fmt::print("|------------------------|----------------------------|-------|-----------|-----------|----------|---------|-------|\n");
+  g_limits = {measure_fma_peak(ctx.threads()), measure_read_bandwidth(ctx.threads())};
+  fmt::print("threads: {}; FMA peak {:.0f} GFLOP/s, read bandwidth {:.1f} GB/s\n\n", ctx.threads(),
+             g_limits.flops * 1e-9, g_limits.bytes * 1e-9);
+  fmt::print("| op                 | shape                    | dtype | median ms |   best ms |  GFLOP/s |    GB/s | limit | check |\n");
+  fmt::print("|--------------------|--------------------------|-------|-----------|-----------|----------|---------|-------|-------|\n");
   for (DType t : {DType::f32, DType::bf16}) {
-    bench_linear(ctx, "in_proj", kL, kD, 2 * kE, t, 1);
-    bench_linear(ctx, "x_proj", kL, kE, kR + 2 * kN, t, 1);
-    bench_linear(ctx, "dt_proj", kL, kR, kE, t, 1);
-    bench_linear(ctx, "out_proj", kL, kE, kD, t, 1);
+    bench_linear(ctx, "in_proj", kL, kD, 2 * kE, t, false);
+    bench_linear(ctx, "x_proj", kL, kE, kR + 2 * kN, t, false);
+    bench_linear(ctx, "dt_proj", kL, kR, kE, t, false);
+    bench_linear(ctx, "out_proj", kL, kE, kD, t, false);
   }
   bench_scan(ctx, kL);
   bench_conv(ctx, kL);
   bench_rmsnorm(ctx, kL);
   for (DType t : {DType::f32, DType::bf16}) {
-    bench_linear(ctx, "decode in_proj", 1, kD, 2 * kE, t, kLayers);
-    bench_linear(ctx, "decode x_proj", 1, kE, kR + 2 * kN, t, kLayers);
-    bench_linear(ctx, "decode dt_proj", 1, kR, kE, t, kLayers);
-    bench_linear(ctx, "decode out_proj", 1, kE, kD, t, kLayers);
-    bench_linear(ctx, "decode lm_head", 1, kD, kV, t, 2);
+    bench_linear(ctx, "decode in_proj", 1, kD, 2 * kE, t, true);
+    bench_linear(ctx, "decode x_proj", 1, kE, kR + 2 * kN, t, true);
+    bench_linear(ctx, "decode dt_proj", 1, kR, kE, t, true);
+    bench_linear(ctx, "decode out_proj", 1, kE, kD, t, true);
+    bench_linear(ctx, "decode lm_head", 1, kD, kV, t, true);
   }
   bench_scan(ctx, 1);
   bench_conv(ctx, 1);

@@ -47,11 +47,13 @@ void require_f32_shape(const char* op, const char* name, const Tensor& t, std::i
   bool same = t.ndim == int(dims.size());
   int i = 0;
   for (int64_t d : dims) same = same && t.shape[i++] == d;
-  std::string want = "[";
-  i = 0;
-  for (int64_t d : dims) want += (i++ ? ", " : "") + std::to_string(d);
-  want += "]";
-  MAMBA_CHECK(same, "{}: {} must have shape {}, got {}", op, name, want, t.shape_str());
+  if (!same) {
+    std::string want = "[";
+    i = 0;
+    for (int64_t d : dims) want += (i++ ? ", " : "") + std::to_string(d);
+    want += "]";
+    fail("{}: {} must have shape {}, got {}", op, name, want, t.shape_str());
+  }
   MAMBA_CHECK(t.is_contiguous(), "{}: {} (shape {}) must be contiguous", op, name, t.shape_str());
 }
 

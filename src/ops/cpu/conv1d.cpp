@@ -42,7 +42,7 @@ void conv_block(const ConvParams& p, int64_t bi, int64_t c0, int width) {
 void conv1d_causal(const ConvParams& p, int threads) {
   const int64_t blocks = (p.e + kLanes - 1) / kLanes;
   const int64_t items = p.b * blocks;
-  const bool parallel = p.b * p.l * p.e >= (int64_t(1) << 14);
+  const bool parallel = p.b * p.l * p.e >= (int64_t(1) << 10);
 #pragma omp parallel for num_threads(threads) schedule(static) if (parallel)
   for (int64_t it = 0; it < items; ++it) {
     const int64_t c0 = (it % blocks) * kLanes;
