@@ -10,18 +10,9 @@
 namespace mambacpp {
 namespace {
 
-using nlohmann::json;
+using test::expect_error;
 
-void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-    return;
-  }
-  ADD_FAILURE() << "no mambacpp::Error thrown";
-}
+using nlohmann::json;
 
 // The config.json of state-spaces/mamba-130m-hf.
 const char* kHf130m = R"({

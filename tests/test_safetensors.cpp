@@ -15,21 +15,12 @@
 namespace mambacpp {
 namespace {
 
+using test::expect_error;
+
 namespace fs = std::filesystem;
 using test::TempDir;
 
 // Runs `f`, expecting an Error whose message contains every one of `parts`.
-void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-    return;
-  }
-  ADD_FAILURE() << "no mambacpp::Error thrown";
-}
-
 // A safetensors file by hand: 8-byte little-endian length (of `header` unless given), header, data.
 std::string raw_file(const std::string& header, const std::string& data, uint64_t length = UINT64_MAX) {
   const uint64_t n = length == UINT64_MAX ? header.size() : length;

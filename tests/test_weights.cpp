@@ -15,18 +15,9 @@
 namespace mambacpp {
 namespace {
 
-using test::TempDir;
+using test::expect_error;
 
-void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-    return;
-  }
-  ADD_FAILURE() << "no mambacpp::Error thrown";
-}
+using test::TempDir;
 
 MambaConfig small_config(bool bias, bool conv_bias, bool tied) {
   MambaConfig c;
@@ -71,20 +62,6 @@ std::vector<std::pair<std::string, Shape>> checkpoint_shapes(const MambaConfig& 
   return out;
 }
 
-Tensor make_view(void* data, DType dtype, const Shape& shape) {
-  Tensor t;
-  t.data = data;
-  t.dtype = dtype;
-  t.ndim = int(shape.size());
-  int64_t st = 1;
-  for (int i = t.ndim - 1; i >= 0; --i) {
-    t.shape[size_t(i)] = shape[size_t(i)];
-    t.stride[size_t(i)] = st;
-    st *= shape[size_t(i)];
-  }
-  return t;
-}
-
 float round_to(float x, DType t) {
   if (t == DType::bf16) return bf16_to_f32(f32_to_bf16(x));
   if (t == DType::f16) return f16_to_f32(f32_to_f16(x));
@@ -122,7 +99,7 @@ struct Checkpoint {
     std::map<std::string, Tensor> out;
     for (const std::string& name : names) {
       void* data = dtype == DType::f32 ? static_cast<void*>(values[name].data()) : half[name].data();
-      out[name] = make_view(data, dtype, shapes[name]);
+      out[name] = Tensor(data, dtype, shapes[name]);
     }
     return out;
   }

@@ -5,14 +5,16 @@
 
 namespace mambacpp {
 
-Tensor::Tensor(void* d, DType t, std::initializer_list<int64_t> dims, Device dev) : data(d), dtype(t), device(dev) {
+Tensor::Tensor(void* d, DType t, std::initializer_list<int64_t> dims, Device dev)
+    : Tensor(d, t, std::span<const int64_t>(dims.begin(), dims.size()), dev) {}
+
+Tensor::Tensor(void* d, DType t, std::span<const int64_t> dims, Device dev) : data(d), dtype(t), device(dev) {
   MAMBA_CHECK(int(dims.size()) <= kMaxDims, "tensor of {} dimensions: at most {} are supported", dims.size(),
               kMaxDims);
   ndim = int(dims.size());
-  int i = 0;
-  for (int64_t s : dims) shape[i++] = s;
   int64_t st = 1;
   for (int k = ndim - 1; k >= 0; --k) {
+    shape[k] = dims[size_t(k)];
     stride[k] = st;
     st *= shape[k];
   }

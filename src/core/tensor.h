@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdint>
 #include <initializer_list>
+#include <span>
 #include <string>
 
 #include "core/buffer.h"
@@ -25,6 +26,7 @@ struct Tensor {
   Tensor() = default;
   // A contiguous view of `data` with the given shape.
   Tensor(void* data, DType dtype, std::initializer_list<int64_t> dims, Device device = Device::cpu);
+  Tensor(void* data, DType dtype, std::span<const int64_t> dims, Device device = Device::cpu);
 
   bool defined() const { return data != nullptr; }
   int64_t size(int dim) const { return shape[dim < 0 ? dim + ndim : dim]; }

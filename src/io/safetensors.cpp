@@ -129,20 +129,6 @@ void check_ranges(const std::string& path, std::vector<Entry>& entries, uint64_t
   }
 }
 
-Tensor make_view(const uint8_t* p, DType dtype, const std::vector<int64_t>& shape) {
-  Tensor t;
-  t.data = const_cast<uint8_t*>(p);
-  t.dtype = dtype;
-  t.ndim = int(shape.size());
-  int64_t st = 1;
-  for (int k = t.ndim - 1; k >= 0; --k) {
-    t.shape[k] = shape[k];
-    t.stride[k] = st;
-    st *= shape[k];
-  }
-  return t;
-}
-
 json parse_json(const std::string& path, const char* what, const char* first, const char* last) {
   try {
     return json::parse(first, last);
@@ -190,10 +176,10 @@ SafetensorsFile::SafetensorsFile(const std::string& path)
     } else if (reinterpret_cast<uintptr_t>(base + e.begin) % dtype_size(*dt) != 0) {
       Buffer copy(e.end - e.begin);
       std::memcpy(copy.data(), base + e.begin, e.end - e.begin);
-      tensors_[e.name] = make_view(static_cast<const uint8_t*>(copy.data()), *dt, e.shape);
+      tensors_[e.name] = Tensor(const_cast<void*>(copy.data()), *dt, e.shape);
       copies_.push_back(std::move(copy));
     } else {
-      tensors_[e.name] = make_view(base + e.begin, *dt, e.shape);
+      tensors_[e.name] = Tensor(const_cast<uint8_t*>(base + e.begin), *dt, e.shape);
     }
   }
 }

@@ -11,6 +11,7 @@
 #include <random>
 #include <sstream>
 
+#include "core/error.h"
 #include "core/rng.h"
 
 extern char** environ;
@@ -76,6 +77,17 @@ RunResult run_cli(const std::vector<std::string>& args) {
   r.out = read_file(out_path);
   r.err = read_file(err_path);
   return r;
+}
+
+void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    for (const std::string& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+    return;
+  }
+  ADD_FAILURE() << "no mambacpp::Error thrown";
 }
 
 std::vector<float> random_vector(size_t n, uint64_t seed, float lo, float hi) {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,9 @@ struct Closeness {
 };
 Closeness compare(const float* got, const double* ref, size_t n);
 Closeness compare(const float* got, const float* ref, size_t n);
+
+// Expects `f` to throw mambacpp::Error whose message contains every one of `parts`.
+void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts);
 
 // Success when the relative L2 error is at most `tol` and nothing is NaN; the failure message names the
 // worst element. EXPECT_CLOSE(got, ref, n, tol) << "context" reports it.
