@@ -71,7 +71,7 @@ struct Strided {
 Tensor vec_tensor(std::vector<float>& v) { return v.empty() ? Tensor() : Tensor(v.data(), DType::f32, {int64_t(v.size())}); }
 
 bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
 
 // Expects `f` to throw mambacpp::Error whose message contains every one of `parts`.
@@ -184,6 +184,7 @@ TEST(Linear, MatchesReference) {
       {9, 64, 96, DType::f32, true, 0},      {13, 300, 33, DType::f32, true, 7}, {37, 48, 100, DType::bf16, true, 1},
       {200, 520, 70, DType::f32, false, 16}, {64, 1536, 80, DType::f16, true, 0}, {30, 7, 3, DType::f32, true, 0},
       {2, 52, 9, DType::f16, true, 1},       {7, 1000, 40, DType::bf16, false, 0},
+      {0, 16, 5, DType::f32, true, 0},       {3, 0, 5, DType::f32, true, 0},     {20, 0, 5, DType::bf16, false, 0},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(testing::Message() << "m=" << c.m << " i=" << c.i << " o=" << c.o << " w=" << dtype_name(c.wt)
@@ -282,8 +283,10 @@ Tensor seq_slice(float* base, int64_t b, int64_t l, int64_t c, int64_t ld, int64
   return t;
 }
 
-// Splits l tokens into consecutive chunks of the given sizes (cycled); sizes {l} is one call.
+// Splits l tokens into consecutive chunks of the given sizes (cycled); sizes {l} is one call, and l = 0 is one
+// empty call.
 std::vector<std::pair<int64_t, int64_t>> chunks_of(int64_t l, std::initializer_list<int64_t> sizes) {
+  if (l == 0) return {{0, 0}};
   std::vector<std::pair<int64_t, int64_t>> out;
   auto it = sizes.begin();
   for (int64_t t0 = 0; t0 < l;) {
@@ -346,7 +349,8 @@ TEST(Conv1d, MatchesReference) {
   const ConvCase cases[] = {{1, 1, 16, 4, true, true, true},    {2, 5, 37, 4, true, false, true},
                             {1, 33, 1, 4, false, true, false},  {3, 7, 20, 2, true, true, true},
                             {1, 9, 48, 1, true, false, false},  {2, 2, 37, 4, false, true, true},
-                            {1, 64, 1536, 4, true, true, false}, {2, 12, 5, 16, true, true, true}};
+                            {1, 64, 1536, 4, true, true, false}, {2, 12, 5, 16, true, true, true},
+                            {2, 0, 20, 4, true, true, true}};
   for (const auto& c : cases) {
     SCOPED_TRACE(testing::Message() << "b=" << c.b << " l=" << c.l << " e=" << c.e << " k=" << c.k
                                     << " bias=" << c.bias << " silu=" << c.silu << " state_in=" << c.state_in);
@@ -457,6 +461,7 @@ TEST(SelectiveScan, MatchesReference) {
       {2, 9, 5, 64, false, false, false, true, true},   {1, 4, 33, 256, true, true, true, true, true},
       {1, 300, 17, 16, true, true, true, true, false},  {2, 40, 1, 8, true, true, false, false, false},
       {1, 128, 1536, 16, true, true, true, true, false}, {2, 3, 100, 130, true, false, true, true, true},
+      {2, 0, 20, 5, true, true, true, true, true},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(testing::Message() << "b=" << c.b << " l=" << c.l << " e=" << c.e << " n=" << c.n << " z=" << c.z

@@ -32,8 +32,9 @@ void require_cpu(const char* op, std::initializer_list<Named> tensors) {
     fail("{}: {} is on cuda, and there is no CUDA implementation of this op", op, first->first);
 }
 
+// A required argument must be defined, except that a tensor with a shape of no elements may have no data.
 void require_defined(const char* op, const char* name, const Tensor& t) {
-  MAMBA_CHECK(t.defined(), "{}: {} is required but undefined", op, name);
+  MAMBA_CHECK(t.defined() || (t.ndim > 0 && t.numel() == 0), "{}: {} is required but undefined", op, name);
 }
 
 void require_dtype(const char* op, const char* name, const Tensor& t, DType want) {
