@@ -118,7 +118,10 @@ void row_block(const MatF32& y, const MatF32& x, const float* panel, int64_t o0,
 void gemm(MatF32 y, MatF32 x, MatAny w, const float* bias, int threads) {
   const int64_t m = x.rows, o = w.rows, K = x.cols;
   const int64_t panels = (o + kNr - 1) / kNr;
-  const int64_t row_blocks = (m + kMc - 1) / kMc;
+  // Row blocks of about kMc rows, or more of them when there are few panels, so that each thread gets at
+  // least 8 items each to balance.
+  const int64_t row_blocks = std::clamp(std::max((m + kMc - 1) / kMc, (8 * threads + panels - 1) / panels),
+                                        int64_t(1), (m + kMr - 1) / kMr);
   const int64_t block_rows = ((m + row_blocks - 1) / row_blocks + kMr - 1) / kMr * kMr;
   const int64_t items = panels * row_blocks;
 #pragma omp parallel num_threads(threads)
