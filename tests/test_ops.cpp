@@ -19,6 +19,7 @@
 namespace mambacpp {
 namespace {
 
+using test::expect_error;
 using test::random_vector;
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
@@ -72,17 +73,6 @@ Tensor vec_tensor(std::vector<float>& v) { return v.empty() ? Tensor() : Tensor(
 
 bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
-}
-
-// Expects `f` to throw mambacpp::Error whose message contains every one of `parts`.
-template <typename F>
-void expect_error(F&& f, std::initializer_list<const char*> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no mambacpp::Error thrown";
-  } catch (const Error& e) {
-    for (const char* p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
 }
 
 // ---------------------------------------------------------------------------------------------------------

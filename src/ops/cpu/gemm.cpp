@@ -119,7 +119,7 @@ void gemm(MatF32 y, MatF32 x, MatAny w, const float* bias, int threads) {
   const int64_t m = x.rows, o = w.rows, K = x.cols;
   const int64_t panels = (o + kNr - 1) / kNr;
   // Row blocks of about kMc rows, or more of them when there are few panels, so that each thread gets at
-  // least 8 items each to balance.
+  // least 8 items to balance.
   const int64_t row_blocks = std::clamp(std::max((m + kMc - 1) / kMc, (8 * threads + panels - 1) / panels),
                                         int64_t(1), (m + kMr - 1) / kMr);
   const int64_t block_rows = ((m + row_blocks - 1) / row_blocks + kMr - 1) / kMr * kMr;
