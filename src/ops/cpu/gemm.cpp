@@ -126,7 +126,7 @@ void gemm(MatF32 y, MatF32 x, MatAny w, const float* bias, int threads) {
   const int64_t items = panels * row_blocks;
 #pragma omp parallel num_threads(threads)
   {
-    float* panel = thread_scratch(0, size_t(K) * kNr);
+    float* panel = thread_scratch(size_t(K) * kNr);
     int64_t packed = -1;  // the panel this thread holds packed: items are panel-major, so it is often reused
 #pragma omp for schedule(static)
     for (int64_t it = 0; it < items; ++it) {

@@ -4,10 +4,8 @@
 // item walks its l tokens in order, holding its 16 × n slice of the state as n vectors: one lane per channel,
 // so u, δ, z and y are plain vector loads and stores along the contiguous channels of the token-major layout,
 // B[t, s] and C[t, s] are broadcasts, and the sum over s needs no horizontal reduction. Channel tails use
-// partial loads and stores. Memory beyond the inputs and outputs is one 16 × n state and one 16 × n copy of A
-// per thread, whatever l is.
-#include <omp.h>
-
+// partial loads and stores. Memory beyond the inputs and outputs is, per thread, one 16 × n state, one
+// 16 × n copy of A and the per-token terms of kPass tokens, whatever l is.
 #include <algorithm>
 
 #include "ops/cpu/channel_block.h"
@@ -84,7 +82,7 @@ void scan_pass(const ScanParams& p, const Block& k, int64_t t0, int64_t len, con
 
 void run_block(const ScanParams& p, const Block& k) {
   // Scratch: the state (n vectors), A·log2(e) (n vectors), the token terms of one pass.
-  auto* h = reinterpret_cast<Vec*>(thread_scratch(0, size_t(2 * p.n + 4 * kPass) * kLanes));
+  auto* h = reinterpret_cast<Vec*>(thread_scratch(size_t(2 * p.n + 4 * kPass) * kLanes));
   Vec* a = h + p.n;
   auto* terms = reinterpret_cast<TokenTerms*>(a + p.n);
   gather_channels(a, p.A + k.c0 * p.n, p.n, k.width);

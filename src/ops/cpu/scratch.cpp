@@ -5,15 +5,14 @@
 
 namespace mambacpp::cpu {
 
-float* thread_scratch(int slot, size_t floats) {
-  thread_local Buffer slots[kScratchSlots];
-  Buffer& buf = slots[slot];
+float* thread_scratch(size_t floats) {
+  thread_local Buffer region;
   const size_t bytes = floats * sizeof(float);
-  if (buf.bytes() < bytes) {
-    buf = Buffer();
-    buf = Buffer(bytes + bytes / 2);
+  if (region.bytes() < bytes) {
+    region = Buffer();
+    region = Buffer(bytes + bytes / 2);
   }
-  return buf.as<float>();
+  return region.as<float>();
 }
 
 }  // namespace mambacpp::cpu
