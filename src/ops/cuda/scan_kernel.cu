@@ -1,0 +1,412 @@
+// The fused selective-scan forward kernel (interface: scan_kernel.h; mathematics: ops.h).
+//
+// The op is bound by its exponentials: one exp(δ·A) per state element and step, b·e·l·n in all, against a few
+// bytes per (token, channel). The design spends as little else as it can around them:
+//  - One block owns CB channels of one batch row for the whole sequence and walks it in chunks of T steps,
+//    carrying the state in registers from chunk to chunk. The state reaches global memory only through the
+//    optional state_in / state_out.
+//  - A thread owns P state elements (s = g·P … g·P + P − 1) of one channel; G threads cover a channel's n
+//    states (NT = CB·G threads per block). Each thread runs its P recurrences sequentially over time: no scan
+//    across threads, and b·e·G threads give enough parallelism at the shapes that matter (b·e ≥ 4096).
+//  - Per chunk, in three stages separated by block barriers:
+//    (1) the chunk's u, dt, z, B, C — loaded into registers while the previous chunk ran — are converted to
+//        f32; δ = softplus(dt + dt_bias) and δ·u are computed once per (t, c) (not once per thread) and put in
+//        shared memory with B and C;
+//    (2) the recurrences; each thread stores its partial Σ_s h·C for every step in shared memory;
+//    (3) the partial sums of a (t, c) are added, the D skip and the SiLU(z) gate applied and y stored.
+//    Loads and stores of (b, l, e) tensors in stages (1) and (3) are coalesced: consecutive threads touch
+//    consecutive channels of one token.
+//  - exp(δ·A) = ex2(δ · A·log2 e): log2 e is folded into A once per thread, so each state element and step costs
+//    one multiply and one MUFU.EX2 (ex2.approx, relative error about 2⁻²²). softplus uses one more ex2 per
+//    (t, c) and a polynomial log1p on the FMA pipe.
+//  - Steps past the end of the sequence and channels past e run with δ = 0 and B = 0, which leaves the state
+//    exactly unchanged, so the recurrence loop has no bounds checks.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <tuple>
+
+#include "core/cuda/check.h"
+#include "ops/cuda/scan_kernel.h"
+
+namespace mambacpp::cuda {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+// The block shape: P states per thread, G threads per channel, CB channels per block, T steps per chunk.
+template <int P_, int G_, int CB_, int T_>
+struct Tile {
+  static constexpr int P = P_, G = G_, CB = CB_, T = T_;
+  static constexpr int NT = CB * G;                            // threads per block
+  static constexpr int NPAD = P * G;                           // state slots: n rounded up
+  static constexpr int ITEMS = (T + G - 1) / G;                // (t, c) items per thread: t = g + k·G
+  static constexpr int BC_ITEMS = (T * NPAD + NT - 1) / NT;    // B and C elements per thread and chunk
+  // Shared memory, in floats: (δ, δ·u) [T][CB], B [T][NPAD], C [T][NPAD], partial y [T][G][CB].
+  static constexpr int DD_OFF = 0, B_OFF = 2 * T * CB, C_OFF = B_OFF + T * NPAD, Y_OFF = C_OFF + T * NPAD;
+  static constexpr size_t smem_bytes = size_t(Y_OFF + T * G * CB) * sizeof(float);
+  static_assert(P % 4 == 0 && (2 * T * CB) % 4 == 0, "B and C rows are read as float4");
+};
+
+// 2^x on the special function unit; subnormal results flush to zero.
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// log1p(w) for w in [0, 1] as w · p(w), p a degree-8 Chebyshev fit of log1p(w)/w: relative error below 2e-7
+// (measured in f32 over [0, 1]), on the FMA pipe.
+__device__ __forceinline__ float log1p_unit(float w) {
+  float p = 5.126102168e-03f;
+  p = fmaf(p, w, -2.907406478e-02f);
+  p = fmaf(p, w, 7.751608690e-02f);
+  p = fmaf(p, w, -1.360224764e-01f);
+  p = fmaf(p, w, 1.907688074e-01f);
+  p = fmaf(p, w, -2.483539899e-01f);
+  p = fmaf(p, w, 3.331812171e-01f);
+  p = fmaf(p, w, -4.999944498e-01f);
+  p = fmaf(p, w, 9.999999659e-01f);
+  return w * p;
+}
+
+// softplus(x) = max(x, 0) + log1p(e^−|x|). Above 20 the second term is below half an ulp of x, so this returns
+// x itself there, as the reference definition does.
+__device__ __forceinline__ float softplus(float x) {
+  return fmaxf(x, 0.0f) + log1p_unit(ex2(-fabsf(x) * kLog2e));
+}
+
+__device__ __forceinline__ float silu(float x) { return __fdividef(x, 1.0f + ex2(-x * kLog2e)); }
+
+template <class T>
+__device__ __forceinline__ float to_f32(T v);
+template <>
+__device__ __forceinline__ float to_f32(float v) { return v; }
+template <>
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <>
+__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+
+template <class T>
+__device__ __forceinline__ T zero();
+template <>
+__device__ __forceinline__ float zero() { return 0.0f; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 zero() { return __ushort_as_bfloat16(0); }
+template <>
+__device__ __forceinline__ __half zero() { return __ushort_as_half(0); }
+
+template <class T>
+__device__ __forceinline__ void store(T* p, float v);
+template <>
+__device__ __forceinline__ void store(float* p, float v) { *p = v; }
+template <>
+__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+template <>
+__device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
+
+// Reads P consecutive floats (16-byte aligned) of shared memory.
+template <int P>
+__device__ __forceinline__ void load_row(float (&v)[P], const float* src) {
+#pragma unroll
+  for (int j = 0; j < P; j += 4) {
+    const float4 q = *reinterpret_cast<const float4*>(src + j);
+    v[j] = q.x, v[j + 1] = q.y, v[j + 2] = q.z, v[j + 3] = q.w;
+  }
+}
+
+// Where a thread sits: batch row bi, channel c = c0 + cl, state group g. Its (t, c) items of a chunk are the
+// steps t = g + k·G, k < ITEMS; its B and C elements are (bc_t + k·NT/NPAD, bc_s) when NT is a multiple of
+// NPAD (every tile but the largest-n one, which computes them per element).
+struct Pos {
+  int64_t bi, c;
+  int tid, cl, g;
+  bool c_ok;       // c < e
+  bool cols_full;  // all CB channels of the block are < e
+  int bc_t, bc_s;
+};
+
+// A thread's registers: the state, A·log2 e, the raw inputs of the next chunk (loaded while the current one
+// runs), and the u and z of the current chunk's items, which stage (3) needs again.
+template <class Tl, class In>
+struct Regs {
+  float h[Tl::P], a2[Tl::P];
+  In u[Tl::ITEMS], dt[Tl::ITEMS], z[Tl::ITEMS];
+  In B[Tl::BC_ITEMS], C[Tl::BC_ITEMS];
+  float u_keep[Tl::ITEMS], z_keep[Tl::ITEMS];
+};
+
+// Element (bi, t, c) of a (b, l, ·) tensor.
+template <class T, class S>
+__device__ __forceinline__ T* element(const S& s, int64_t bi, int64_t t, int64_t c) {
+  return static_cast<T*>(const_cast<void*>(static_cast<const void*>(s.p))) + bi * s.sb + t * s.sl + c;
+}
+
+// B/C element k of this thread within a chunk: its step t and state slot s.
+template <class Tl>
+__device__ __forceinline__ void bc_index(const Pos& at, int k, int* t, int* s) {
+  if constexpr (Tl::NT % Tl::NPAD == 0) {
+    *t = at.bc_t + k * (Tl::NT / Tl::NPAD), *s = at.bc_s;
+  } else {
+    const int i = at.tid + k * Tl::NT;
+    *t = i / Tl::NPAD, *s = i % Tl::NPAD;
+  }
+}
+
+// Loads the raw inputs of chunk [t0, t0 + tl). Full: tl == T and every channel of the block exists, so no
+// element needs a bounds check; otherwise elements outside the sequence or the channels read as 0. In-chunk
+// offsets are 32-bit (scan_kernel_supports bounds the row strides).
+template <class Tl, class In, bool Full>
+__device__ __forceinline__ void load_chunk(Regs<Tl, In>& r, const ScanKernelParams& p, const Pos& at, int64_t t0,
+                                           int tl) {
+  constexpr int G = Tl::G;
+  const In* u = element<const In>(p.u, at.bi, t0 + at.g, at.c);
+  const In* dt = element<const In>(p.dt, at.bi, t0 + at.g, at.c);
+  const In* z = p.z.p != nullptr ? element<const In>(p.z, at.bi, t0 + at.g, at.c) : nullptr;
+  const int u_step = G * int(p.u.sl), dt_step = G * int(p.dt.sl), z_step = G * int(p.z.sl);
+#pragma unroll
+  for (int k = 0; k < Tl::ITEMS; ++k) {
+    const int t = at.g + k * G;
+    const bool ok = (Tl::T % G == 0 || t < Tl::T) && (Full || (at.c_ok && t < tl));
+    r.u[k] = ok ? u[k * u_step] : zero<In>();
+    r.dt[k] = ok ? dt[k * dt_step] : zero<In>();
+    if (z != nullptr) r.z[k] = ok ? z[k * z_step] : zero<In>();
+  }
+  const In* B = element<const In>(p.B, at.bi, t0, 0);
+  const In* C = element<const In>(p.C, at.bi, t0, 0);
+#pragma unroll
+  for (int k = 0; k < Tl::BC_ITEMS; ++k) {
+    int t, s;
+    bc_index<Tl>(at, k, &t, &s);
+    const bool ok = t < Tl::T && s < int(p.n) && (Full || t < tl);
+    r.B[k] = ok ? B[t * int(p.B.sl) + s] : zero<In>();
+    r.C[k] = ok ? C[t * int(p.C.sl) + s] : zero<In>();
+  }
+}
+
+template <class Tl, class In>
+__device__ __forceinline__ void load_chunk_at(Regs<Tl, In>& r, const ScanKernelParams& p, const Pos& at,
+                                              int64_t t0) {
+  const int tl = int(min(p.l - t0, int64_t(Tl::T)));
+  if (at.cols_full && tl == Tl::T)
+    load_chunk<Tl, In, true>(r, p, at, t0, tl);
+  else
+    load_chunk<Tl, In, false>(r, p, at, t0, tl);
+}
+
+// Stage (1): δ, δ·u, B and C of the chunk into shared memory, as f32. Steps past tl and channels past e get
+// δ = 0 (their raw inputs are 0, so δ·u, B and C are 0 too).
+template <class Tl, class In, bool Full>
+__device__ __forceinline__ void stage_inputs(Regs<Tl, In>& r, const ScanKernelParams& p, const Pos& at, int tl,
+                                             float bias, float* smem) {
+  float2* s_dd = reinterpret_cast<float2*>(smem + Tl::DD_OFF);
+#pragma unroll
+  for (int k = 0; k < Tl::ITEMS; ++k) {
+    const int t = at.g + k * Tl::G;
+    if (Tl::T % Tl::G != 0 && t >= Tl::T) continue;
+    const float uv = to_f32(r.u[k]);
+    float dv = to_f32(r.dt[k]) + bias;
+    if (p.dt_softplus) dv = softplus(dv);
+    if (!Full && !(at.c_ok && t < tl)) dv = 0.0f;
+    s_dd[t * Tl::CB + at.cl] = make_float2(dv, dv * uv);
+    r.u_keep[k] = uv;
+    if (p.z.p != nullptr) r.z_keep[k] = to_f32(r.z[k]);
+  }
+#pragma unroll
+  for (int k = 0; k < Tl::BC_ITEMS; ++k) {
+    int t, s;
+    bc_index<Tl>(at, k, &t, &s);
+    if (t < Tl::T) {
+      smem[Tl::B_OFF + t * Tl::NPAD + s] = to_f32(r.B[k]);
+      smem[Tl::C_OFF + t * Tl::NPAD + s] = to_f32(r.C[k]);
+    }
+  }
+}
+
+// Stage (2): the P recurrences over the chunk's T steps; the partial sums Σ_s h·C stay in registers until the
+// end, so that no shared-memory store sits between the loads of successive steps.
+template <class Tl, class In>
+__device__ __forceinline__ void stage_recurrence(Regs<Tl, In>& r, const Pos& at, float* smem) {
+  constexpr int P = Tl::P, T = Tl::T, NPAD = Tl::NPAD, CB = Tl::CB;
+  const float2* s_dd = reinterpret_cast<const float2*>(smem + Tl::DD_OFF);
+  const float* sB = smem + Tl::B_OFF + at.g * P;
+  const float* sC = smem + Tl::C_OFF + at.g * P;
+  float yv[T];
+#pragma unroll
+  for (int t = 0; t < T; ++t) {
+    const float2 d = s_dd[t * CB + at.cl];
+    float bv[P], cv[P];
+    load_row<P>(bv, sB + t * NPAD);
+    load_row<P>(cv, sC + t * NPAD);
+    float y = 0.0f;
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+      r.h[j] = fmaf(ex2(d.x * r.a2[j]), r.h[j], d.y * bv[j]);
+      y = fmaf(r.h[j], cv[j], y);
+    }
+    yv[t] = y;
+  }
+  float* s_y = smem + Tl::Y_OFF;
+#pragma unroll
+  for (int t = 0; t < T; ++t) s_y[(t * Tl::G + at.g) * CB + at.cl] = yv[t];
+}
+
+// Stage (3): y = (Σ_g partial sums + D·u) · silu(z) for the thread's items.
+template <class Tl, class In, bool Full>
+__device__ __forceinline__ void stage_output(const Regs<Tl, In>& r, const ScanKernelParams& p, const Pos& at,
+                                             int64_t t0, int tl, float Dc, const float* smem) {
+  const float* s_y = smem + Tl::Y_OFF;
+  const int64_t first = at.bi * p.y.sb + (t0 + at.g) * p.y.sl + at.c;
+  const int y_step = Tl::G * int(p.y.sl);
+#pragma unroll
+  for (int k = 0; k < Tl::ITEMS; ++k) {
+    const int t = at.g + k * Tl::G;
+    if (Tl::T % Tl::G != 0 && t >= Tl::T) continue;
+    if (!Full && !(at.c_ok && t < tl)) continue;
+    float acc = Dc * r.u_keep[k];
+#pragma unroll
+    for (int gg = 0; gg < Tl::G; ++gg) acc += s_y[(t * Tl::G + gg) * Tl::CB + at.cl];
+    if (p.z.p != nullptr) acc *= silu(r.z_keep[k]);
+    if (p.y_f32)
+      store(static_cast<float*>(p.y.p) + first + k * y_step, acc);
+    else
+      store(static_cast<In*>(p.y.p) + first + k * y_step, acc);
+  }
+}
+
+template <class Tl, class In>
+__global__ void __launch_bounds__(Tl::NT) scan_fwd_kernel(const ScanKernelParams p) {
+  constexpr int P = Tl::P, CB = Tl::CB, T = Tl::T;
+  extern __shared__ float4 smem_f4[];
+  float* smem = reinterpret_cast<float*>(smem_f4);
+
+  const int64_t tiles = (p.e + CB - 1) / CB;
+  const int64_t c0 = (int64_t(blockIdx.x) % tiles) * CB;
+  Pos at;
+  at.tid = int(threadIdx.x);
+  at.cl = at.tid % CB;
+  at.g = at.tid / CB;
+  at.bi = int64_t(blockIdx.x) / tiles;
+  at.c = c0 + at.cl;
+  at.c_ok = at.c < p.e;
+  at.cols_full = c0 + CB <= p.e;
+  at.bc_t = at.tid / Tl::NPAD;
+  at.bc_s = at.tid % Tl::NPAD;
+  const float bias = at.c_ok && p.dt_bias != nullptr ? p.dt_bias[at.c] : 0.0f;
+  const float Dc = at.c_ok && p.D != nullptr ? p.D[at.c] : 0.0f;
+
+  Regs<Tl, In> r;
+#pragma unroll
+  for (int j = 0; j < P; ++j) {
+    const int s = at.g * P + j;
+    const bool ok = at.c_ok && s < p.n;
+    r.a2[j] = ok ? p.A[at.c * p.n + s] * kLog2e : 0.0f;
+    r.h[j] = ok && p.state_in != nullptr ? p.state_in[(at.bi * p.e + at.c) * p.n + s] : 0.0f;
+  }
+
+  load_chunk_at<Tl, In>(r, p, at, 0);
+  for (int64_t t0 = 0; t0 < p.l; t0 += T) {
+    const int tl = int(min(p.l - t0, int64_t(T)));  // valid steps in this chunk
+    const bool full = at.cols_full && tl == T;
+    if (full)
+      stage_inputs<Tl, In, true>(r, p, at, tl, bias, smem);
+    else
+      stage_inputs<Tl, In, false>(r, p, at, tl, bias, smem);
+    __syncthreads();
+    if (t0 + T < p.l) load_chunk_at<Tl, In>(r, p, at, t0 + T);
+    stage_recurrence<Tl, In>(r, at, smem);
+    __syncthreads();
+    if (full)
+      stage_output<Tl, In, true>(r, p, at, t0, tl, Dc, smem);
+    else
+      stage_output<Tl, In, false>(r, p, at, t0, tl, Dc, smem);
+  }
+
+  if (p.state_out != nullptr) {
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+      const int s = at.g * P + j;
+      if (at.c_ok && s < p.n) p.state_out[(at.bi * p.e + at.c) * p.n + s] = r.h[j];
+    }
+  }
+}
+
+template <class Tl, class In>
+void launch(const ScanKernelParams& p, cudaStream_t stream) {
+  const int64_t blocks = p.b * ((p.e + Tl::CB - 1) / Tl::CB);
+  const auto kernel = scan_fwd_kernel<Tl, In>;
+  if constexpr (Tl::smem_bytes > 48 * 1024)
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Tl::smem_bytes)));
+  kernel<<<unsigned(blocks), Tl::NT, Tl::smem_bytes, stream>>>(p);
+  CUDA_CHECK_LAUNCH("selective_scan_forward", stream);
+}
+
+// The block shape for each range of n. n ≤ 16 (every Mamba-1 model) is the one tuned for speed.
+template <class In>
+void launch_for_dtype(const ScanKernelParams& p, cudaStream_t stream) {
+  if (p.n <= 4)
+    launch<Tile<4, 1, 128, 8>, In>(p, stream);
+  else if (p.n <= 8)
+    launch<Tile<4, 2, 64, 16>, In>(p, stream);
+  else if (p.n <= 16)
+    launch<Tile<4, 4, 32, 32>, In>(p, stream);
+  else if (p.n <= 32)
+    launch<Tile<4, 8, 16, 32>, In>(p, stream);
+  else if (p.n <= 64)
+    launch<Tile<4, 16, 8, 32>, In>(p, stream);
+  else
+    launch<Tile<8, 32, 4, 16>, In>(p, stream);
+}
+
+// The smallest number of channels per block among the tiles above, which bounds the grid size.
+constexpr int64_t kMinChannelsPerBlock = 4;
+// Offsets within a chunk are 32-bit: T · (row stride) + n must stay below 2³¹ for every tile (T ≤ 32).
+constexpr int64_t kMaxRowStride = int64_t(1) << 25;
+
+bool refuse(std::string* why, const std::string& msg) {
+  if (why != nullptr) *why = msg;
+  return false;
+}
+
+bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+}  // namespace
+
+bool scan_kernel_supports(const ScanKernelParams& p, std::string* why) {
+  if (p.n < 1 || p.n > kScanMaxState)
+    return refuse(why, "state size n = " + std::to_string(p.n) + " is outside the supported range 1.." +
+                           std::to_string(kScanMaxState));
+  if (p.b < 0 || p.l < 0 || p.e < 0) return refuse(why, "negative size");
+  const int64_t blocks = p.b * ((p.e + kMinChannelsPerBlock - 1) / kMinChannelsPerBlock);
+  if (blocks > int64_t(INT32_MAX))
+    return refuse(why, "b·e = " + std::to_string(p.b * p.e) + " channels is more than one launch covers (at most " +
+                           std::to_string(int64_t(INT32_MAX) * kMinChannelsPerBlock) + ")");
+  const bool seq = p.b * p.l * p.e > 0, bc = p.b * p.l > 0;
+  if ((seq && (p.u.p == nullptr || p.dt.p == nullptr || p.y.p == nullptr)) ||
+      (bc && (p.B.p == nullptr || p.C.p == nullptr)) || (p.e > 0 && p.A == nullptr))
+    return refuse(why, "u, dt, B, C, A and y must have data when they have elements");
+  for (const auto& [name, sb, sl] : {std::tuple{"u", p.u.sb, p.u.sl}, std::tuple{"dt", p.dt.sb, p.dt.sl},
+                                     std::tuple{"z", p.z.sb, p.z.sl}, std::tuple{"y", p.y.sb, p.y.sl},
+                                     std::tuple{"B", p.B.sb, p.B.sl}, std::tuple{"C", p.C.sb, p.C.sl}}) {
+    if (sb < 0 || sl < 0) return refuse(why, std::string(name) + " has a negative stride");
+    if (sl > kMaxRowStride)
+      return refuse(why, std::string(name) + " has a row stride of " + std::to_string(sl) +
+                             " elements; at most " + std::to_string(kMaxRowStride) + " are supported");
+  }
+  const size_t in_size = dtype_size(p.in_dtype), y_size = p.y_f32 ? 4 : in_size;
+  if (!aligned(p.u.p, in_size) || !aligned(p.dt.p, in_size) || !aligned(p.B.p, in_size) ||
+      !aligned(p.C.p, in_size) || (p.z.p != nullptr && !aligned(p.z.p, in_size)) || !aligned(p.y.p, y_size))
+    return refuse(why, "a sequence tensor is not aligned to its element size");
+  return true;
+}
+
+void scan_kernel_launch(const ScanKernelParams& p, cudaStream_t stream) {
+  if (p.b == 0 || p.e == 0) return;
+  switch (p.in_dtype) {
+    case DType::f32: launch_for_dtype<float>(p, stream); break;
+    case DType::bf16: launch_for_dtype<__nv_bfloat16>(p, stream); break;
+    case DType::f16: launch_for_dtype<__half>(p, stream); break;
+  }
+}
+
+}  // namespace mambacpp::cuda

@@ -1,0 +1,53 @@
+// The fused selective-scan forward kernel on raw device pointers (the Tensor-level entry point is in
+// cuda_ops.h). Included by .cu files and by host code; needs only the CUDA runtime.
+//
+// Mathematics: ops.h, selective_scan_forward. Layout: u, dt, z, y are token-major (b, l, e) and B, C are
+// (b, l, n); each has a contiguous last dimension and arbitrary batch and token strides (B and C are usually
+// views into x_proj's output). A is (e, n), D and dt_bias (e), state_in and state_out (b, e, n): all f32 and
+// contiguous.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "core/dtype.h"
+
+namespace mambacpp::cuda {
+
+// A read-only sequence tensor: element (bi, t, k) at p[bi·sb + t·sl + k]; strides in elements.
+struct SeqIn {
+  const void* p = nullptr;
+  int64_t sb = 0, sl = 0;
+};
+// The same for the output.
+struct SeqOut {
+  void* p = nullptr;
+  int64_t sb = 0, sl = 0;
+};
+
+struct ScanKernelParams {
+  int64_t b = 0, l = 0, e = 0, n = 0;
+  DType in_dtype = DType::f32;       // of u, dt, B, C and z
+  bool y_f32 = false;                // y in f32; otherwise in in_dtype
+  SeqOut y;                          // (b, l, e)
+  SeqIn u, dt, z;                    // (b, l, e); z.p == nullptr: no gate
+  SeqIn B, C;                        // (b, l, n)
+  const float* A = nullptr;          // (e, n)
+  const float* D = nullptr;          // (e) or nullptr
+  const float* dt_bias = nullptr;    // (e) or nullptr
+  const float* state_in = nullptr;   // (b, e, n) or nullptr for zeros
+  float* state_out = nullptr;        // (b, e, n) or nullptr; may equal state_in
+  bool dt_softplus = true;
+};
+
+// The largest state size the kernel handles.
+constexpr int64_t kScanMaxState = 256;
+
+// Whether the kernel handles `p`; if not, *why (when given) names the limit that is exceeded.
+bool scan_kernel_supports(const ScanKernelParams& p, std::string* why);
+// Queues the scan on `stream`. `p` must be supported (checked by the caller).
+void scan_kernel_launch(const ScanKernelParams& p, cudaStream_t stream);
+
+}  // namespace mambacpp::cuda
