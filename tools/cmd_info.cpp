@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "core/context.h"
+#include "core/cuda/device_info.h"
 #include "core/version.h"
 
 namespace mambacpp::cli {
@@ -28,7 +29,18 @@ void run_info() {
   std::printf("cpu simd: %s\n", simd_level());
   std::printf("blas: OpenBLAS %s\n", openblas_get_config());
   std::printf("threads: %d available\n", hardware_threads());
-  std::printf("cuda: not built in\n");
+  const CudaRuntimeInfo cuda = cuda_runtime_info();
+  if (!cuda.problem.empty()) {
+    std::printf("cuda: %s\n", cuda.problem.c_str());
+    return;
+  }
+  std::printf("cuda: driver %d.%d, runtime %d.%d, kernels for %s\n", cuda.driver_version / 1000,
+              cuda.driver_version % 1000 / 10, cuda.runtime_version / 1000, cuda.runtime_version % 1000 / 10,
+              MAMBACPP_CUDA_ARCHITECTURES);
+  for (const CudaDeviceInfo& d : cuda.devices)
+    std::printf("  gpu %d: %s, compute capability %d.%d, %d SMs, %.1f GiB (%.1f GiB free), L2 %.0f MiB\n", d.index,
+                d.name.c_str(), d.cc_major, d.cc_minor, d.sm_count, double(d.total_bytes) / (1 << 30),
+                double(d.free_bytes) / (1 << 30), double(d.l2_bytes) / (1 << 20));
 }
 
 }  // namespace

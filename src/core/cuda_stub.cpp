@@ -1,7 +1,8 @@
-// Device allocation entry points for builds without the CUDA backend: asking for device memory is a clear
-// error, never a crash.
+// Device entry points for builds without the CUDA backend: asking for device memory is a clear error, never a
+// crash, and the device query reports that the build has no CUDA support.
 #include <cstddef>
 
+#include "core/cuda/device_info.h"
 #include "core/error.h"
 
 namespace mambacpp {
@@ -12,5 +13,7 @@ void* cuda_alloc(size_t bytes) {
        bytes);
 }
 void cuda_free(void*) noexcept {}
+
+CudaRuntimeInfo cuda_runtime_info() { return {0, 0, {}, "built without CUDA support"}; }
 
 }  // namespace mambacpp
