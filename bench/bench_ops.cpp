@@ -25,6 +25,7 @@
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "ops/cpu/simd.h"
+#include "hw_probe.h"
 #include "ops/ops.h"
 
 using namespace mambacpp;
@@ -42,58 +43,6 @@ Limits g_limits;
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-double measure_fma_peak(int threads) {
-  constexpr int kChains = 16;
-  constexpr int64_t kIters = 20'000'000;
-  double best = 1e30;
-  volatile float sink = 0;
-  for (int rep = 0; rep < 3; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-#pragma omp parallel num_threads(threads)
-    {
-      cpu::Vec acc[kChains];
-      for (int c = 0; c < kChains; ++c) acc[c] = cpu::Vec::broadcast(float(c + omp_get_thread_num()));
-      const cpu::Vec a = cpu::Vec::broadcast(0.999999f), b = cpu::Vec::broadcast(1e-7f);
-      for (int64_t i = 0; i < kIters; ++i)
-        for (int c = 0; c < kChains; ++c) acc[c] = cpu::fma(acc[c], a, b);
-      cpu::Vec s = cpu::Vec::zero();
-      for (int c = 0; c < kChains; ++c) s = s + acc[c];
-      sink = sink + cpu::reduce_add(s);
-    }
-    best = std::min(best, seconds_since(t0));
-  }
-  return double(threads) * kIters * kChains * cpu::kLanes * 2.0 / best;
-}
-
-double measure_read_bandwidth(int threads) {
-  const int64_t n = int64_t(1) << 29;  // 2 GiB of floats
-  Buffer buf(size_t(n) * sizeof(float));
-  float* p = buf.as<float>();
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t i = 0; i < n; ++i) p[i] = float(i & 1023);
-  double best = 1e30;
-  volatile float sink = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    float total = 0;
-#pragma omp parallel num_threads(threads) reduction(+ : total)
-    {
-      cpu::Vec a0 = cpu::Vec::zero(), a1 = a0, a2 = a0, a3 = a0;
-#pragma omp for schedule(static)
-      for (int64_t i = 0; i < n; i += 4 * cpu::kLanes) {
-        a0 = a0 + cpu::Vec::load(p + i);
-        a1 = a1 + cpu::Vec::load(p + i + cpu::kLanes);
-        a2 = a2 + cpu::Vec::load(p + i + 2 * cpu::kLanes);
-        a3 = a3 + cpu::Vec::load(p + i + 3 * cpu::kLanes);
-      }
-      total += cpu::reduce_add((a0 + a1) + (a2 + a3));
-    }
-    sink = sink + total;
-    best = std::min(best, seconds_since(t0));
-  }
-  return double(n) * sizeof(float) / best;
 }
 
 struct Timing {
@@ -255,7 +204,7 @@ void bench_rmsnorm(Context& ctx, int64_t m) {
 
 int main(int argc, char** argv) {
   Context ctx(argc > 1 ? std::atoi(argv[1]) : 0);
-  g_limits = {measure_fma_peak(ctx.threads()), measure_read_bandwidth(ctx.threads())};
+  g_limits = {bench::measure_fma_peak(ctx.threads()), bench::measure_read_bandwidth(ctx.threads(), 2.0 * (1 << 30))};
   fmt::print("threads: {}; FMA peak {:.0f} GFLOP/s, read bandwidth {:.1f} GB/s\n\n", ctx.threads(),
              g_limits.flops * 1e-9, g_limits.bytes * 1e-9);
   fmt::print("| op                 | shape                    | dtype | median ms |   best ms |  GFLOP/s |    GB/s | limit | check |\n");
