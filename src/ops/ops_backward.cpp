@@ -1,0 +1,192 @@
+// The backward dispatchers of ops_backward.h: each validates its arguments once (shapes, dtypes, strides,
+// devices), throwing mambacpp::Error that names the op and the offending argument, then runs the CPU
+// implementation (cpu/cpu_backward.h), which assumes valid arguments.
+#include "ops/ops_backward.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <cmath>
+#include <initializer_list>
+#include <utility>
+
+#include "core/error.h"
+#include "ops/cpu/cpu_backward.h"
+
+namespace mambacpp {
+namespace {
+
+using Named = std::pair<const char*, const Tensor*>;
+
+// Every defined tensor must be on the CPU (the only backend with backward ops so far).
+void require_cpu(const char* op, std::initializer_list<Named> tensors) {
+  for (const Named& t : tensors)
+    MAMBA_CHECK(!t.second->defined() || t.second->device == Device::cpu,
+                "{}: {} is on {}, and there is no {} implementation of this op", op, t.first,
+                device_name(t.second->device), device_name(t.second->device));
+}
+
+bool defined_or_empty(const Tensor& t) { return t.defined() || (t.ndim > 0 && t.numel() == 0); }
+
+// An f32 (rows, cols) view with contiguous rows; `rows`/`cols` < 0 accept any size.
+cpu::MatF32 matrix(const char* op, const char* name, const Tensor& t, int64_t rows, int64_t cols) {
+  MAMBA_CHECK(defined_or_empty(t), "{}: {} is required but undefined", op, name);
+  MAMBA_CHECK(t.dtype == DType::f32, "{}: {} must be f32, got {}", op, name, dtype_name(t.dtype));
+  MAMBA_CHECK(t.ndim == 2, "{}: {} must be a matrix, got shape {}", op, name, t.shape_str());
+  MAMBA_CHECK((rows < 0 || t.shape[0] == rows) && (cols < 0 || t.shape[1] == cols),
+              "{}: {} must have shape [{}, {}], got {}", op, name, rows, cols, t.shape_str());
+  MAMBA_CHECK(t.shape[1] <= 1 || t.stride[1] == 1, "{}: {} (shape {}) must be contiguous in its last dimension",
+              op, name, t.shape_str());
+  const int64_t ld = t.shape[0] <= 1 ? t.shape[1] : t.stride[0];
+  MAMBA_CHECK(t.shape[0] <= 1 || ld >= t.shape[1], "{}: {} (shape {}) has overlapping rows", op, name, t.shape_str());
+  return {t.f32(), t.shape[0], t.shape[1], ld};
+}
+
+cpu::MatF32 optional_matrix(const char* op, const char* name, const Tensor& t, int64_t rows, int64_t cols) {
+  return t.defined() ? matrix(op, name, t, rows, cols) : cpu::MatF32{};
+}
+
+// A (b, l, c) f32 tensor with a contiguous last dimension.
+cpu::SeqF32 sequence(const char* op, const char* name, const Tensor& t, int64_t b, int64_t l, int64_t c) {
+  MAMBA_CHECK(defined_or_empty(t), "{}: {} is required but undefined", op, name);
+  MAMBA_CHECK(t.dtype == DType::f32, "{}: {} must be f32, got {}", op, name, dtype_name(t.dtype));
+  MAMBA_CHECK(t.ndim == 3 && t.shape[0] == b && t.shape[1] == l && t.shape[2] == c,
+              "{}: {} must have shape [{}, {}, {}], got {}", op, name, b, l, c, t.shape_str());
+  MAMBA_CHECK(c <= 1 || t.stride[2] == 1, "{}: {} (shape {}) must be contiguous in its last dimension", op, name,
+              t.shape_str());
+  return {t.f32(), t.stride[0], t.stride[1]};
+}
+
+// A contiguous f32 tensor of exactly the given shape, or nullptr when undefined.
+template <typename P>
+P* optional_exact(const char* op, const char* name, const Tensor& t, std::initializer_list<int64_t> dims) {
+  if (!t.defined()) return nullptr;
+  MAMBA_CHECK(t.dtype == DType::f32, "{}: {} must be f32, got {}", op, name, dtype_name(t.dtype));
+  bool same = t.ndim == int(dims.size());
+  int i = 0;
+  for (int64_t d : dims) same = same && t.shape[i++] == d;
+  MAMBA_CHECK(same && t.is_contiguous(), "{}: {} must be a contiguous tensor of shape [{}], got {}", op, name,
+              fmt::join(dims, ", "), t.shape_str());
+  return static_cast<P*>(t.data);
+}
+
+}  // namespace
+
+void linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dy, Tensor x, Tensor w, Context& ctx) {
+  constexpr const char* op = "linear_backward";
+  require_cpu(op, {{"dx", &dx}, {"dw", &dw}, {"dbias", &dbias}, {"dy", &dy}, {"x", &x}, {"w", &w}});
+  const cpu::MatF32 wm = matrix(op, "w", w, -1, -1);
+  const cpu::MatF32 dym = matrix(op, "dy", dy, -1, wm.rows);
+  const cpu::MatF32 dxm = optional_matrix(op, "dx", dx, dym.rows, wm.cols);
+  const cpu::MatF32 xm = dw.defined() ? matrix(op, "x", x, dym.rows, wm.cols) : cpu::MatF32{};
+  const cpu::MatF32 dwm = optional_matrix(op, "dw", dw, wm.rows, wm.cols);
+  MAMBA_CHECK(!dw.defined() || dwm.ld == wm.cols, "{}: dw must be contiguous", op);
+  float* db = optional_exact<float>(op, "dbias", dbias, {wm.rows});
+  cpu::linear_backward(dxm, dwm, db, dym, xm, wm, ctx.threads());
+}
+
+void embedding_backward(Tensor dtable, Tensor dout, const int32_t* ids, int64_t m, Context& ctx) {
+  constexpr const char* op = "embedding_backward";
+  require_cpu(op, {{"dtable", &dtable}, {"dout", &dout}});
+  const cpu::MatF32 tm = matrix(op, "dtable", dtable, -1, -1);
+  const cpu::MatF32 om = matrix(op, "dout", dout, m, tm.cols);
+  MAMBA_CHECK(m == 0 || ids != nullptr, "{}: ids is null but {} ids were given", op, m);
+  for (int64_t r = 0; r < m; ++r)
+    MAMBA_CHECK(ids[r] >= 0 && ids[r] < tm.rows, "{}: ids[{}] = {} is out of range [0, {})", op, r, ids[r], tm.rows);
+  cpu::embedding_backward(tm, om, ids, ctx.threads());
+}
+
+void rmsnorm_backward(Tensor dresidual, Tensor dw, Tensor dout, Tensor residual, Tensor w, float eps, Context& ctx) {
+  constexpr const char* op = "rmsnorm_backward";
+  require_cpu(op, {{"dresidual", &dresidual}, {"dw", &dw}, {"dout", &dout}, {"residual", &residual}, {"w", &w}});
+  const cpu::MatF32 rm = matrix(op, "residual", residual, -1, -1);
+  const cpu::MatF32 om = matrix(op, "dout", dout, rm.rows, rm.cols);
+  const cpu::MatF32 drm = matrix(op, "dresidual", dresidual, rm.rows, rm.cols);
+  const float* wp = optional_exact<const float>(op, "w", w, {rm.cols});
+  MAMBA_CHECK(wp || rm.cols == 0, "{}: w is required but undefined", op);
+  float* dwp = optional_exact<float>(op, "dw", dw, {rm.cols});
+  MAMBA_CHECK(eps >= 0.0f, "{}: eps = {} must be non-negative", op, eps);
+  cpu::rmsnorm_backward(drm, dwp, om, rm, wp, eps, ctx.threads());
+}
+
+void conv1d_causal_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dstate_in, Tensor dout, Tensor x, Tensor w,
+                            Tensor bias, Tensor state_in, bool apply_silu, Context& ctx) {
+  constexpr const char* op = "conv1d_causal_backward";
+  require_cpu(op, {{"dx", &dx}, {"dw", &dw}, {"dbias", &dbias}, {"dstate_in", &dstate_in}, {"dout", &dout},
+                   {"x", &x}, {"w", &w}, {"bias", &bias}, {"state_in", &state_in}});
+  MAMBA_CHECK(defined_or_empty(x) && x.ndim == 3, "{}: x must have shape [b, l, e], got {}", op, x.shape_str());
+  MAMBA_CHECK(w.defined() && w.ndim == 2, "{}: w must have shape [e, k], got {}", op, w.shape_str());
+  cpu::ConvGradParams p;
+  p.b = x.shape[0], p.l = x.shape[1], p.e = x.shape[2], p.k = w.shape[1];
+  MAMBA_CHECK(p.k >= 1 && p.k <= cpu::kMaxConvWidth, "{}: conv width k = {} is outside 1..{}", op, p.k,
+              cpu::kMaxConvWidth);
+  p.w = optional_exact<const float>(op, "w", w, {p.e, p.k});
+  p.x = sequence(op, "x", x, p.b, p.l, p.e);
+  p.dout = sequence(op, "dout", dout, p.b, p.l, p.e);
+  p.dx = sequence(op, "dx", dx, p.b, p.l, p.e);
+  p.dw = optional_exact<float>(op, "dw", dw, {p.e, p.k});
+  p.bias = optional_exact<const float>(op, "bias", bias, {p.e});
+  p.dbias = optional_exact<float>(op, "dbias", dbias, {p.e});
+  p.state_in = optional_exact<const float>(op, "state_in", state_in, {p.b, p.e, p.k - 1});
+  p.dstate_in = optional_exact<float>(op, "dstate_in", dstate_in, {p.b, p.e, p.k - 1});
+  p.silu = apply_silu;
+  cpu::conv1d_causal_backward(p, ctx.threads());
+}
+
+void selective_scan_backward(const ScanGradArgs& a, Context& ctx) {
+  constexpr const char* op = "selective_scan_backward";
+  require_cpu(op, {{"du", &a.du}, {"ddt", &a.ddt}, {"dB", &a.dB}, {"dC", &a.dC}, {"dz", &a.dz},
+                   {"dstate_in", &a.dstate_in}, {"dA", &a.dA}, {"dD", &a.dD}, {"ddt_bias", &a.ddt_bias},
+                   {"dy", &a.dy}, {"dstate_out", &a.dstate_out}, {"u", &a.u}, {"dt", &a.dt}, {"A", &a.A},
+                   {"B", &a.B}, {"C", &a.C}, {"D", &a.D}, {"z", &a.z}, {"dt_bias", &a.dt_bias},
+                   {"state_in", &a.state_in}});
+  MAMBA_CHECK(defined_or_empty(a.u) && a.u.ndim == 3, "{}: u must have shape [b, l, e], got {}", op, a.u.shape_str());
+  MAMBA_CHECK(a.A.defined() && a.A.ndim == 2 && a.A.shape[1] >= 1, "{}: A must have shape [e, n] with n ≥ 1, got {}",
+              op, a.A.shape_str());
+  cpu::ScanGradParams p;
+  p.b = a.u.shape[0], p.l = a.u.shape[1], p.e = a.u.shape[2], p.n = a.A.shape[1];
+  p.A = optional_exact<const float>(op, "A", a.A, {p.e, p.n});
+  p.u = sequence(op, "u", a.u, p.b, p.l, p.e);
+  p.dt = sequence(op, "dt", a.dt, p.b, p.l, p.e);
+  p.B = sequence(op, "B", a.B, p.b, p.l, p.n);
+  p.C = sequence(op, "C", a.C, p.b, p.l, p.n);
+  p.dy = sequence(op, "dy", a.dy, p.b, p.l, p.e);
+  p.du = sequence(op, "du", a.du, p.b, p.l, p.e);
+  p.ddt = sequence(op, "ddt", a.ddt, p.b, p.l, p.e);
+  p.dB = sequence(op, "dB", a.dB, p.b, p.l, p.n);
+  p.dC = sequence(op, "dC", a.dC, p.b, p.l, p.n);
+  MAMBA_CHECK(a.z.defined() == a.dz.defined(), "{}: dz must be given exactly when z is", op);
+  if (a.z.defined()) {
+    p.z = sequence(op, "z", a.z, p.b, p.l, p.e);
+    p.dz = sequence(op, "dz", a.dz, p.b, p.l, p.e);
+  }
+  p.D = optional_exact<const float>(op, "D", a.D, {p.e});
+  p.dt_bias = optional_exact<const float>(op, "dt_bias", a.dt_bias, {p.e});
+  p.dA = optional_exact<float>(op, "dA", a.dA, {p.e, p.n});
+  p.dD = optional_exact<float>(op, "dD", a.dD, {p.e});
+  p.ddt_bias = optional_exact<float>(op, "ddt_bias", a.ddt_bias, {p.e});
+  MAMBA_CHECK(!p.dD || p.D, "{}: dD is given but D is not", op);
+  MAMBA_CHECK(!p.ddt_bias || p.dt_bias, "{}: ddt_bias is given but dt_bias is not", op);
+  p.state_in = optional_exact<const float>(op, "state_in", a.state_in, {p.b, p.e, p.n});
+  p.dstate_in = optional_exact<float>(op, "dstate_in", a.dstate_in, {p.b, p.e, p.n});
+  p.dstate_out = optional_exact<const float>(op, "dstate_out", a.dstate_out, {p.b, p.e, p.n});
+  p.dt_softplus = a.dt_softplus;
+  cpu::selective_scan_backward(p, ctx.threads());
+}
+
+double linear_cross_entropy(Tensor dx, Tensor dw, Tensor x, Tensor w, const int32_t* targets, float scale,
+                            Context& ctx) {
+  constexpr const char* op = "linear_cross_entropy";
+  require_cpu(op, {{"dx", &dx}, {"dw", &dw}, {"x", &x}, {"w", &w}});
+  const cpu::MatF32 wm = matrix(op, "w", w, -1, -1);
+  const cpu::MatF32 xm = matrix(op, "x", x, -1, wm.cols);
+  const cpu::MatF32 dxm = optional_matrix(op, "dx", dx, xm.rows, wm.cols);
+  const cpu::MatF32 dwm = optional_matrix(op, "dw", dw, wm.rows, wm.cols);
+  MAMBA_CHECK(xm.rows == 0 || targets != nullptr, "{}: targets is null", op);
+  for (int64_t r = 0; r < xm.rows; ++r)
+    MAMBA_CHECK(targets[r] < wm.rows, "{}: targets[{}] = {} is out of range [0, {})", op, r, targets[r], wm.rows);
+  MAMBA_CHECK(std::isfinite(scale), "{}: scale = {} must be finite", op, scale);
+  return cpu::linear_cross_entropy(dxm, dwm, xm, wm, targets, scale, ctx.threads());
+}
+
+}  // namespace mambacpp
