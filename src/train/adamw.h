@@ -1,0 +1,61 @@
+// AdamW (decoupled weight decay, as torch.optim.AdamW) over a model's named parameters, with the reference's
+// grouping: weight decay on the weight matrices only — never on A_log, D, the Δ bias (dt_proj.bias), norms,
+// biases or the embedding — and global gradient-norm clipping. Parameters and gradients are f32; the moments
+// are f32 tensors owned by the optimizer, one pair per parameter, in the parameters' order.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/buffer.h"
+#include "core/tensor.h"
+
+namespace mambacpp {
+
+struct AdamWOptions {
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+  // Throws Error naming the option when a value is out of range.
+  void validate() const;
+};
+
+// Whether the reference decays this parameter: tensors of rank ≥ 2 except A_log and the embedding.
+bool decays(const std::string& name, const Tensor& param);
+
+// Scales `grads` so that their global L2 norm (over all tensors, in double) is at most `max_norm`, as
+// torch.nn.utils.clip_grad_norm_ does (factor max_norm / (norm + 1e-6) when norm > max_norm). Returns the norm
+// before clipping; a non-finite norm is returned without touching the gradients. max_norm ≤ 0: no clipping.
+double clip_grad_norm(const std::vector<Tensor>& grads, double max_norm);
+
+class AdamW {
+ public:
+  // `params`: contiguous f32 tensors the optimizer updates in place (ModelWeights::named_parameters()).
+  AdamW(std::vector<std::pair<std::string, Tensor>> params, const AdamWOptions& opt);
+
+  // One update with learning rate `lr`; grads[i] belongs to params[i] and has its shape. Per element, with
+  // t the step count after increment: p ← p·(1 − lr·wd); m ← β1·m + (1 − β1)·g; v ← β2·v + (1 − β2)·g²;
+  // p ← p − (lr / (1 − β1ᵗ)) · m / (√v / √(1 − β2ᵗ) + ε).
+  void step(const std::vector<Tensor>& grads, double lr);
+  int64_t steps() const { return t_; }
+
+  // The moments as named tensors ("exp_avg.<name>", "exp_avg_sq.<name>"), views of this optimizer's memory.
+  std::map<std::string, Tensor> state() const;
+  // Restores the moments and the step count saved from an optimizer over the same parameters; throws Error
+  // naming `source` and the tensor when one is missing or of another shape or dtype.
+  void load_state(const std::map<std::string, Tensor>& tensors, int64_t steps, const std::string& source);
+
+ private:
+  std::vector<std::pair<std::string, Tensor>> params_;
+  std::vector<bool> decay_;
+  std::vector<Tensor> m_, v_;
+  Buffer storage_;
+  AdamWOptions opt_;
+  int64_t t_ = 0;
+};
+
+}  // namespace mambacpp

@@ -1,0 +1,136 @@
+// The loss chart and its PNG encoder (png_plot.h).
+#include "train/png_plot.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+
+#include "core/error.h"
+#include "train/atomic_file.h"
+
+namespace mambacpp {
+
+namespace {
+
+uint32_t crc32(const uint8_t* p, size_t n, uint32_t crc = 0) {
+  static const std::array<uint32_t, 256> table = [] {
+    std::array<uint32_t, 256> t{};
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  crc = ~crc;
+  for (size_t i = 0; i < n; ++i) crc = table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
+  return ~crc;
+}
+
+void put_be32(std::string& out, uint32_t v) {
+  for (int s = 24; s >= 0; s -= 8) out.push_back(char((v >> s) & 0xff));
+}
+
+void put_chunk(std::string& out, const char type[4], const std::string& data) {
+  put_be32(out, uint32_t(data.size()));
+  const std::string body = std::string(type, 4) + data;
+  out += body;
+  put_be32(out, crc32(reinterpret_cast<const uint8_t*>(body.data()), body.size()));
+}
+
+// A zlib stream of stored deflate blocks (at most 65,535 bytes each) holding `raw`.
+std::string zlib_stored(const std::string& raw) {
+  std::string z = {char(0x78), char(0x01)};
+  size_t at = 0;
+  do {
+    const size_t n = std::min<size_t>(65535, raw.size() - at);
+    z.push_back(at + n == raw.size() ? 1 : 0);
+    z.push_back(char(n & 0xff));
+    z.push_back(char(n >> 8));
+    z.push_back(char(~n & 0xff));
+    z.push_back(char((~n >> 8) & 0xff));
+    z.append(raw, at, n);
+    at += n;
+  } while (at < raw.size());
+  uint32_t a = 1, b = 0;
+  for (unsigned char c : raw) {
+    a = (a + c) % 65521;
+    b = (b + a) % 65521;
+  }
+  put_be32(z, (b << 16) | a);
+  return z;
+}
+
+struct Canvas {
+  int w, h;
+  std::vector<uint8_t> rgb;
+  Canvas(int width, int height) : w(width), h(height), rgb(size_t(width) * height * 3, 255) {}
+  void dot(int x, int y, std::array<uint8_t, 3> c) {
+    if (x < 0 || y < 0 || x >= w || y >= h) return;
+    std::copy(c.begin(), c.end(), rgb.begin() + (size_t(y) * w + x) * 3);
+  }
+  void line(double x0, double y0, double x1, double y1, std::array<uint8_t, 3> c, int thick) {
+    const int n = int(std::max(std::abs(x1 - x0), std::abs(y1 - y0))) + 1;
+    for (int i = 0; i <= n; ++i) {
+      const double t = double(i) / n;
+      const int x = int(std::lround(x0 + (x1 - x0) * t)), y = int(std::lround(y0 + (y1 - y0) * t));
+      for (int dx = 0; dx < thick; ++dx)
+        for (int dy = 0; dy < thick; ++dy) dot(x + dx, y + dy, c);
+    }
+  }
+};
+
+}  // namespace
+
+std::string encode_png_rgb(int width, int height, const std::vector<uint8_t>& rgb) {
+  MAMBA_CHECK(width > 0 && height > 0 && rgb.size() == size_t(width) * height * 3,
+              "PNG: {} bytes for a {}x{} RGB image", rgb.size(), width, height);
+  std::string raw;
+  raw.reserve(size_t(height) * (size_t(width) * 3 + 1));
+  for (int y = 0; y < height; ++y) {
+    raw.push_back(0);  // filter: none
+    raw.append(reinterpret_cast<const char*>(rgb.data()) + size_t(y) * width * 3, size_t(width) * 3);
+  }
+  std::string ihdr;
+  put_be32(ihdr, uint32_t(width));
+  put_be32(ihdr, uint32_t(height));
+  ihdr += {char(8), char(2), char(0), char(0), char(0)};  // 8 bits, RGB, deflate, no filter set, no interlace
+  std::string png = "\x89PNG\r\n\x1a\n";
+  put_chunk(png, "IHDR", ihdr);
+  put_chunk(png, "IDAT", zlib_stored(raw));
+  put_chunk(png, "IEND", "");
+  return png;
+}
+
+void write_loss_plot(const std::string& path, const LossCurves& curves, int width, int height) {
+  Canvas c(width, height);
+  const int left = 40, right = width - 20, top = 20, bottom = height - 30;
+  double max_step = 1, lo = 1e300, hi = -1e300;
+  for (const auto* curve : {&curves.train, &curves.val})
+    for (const auto& [s, v] : *curve) {
+      if (!std::isfinite(v)) continue;
+      max_step = std::max(max_step, s);
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+    }
+  if (lo > hi) lo = 0, hi = 1;
+  lo = std::floor(lo), hi = std::max(std::ceil(hi), lo + 1);
+  const auto px = [&](double s) { return left + (right - left) * s / max_step; };
+  const auto py = [&](double v) { return bottom - (bottom - top) * (v - lo) / (hi - lo); };
+  for (double v = lo; v <= hi; v += 1) c.line(left, py(v), right, py(v), {225, 225, 225}, 1);
+  c.line(left, top, left, bottom, {0, 0, 0}, 1);
+  c.line(left, bottom, right, bottom, {0, 0, 0}, 1);
+  const auto draw = [&](const std::vector<std::pair<double, double>>& pts, std::array<uint8_t, 3> col, int thick) {
+    for (size_t i = 0; i < pts.size(); ++i) {
+      if (!std::isfinite(pts[i].second)) continue;
+      if (i > 0 && std::isfinite(pts[i - 1].second))
+        c.line(px(pts[i - 1].first), py(pts[i - 1].second), px(pts[i].first), py(pts[i].second), col, thick);
+      if (thick > 1) c.line(px(pts[i].first) - 2, py(pts[i].second) - 2, px(pts[i].first) + 2, py(pts[i].second) + 2, col, 3);
+    }
+  };
+  draw(curves.train, {31, 119, 180}, 1);
+  draw(curves.val, {255, 127, 14}, 2);
+  write_file_atomic(path, encode_png_rgb(width, height, c.rgb));
+}
+
+}  // namespace mambacpp
