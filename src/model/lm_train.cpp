@@ -1,0 +1,291 @@
+// The LM loss and its gradient (see lm_train.h). Forward over all m = b·l rows at once, from a zero state,
+// keeping per layer what the backward needs (TrainWorkspace); then the head fused with cross-entropy (logits
+// never held beyond a block of rows); then the backward, layer by layer in reverse:
+//   d mixer_out = dres                       (residual_{i+1} = residual_i + mixer_out_i)
+//   out_proj:  dy      = dres · W_out,            dW_out += dresᵀ · y
+//   scan:      dxc, ddt, dB, dC, dz, dA, dD, dΔbias   (dA_log += dA ⊙ A, as A = −exp(A_log))
+//   dt_proj:   d dt_low = ddt · W_dt,             dW_dt += ddtᵀ · dt_low
+//   x_proj:    dxc    += dxdbl · W_x,             dW_x += dxdblᵀ · xc
+//   conv1d:    dx (first half of dxz), dconv_w, dconv_b
+//   in_proj:   dhidden = dxz · W_in,              dW_in += dxzᵀ · hidden
+//   norm:      dres   += RMSNorm backward of dhidden
+// and finally the embedding's scatter-add of dres (with a tied head, into the same gradient as the head's).
+#include "model/lm_train.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <unordered_map>
+
+#include "core/error.h"
+#include "ops/ops.h"
+#include "ops/ops_backward.h"
+
+namespace mambacpp {
+namespace {
+
+Tensor matrix(float* p, int64_t rows, int64_t cols, int64_t ld) {
+  Tensor t(p, DType::f32, {rows, cols});
+  t.stride[0] = ld;
+  return t;
+}
+
+Tensor sequence(float* p, int64_t b, int64_t l, int64_t cols, int64_t ld) {
+  Tensor t(p, DType::f32, {b, l, cols});
+  t.stride[1] = ld;
+  t.stride[0] = l * ld;
+  return t;
+}
+
+void ensure(Buffer& buf, size_t floats) {
+  if (buf.bytes() < floats * sizeof(float)) buf = Buffer(floats * sizeof(float));
+}
+
+// The gradients of one layer's parameters, viewing ParamGrads' storage (undefined where the model has no such
+// parameter). conv_w is viewed as (e, k).
+struct LayerGrads {
+  Tensor norm, in_proj, in_proj_bias, conv_w, conv_b, x_proj, dt_proj, dt_bias, A_log, D, out_proj, out_proj_bias;
+};
+
+struct ModelGrads {
+  Tensor embedding, norm_f, lm_head;
+  std::vector<LayerGrads> layers;
+};
+
+ModelGrads map_grads(ParamGrads& g, const MambaConfig& c) {
+  std::unordered_map<std::string, Tensor> by_name;
+  for (size_t i = 0; i < g.names.size(); ++i) by_name[g.names[i]] = g.grads[i];
+  auto get = [&](const std::string& name) {
+    const auto it = by_name.find(name);
+    return it == by_name.end() ? Tensor{} : it->second;
+  };
+  ModelGrads m;
+  m.embedding = g.grads.front();
+  m.norm_f = get("backbone.norm_f.weight");
+  m.lm_head = c.tie_embeddings ? m.embedding : get("lm_head.weight");
+  for (int64_t i = 0; i < c.n_layer; ++i) {
+    const std::string p = "backbone.layers." + std::to_string(i) + ".";
+    LayerGrads l;
+    l.norm = get(p + "norm.weight");
+    l.in_proj = get(p + "mixer.in_proj.weight");
+    l.in_proj_bias = get(p + "mixer.in_proj.bias");
+    const Tensor conv = get(p + "mixer.conv1d.weight");
+    l.conv_w = Tensor(conv.data, DType::f32, {c.d_inner, c.d_conv});
+    l.conv_b = get(p + "mixer.conv1d.bias");
+    l.x_proj = get(p + "mixer.x_proj.weight");
+    l.dt_proj = get(p + "mixer.dt_proj.weight");
+    l.dt_bias = get(p + "mixer.dt_proj.bias");
+    l.A_log = get(p + "mixer.A_log");
+    l.D = get(p + "mixer.D");
+    l.out_proj = get(p + "mixer.out_proj.weight");
+    l.out_proj_bias = get(p + "mixer.out_proj.bias");
+    m.layers.push_back(l);
+  }
+  return m;
+}
+
+// Views of layer i's kept activations.
+struct LayerActs {
+  float *residual, *hidden, *xz, *xc, *xdbl, *dt, *y;
+};
+
+LayerActs layer_acts(TrainWorkspace& ws, const MambaConfig& c, int64_t m, int64_t i) {
+  const int64_t d = c.d_model, e = c.d_inner, x = c.dt_rank + 2 * c.d_state;
+  return {ws.residual.as<float>() + i * m * d, ws.hidden.as<float>() + i * m * d, ws.xz.as<float>() + i * m * 2 * e,
+          ws.xc.as<float>() + i * m * e,       ws.xdbl.as<float>() + i * m * x,   ws.dt.as<float>() + i * m * e,
+          ws.y.as<float>() + i * m * e};
+}
+
+void mixer_forward(const LayerWeights& lw, const LayerActs& a, float* mixer_out, int64_t b, int64_t l,
+                   const MambaConfig& c, Context& ctx) {
+  const int64_t m = b * l, d = c.d_model, e = c.d_inner, n = c.d_state, r = c.dt_rank, x = r + 2 * n;
+  linear_forward(matrix(a.xz, m, 2 * e, 2 * e), matrix(a.hidden, m, d, d), lw.in_proj, lw.in_proj_bias, ctx);
+  conv1d_causal_forward(sequence(a.xc, b, l, e, e), Tensor{}, sequence(a.xz, b, l, e, 2 * e), lw.conv_w, lw.conv_b,
+                        Tensor{}, /*apply_silu=*/true, ctx);
+  linear_forward(matrix(a.xdbl, m, x, x), matrix(a.xc, m, e, e), lw.x_proj, Tensor{}, ctx);
+  linear_forward(matrix(a.dt, m, e, e), matrix(a.xdbl, m, r, x), lw.dt_proj, Tensor{}, ctx);
+  ScanArgs s;
+  s.y = sequence(a.y, b, l, e, e);
+  s.u = sequence(a.xc, b, l, e, e);
+  s.dt = sequence(a.dt, b, l, e, e);
+  s.A = lw.A;
+  s.B = sequence(a.xdbl + r, b, l, n, x);
+  s.C = sequence(a.xdbl + r + n, b, l, n, x);
+  s.D = lw.D;
+  s.z = sequence(a.xz + e, b, l, e, 2 * e);
+  s.dt_bias = lw.dt_bias;
+  selective_scan_forward(s, ctx);
+  linear_forward(matrix(mixer_out, m, d, d), matrix(a.y, m, e, e), lw.out_proj, lw.out_proj_bias, ctx);
+}
+
+// Runs embedding → layers → final norm over all rows, keeping the activations in ws.
+void model_forward(const ModelWeights& w, const int32_t* ids, int64_t b, int64_t l, TrainWorkspace& ws,
+                   Context& ctx) {
+  const MambaConfig& c = w.config;
+  const int64_t m = b * l, d = c.d_model;
+  float* mixer_out = ws.mixer_out.as<float>();
+  embedding_forward(matrix(ws.residual.as<float>(), m, d, d), ids, m, w.embedding, ctx);
+  for (int64_t i = 0; i <= c.n_layer; ++i) {
+    const LayerActs a = layer_acts(ws, c, m, i);
+    if (i > 0) std::memcpy(a.residual, a.residual - m * d, size_t(m * d) * sizeof(float));
+    const Tensor norm = i < c.n_layer ? w.layers[size_t(i)].norm : w.norm_f;
+    rmsnorm_forward(matrix(a.hidden, m, d, d), matrix(a.residual, m, d, d),
+                    i > 0 ? matrix(mixer_out, m, d, d) : Tensor{}, norm, c.norm_eps, ctx);
+    if (i < c.n_layer) mixer_forward(w.layers[size_t(i)], a, mixer_out, b, l, c, ctx);
+  }
+}
+
+// The backward of layer i's mixer and norm: consumes dres (the gradient of the residual after the layer) and
+// leaves in it the gradient of the residual before the layer.
+void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs& a, TrainWorkspace& ws, int64_t b,
+                    int64_t l, const MambaConfig& c, Context& ctx) {
+  const int64_t m = b * l, d = c.d_model, e = c.d_inner, n = c.d_state, r = c.dt_rank, x = r + 2 * n;
+  float* dres = ws.dresidual.as<float>();
+  float* dxz = ws.dxz.as<float>();
+  float* dxdbl = ws.dxdbl.as<float>();
+  float* dxc = ws.dxc.as<float>();
+  linear_backward(matrix(ws.dy.as<float>(), m, e, e), g.out_proj, g.out_proj_bias, matrix(dres, m, d, d),
+                  matrix(a.y, m, e, e), lw.out_proj, ctx);
+
+  float* dA = ws.dA.as<float>();
+  std::fill_n(dA, e * n, 0.0f);
+  ScanGradArgs s;
+  s.du = sequence(dxc, b, l, e, e);
+  s.ddt = sequence(ws.ddt.as<float>(), b, l, e, e);
+  s.dB = sequence(dxdbl + r, b, l, n, x);
+  s.dC = sequence(dxdbl + r + n, b, l, n, x);
+  s.dz = sequence(dxz + e, b, l, e, 2 * e);
+  s.dA = Tensor(dA, DType::f32, {e, n});
+  s.dD = g.D;
+  s.ddt_bias = g.dt_bias;
+  s.dy = sequence(ws.dy.as<float>(), b, l, e, e);
+  s.u = sequence(a.xc, b, l, e, e);
+  s.dt = sequence(a.dt, b, l, e, e);
+  s.A = lw.A;
+  s.B = sequence(a.xdbl + r, b, l, n, x);
+  s.C = sequence(a.xdbl + r + n, b, l, n, x);
+  s.D = lw.D;
+  s.z = sequence(a.xz + e, b, l, e, 2 * e);
+  s.dt_bias = lw.dt_bias;
+  selective_scan_backward(s, ctx);
+  const float* A = lw.A.f32();
+  float* dA_log = g.A_log.f32();
+  for (int64_t i = 0; i < e * n; ++i) dA_log[i] += dA[i] * A[i];
+
+  linear_backward(matrix(dxdbl, m, r, x), g.dt_proj, Tensor{}, matrix(ws.ddt.as<float>(), m, e, e),
+                  matrix(a.xdbl, m, r, x), lw.dt_proj, ctx);
+  float* dxc_proj = ws.dxc_proj.as<float>();
+  linear_backward(matrix(dxc_proj, m, e, e), g.x_proj, Tensor{}, matrix(dxdbl, m, x, x), matrix(a.xc, m, e, e),
+                  lw.x_proj, ctx);
+  for (int64_t i = 0; i < m * e; ++i) dxc[i] += dxc_proj[i];
+  conv1d_causal_backward(sequence(dxz, b, l, e, 2 * e), g.conv_w, g.conv_b, Tensor{}, sequence(dxc, b, l, e, e),
+                         sequence(a.xz, b, l, e, 2 * e), lw.conv_w, lw.conv_b, Tensor{}, /*apply_silu=*/true, ctx);
+  float* dhidden = ws.dhidden.as<float>();
+  linear_backward(matrix(dhidden, m, d, d), g.in_proj, g.in_proj_bias, matrix(dxz, m, 2 * e, 2 * e),
+                  matrix(a.hidden, m, d, d), lw.in_proj, ctx);
+  rmsnorm_backward(matrix(dres, m, d, d), g.norm, matrix(dhidden, m, d, d), matrix(a.residual, m, d, d), lw.norm,
+                   c.norm_eps, ctx);
+}
+
+void check_inputs(const ModelWeights& w, const int32_t* ids, int64_t b, int64_t l) {
+  MAMBA_CHECK(w.matrix_dtype == DType::f32, "lm_loss: training needs f32 weights, these hold {} matrices",
+              dtype_name(w.matrix_dtype));
+  MAMBA_CHECK(b >= 1, "lm_loss: batch size must be at least 1, got {}", b);
+  MAMBA_CHECK(l >= 2, "lm_loss: sequences need at least 2 tokens to predict one, got {}", l);
+  const int64_t v = w.config.vocab_size;
+  for (int64_t i = 0; i < b * l; ++i)
+    MAMBA_CHECK(ids[i] >= 0 && ids[i] < v, "lm_loss: token id {} at position {} of sequence {} is out of range [0, {})",
+                ids[i], i % l, i / l, v);
+}
+
+}  // namespace
+
+ParamGrads::ParamGrads(const ModelWeights& w) {
+  const auto params = w.named_parameters();
+  int64_t total = 0;
+  for (const auto& p : params) total += p.second.numel();
+  storage = Buffer(size_t(total) * sizeof(float));
+  float* next = storage.as<float>();
+  for (const auto& [name, t] : params) {
+    names.push_back(name);
+    grads.emplace_back(next, DType::f32, std::span<const int64_t>(t.shape.data(), size_t(t.ndim)));
+    next += t.numel();
+  }
+  zero();
+}
+
+void ParamGrads::zero() {
+  if (!storage.empty()) std::memset(storage.data(), 0, storage.bytes());
+}
+
+double ParamGrads::norm() const {
+  double sq = 0;
+  const float* p = storage.as<float>();
+  for (size_t i = 0; i < storage.bytes() / sizeof(float); ++i) sq += double(p[i]) * double(p[i]);
+  return std::sqrt(sq);
+}
+
+void ParamGrads::scale(float s) {
+  float* p = storage.as<float>();
+  for (size_t i = 0; i < storage.bytes() / sizeof(float); ++i) p[i] *= s;
+}
+
+void TrainWorkspace::reserve(const MambaConfig& c, int64_t rows) {
+  const size_t m = size_t(rows), L = size_t(c.n_layer), d = size_t(c.d_model), e = size_t(c.d_inner);
+  const size_t x = size_t(c.dt_rank + 2 * c.d_state);
+  ensure(residual, (L + 1) * m * d);
+  ensure(hidden, (L + 1) * m * d);
+  ensure(xz, L * m * 2 * e);
+  ensure(xc, L * m * e);
+  ensure(xdbl, L * m * x);
+  ensure(dt, L * m * e);
+  ensure(y, L * m * e);
+  ensure(mixer_out, m * d);
+  ensure(dresidual, m * d);
+  ensure(dhidden, m * d);
+  ensure(dy, m * e);
+  ensure(dxz, m * 2 * e);
+  ensure(dxc, m * e);
+  ensure(dxc_proj, m * e);
+  ensure(dxdbl, m * x);
+  ensure(ddt, m * e);
+  ensure(dA, e * size_t(c.d_state));
+  targets.resize(m);
+  rows_ = rows;
+}
+
+double lm_loss(ParamGrads* grads, const ModelWeights& w, const int32_t* ids, int64_t b, int64_t l,
+               TrainWorkspace& ws, Context& ctx) {
+  check_inputs(w, ids, b, l);
+  const MambaConfig& c = w.config;
+  const int64_t m = b * l, d = c.d_model;
+  ws.reserve(c, m);
+  model_forward(w, ids, b, l, ws, ctx);
+
+  for (int64_t i = 0; i < m; ++i) ws.targets[size_t(i)] = i % l == l - 1 ? -1 : ids[i + 1];
+  const int64_t count = b * (l - 1);
+  const float scale = 1.0f / float(count);
+  const LayerActs top = layer_acts(ws, c, m, c.n_layer);
+  float* dhidden = ws.dhidden.as<float>();
+  ModelGrads g;
+  if (grads) {
+    MAMBA_CHECK(grads->names.size() == w.named_parameters().size(),
+                "lm_loss: the gradients were made for a different model ({} tensors, this one has {})",
+                grads->names.size(), w.named_parameters().size());
+    g = map_grads(*grads, c);
+  }
+  const double sum = linear_cross_entropy(grads ? matrix(dhidden, m, d, d) : Tensor{}, g.lm_head,
+                                          matrix(top.hidden, m, d, d), w.lm_head, ws.targets.data(), scale, ctx);
+  if (!grads) return sum / double(count);
+
+  float* dres = ws.dresidual.as<float>();
+  std::fill_n(dres, m * d, 0.0f);
+  rmsnorm_backward(matrix(dres, m, d, d), g.norm_f, matrix(dhidden, m, d, d), matrix(top.residual, m, d, d),
+                   w.norm_f, c.norm_eps, ctx);
+  for (int64_t i = c.n_layer - 1; i >= 0; --i)
+    layer_backward(w.layers[size_t(i)], g.layers[size_t(i)], layer_acts(ws, c, m, i), ws, b, l, c, ctx);
+  embedding_backward(g.embedding, matrix(dres, m, d, d), ids, m, ctx);
+  return sum / double(count);
+}
+
+}  // namespace mambacpp

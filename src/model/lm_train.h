@@ -1,0 +1,63 @@
+// Training the Mamba-1 LM: the loss of next-token prediction and its gradient with respect to every
+// parameter, by explicit backward passes (no autograd). The forward pass keeps what the backward pass needs
+// per layer (the layer's input rows, x_proj/in_proj outputs, ...) but never the (b, l, e, n) expansion of the
+// scan, which the backward pass recomputes chunk by chunk.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/buffer.h"
+#include "core/context.h"
+#include "core/tensor.h"
+#include "model/weights.h"
+
+namespace mambacpp {
+
+// One gradient per parameter, in the order, names and shapes of ModelWeights::named_parameters(), f32.
+struct ParamGrads {
+  std::vector<std::string> names;
+  std::vector<Tensor> grads;
+  Buffer storage;
+
+  explicit ParamGrads(const ModelWeights& w);
+  void zero();
+  // Global L2 norm of all gradients (in double).
+  double norm() const;
+  void scale(float s);
+};
+
+// Per-call scratch memory for training, reused across calls (grown to the largest b·l seen). The forward pass
+// keeps, per layer, the activations its backward needs, for all m = b·l rows; the backward pass needs one
+// layer's worth of gradient buffers. lm_loss sizes it; callers only create it and pass it in.
+class TrainWorkspace {
+ public:
+  void reserve(const MambaConfig& cfg, int64_t rows);
+  int64_t rows() const { return rows_; }
+
+  // Kept by the forward pass (per layer i, then one more residual for the final norm):
+  Buffer residual;  // (n_layer + 1, m, d) the residual stream entering norm i, after its add
+  Buffer hidden;    // (n_layer + 1, m, d) the norm outputs (the last one feeds the head)
+  Buffer xz;        // (n_layer, m, 2e) in_proj outputs: x, z
+  Buffer xc;        // (n_layer, m, e) SiLU(conv1d(x))
+  Buffer xdbl;      // (n_layer, m, r + 2n) x_proj outputs: dt_low, B, C
+  Buffer dt;        // (n_layer, m, e) dt_proj outputs (before the Δ bias)
+  Buffer y;         // (n_layer, m, e) scan outputs
+  Buffer mixer_out;  // (m, d) the current layer's output, forward scratch
+  // Backward scratch, one layer at a time:
+  Buffer dresidual, dhidden, dy, dxz, dxc, dxc_proj, dxdbl, ddt, dA;
+  std::vector<int32_t> targets;  // (m) next-token ids, -1 at the last position of each sequence
+
+ private:
+  int64_t rows_ = 0;
+};
+
+// Mean cross-entropy (nats per predicted token) of predicting ids[bi, t+1] from ids[bi, 0..t], for
+// t = 0 .. l-2, over b sequences of l ids (row-major), each from a zero state. When `grads` is non-null the
+// gradient of that mean is ADDED to it (so accumulation over micro-batches is a sum; the caller scales).
+// Weights must hold f32 matrices. Ids are range-checked.
+double lm_loss(ParamGrads* grads, const ModelWeights& w, const int32_t* ids, int64_t b, int64_t l,
+               TrainWorkspace& ws, Context& ctx);
+
+}  // namespace mambacpp
