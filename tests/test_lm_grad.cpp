@@ -1,7 +1,8 @@
 // Whole-model gradients against transformers: on each golden checkpoint, the loss and the gradient of every
 // parameter recorded by scripts/make_golden.py (float64, MambaForCausalLM with labels = input_ids) must match
 // lm_loss in f32 to a relative error of 1e-4 (relative L2 per tensor). Also: gradients are added to what
-// ParamGrads holds, results are bitwise equal across thread counts, and bad inputs are refused.
+// ParamGrads holds, results are bitwise equal across thread counts, packed documents with state resets equal
+// the documents run apart, and bad inputs are refused.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -70,6 +71,49 @@ TEST_P(LmGradTest, GradientsAccumulateAndAreBitwiseEqualForAnyThreadCount) {
   EXPECT_GT(once.norm(), 0.0);
 }
 
+// Two documents packed into one sequence (with resets) give the loss and gradients of the two run apart,
+// weighted by their numbers of predicted tokens; a second batch row holds three documents, one of a single token.
+TEST_P(LmGradTest, PackedDocumentsNeverSeeEachOther) {
+  Context ctx(2);
+  TrainWorkspace ws;
+  const std::vector<std::vector<int64_t>> docs = {{5, 7}, {3, 1, 8}};  // lengths per batch row
+  const int64_t lp = 12;
+  std::vector<int32_t> packed;
+  std::vector<uint8_t> starts;
+  ParamGrads want(w), part(w);
+  double want_sum = 0;
+  int64_t count = 0, offset = 0;
+  for (const auto& row : docs)
+    for (size_t j = 0; j < row.size(); ++j) {
+      const int64_t len = row[j];
+      const std::vector<int32_t> doc(ids.begin() + offset, ids.begin() + offset + len);
+      offset += len;
+      packed.insert(packed.end(), doc.begin(), doc.end());
+      starts.push_back(1);
+      starts.insert(starts.end(), size_t(len - 1), 0);
+      if (len < 2) continue;
+      part.zero();
+      want_sum += double(len - 1) * lm_loss(&part, w, doc.data(), 1, len, ws, ctx);
+      part.scale(float(len - 1));
+      for (size_t i = 0; i < part.storage.bytes() / sizeof(float); ++i)
+        want.storage.as<float>()[i] += part.storage.as<float>()[i];
+      count += len - 1;
+    }
+  want.scale(1.0f / float(count));
+  ParamGrads got(w);
+  const double loss = lm_loss_packed(&got, w, packed.data(), starts.data(), 2, lp, ws, ctx);
+  EXPECT_NEAR(loss, want_sum / double(count), 1e-6 * loss);
+  for (size_t i = 0; i < got.names.size(); ++i)
+    EXPECT_CLOSE(got.grads[i].f32(), want.grads[i].f32(), size_t(got.grads[i].numel()), 1e-5) << got.names[i];
+
+  std::vector<uint8_t> only_first(size_t(b * l), 0);
+  only_first[0] = 1;
+  ParamGrads plain(w), flagged(w);
+  EXPECT_EQ(lm_loss(&plain, w, ids.data(), b, l, ws, ctx),
+            lm_loss_packed(&flagged, w, ids.data(), only_first.data(), b, l, ws, ctx));
+  EXPECT_EQ(std::memcmp(plain.storage.data(), flagged.storage.data(), plain.storage.bytes()), 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Golden, LmGradTest, ::testing::ValuesIn(golden_model_names()));
 
 TEST(LmLoss, RefusesBadInputs) {
@@ -80,6 +124,8 @@ TEST(LmLoss, RefusesBadInputs) {
   std::vector<int32_t> ids = {1, 2, 3, 5000};
   expect_error([&] { lm_loss(nullptr, w, ids.data(), 1, 4, ws, ctx); }, {"token id 5000", "position 3"});
   expect_error([&] { lm_loss(nullptr, w, ids.data(), 1, 1, ws, ctx); }, {"at least 2 tokens"});
+  const std::vector<uint8_t> all_starts = {1, 1, 1};
+  expect_error([&] { lm_loss_packed(nullptr, w, ids.data(), all_starts.data(), 1, 3, ws, ctx); }, {"no token to predict"});
   const ModelWeights half = load_model(g.dir, DType::bf16);
   expect_error([&] { lm_loss(nullptr, half, ids.data(), 1, 3, ws, ctx); }, {"f32 weights", "bf16"});
 }

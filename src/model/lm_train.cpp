@@ -10,12 +10,15 @@
 //   in_proj:   dhidden = dxz · W_in,              dW_in += dxzᵀ · hidden
 //   norm:      dres   += RMSNorm backward of dhidden
 // and finally the embedding's scatter-add of dres (with a tied head, into the same gradient as the head's).
+// Packed documents: the conv and the scan (the only ops that carry state along the sequence) run once per
+// document, each from a zero state; every other op works on rows and does not care.
 #include "model/lm_train.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <unordered_map>
+#include <vector>
 
 #include "core/error.h"
 #include "ops/ops.h"
@@ -84,6 +87,34 @@ ModelGrads map_grads(ParamGrads& g, const MambaConfig& c) {
   return m;
 }
 
+// A run of tokens that starts from a zero state: `rows` sequences of `len` tokens, beginning at row `row0` of the
+// (m, ·) activations. Without document starts after position 0, one run covers the whole batch (so that the
+// result is the same, bit for bit, as without doc_start).
+struct Run {
+  int64_t row0, rows, len;
+};
+
+std::vector<Run> make_runs(const uint8_t* doc_start, int64_t b, int64_t l) {
+  bool internal = false;  // a document starting after position 0 somewhere
+  for (int64_t i = 0; doc_start && i < b * l; ++i) internal = internal || (i % l != 0 && doc_start[i]);
+  if (!internal) return {{0, b, l}};
+  std::vector<Run> out;
+  for (int64_t bi = 0; bi < b; ++bi) {
+    int64_t t0 = 0;
+    for (int64_t t = 1; t <= l; ++t)
+      if (t == l || doc_start[bi * l + t]) {
+        out.push_back({bi * l + t0, 1, t - t0});
+        t0 = t;
+      }
+  }
+  return out;
+}
+
+// A (rows, len, cols) view of run `r` in the (m, ·) activation at p with row stride ld.
+Tensor run_view(float* p, const Run& r, int64_t cols, int64_t ld) {
+  return sequence(p + r.row0 * ld, r.rows, r.len, cols, ld);
+}
+
 // Views of layer i's kept activations.
 struct LayerActs {
   float *residual, *hidden, *xz, *xc, *xdbl, *dt, *y;
@@ -96,33 +127,36 @@ LayerActs layer_acts(TrainWorkspace& ws, const MambaConfig& c, int64_t m, int64_
           ws.y.as<float>() + i * m * e};
 }
 
-void mixer_forward(const LayerWeights& lw, const LayerActs& a, float* mixer_out, int64_t b, int64_t l,
-                   const MambaConfig& c, Context& ctx) {
-  const int64_t m = b * l, d = c.d_model, e = c.d_inner, n = c.d_state, r = c.dt_rank, x = r + 2 * n;
+void mixer_forward(const LayerWeights& lw, const LayerActs& a, float* mixer_out, int64_t m,
+                   const std::vector<Run>& runs, const MambaConfig& c, Context& ctx) {
+  const int64_t d = c.d_model, e = c.d_inner, n = c.d_state, r = c.dt_rank, x = r + 2 * n;
   linear_forward(matrix(a.xz, m, 2 * e, 2 * e), matrix(a.hidden, m, d, d), lw.in_proj, lw.in_proj_bias, ctx);
-  conv1d_causal_forward(sequence(a.xc, b, l, e, e), Tensor{}, sequence(a.xz, b, l, e, 2 * e), lw.conv_w, lw.conv_b,
-                        Tensor{}, /*apply_silu=*/true, ctx);
+  for (const Run& run : runs)
+    conv1d_causal_forward(run_view(a.xc, run, e, e), Tensor{}, run_view(a.xz, run, e, 2 * e), lw.conv_w, lw.conv_b,
+                          Tensor{}, /*apply_silu=*/true, ctx);
   linear_forward(matrix(a.xdbl, m, x, x), matrix(a.xc, m, e, e), lw.x_proj, Tensor{}, ctx);
   linear_forward(matrix(a.dt, m, e, e), matrix(a.xdbl, m, r, x), lw.dt_proj, Tensor{}, ctx);
-  ScanArgs s;
-  s.y = sequence(a.y, b, l, e, e);
-  s.u = sequence(a.xc, b, l, e, e);
-  s.dt = sequence(a.dt, b, l, e, e);
-  s.A = lw.A;
-  s.B = sequence(a.xdbl + r, b, l, n, x);
-  s.C = sequence(a.xdbl + r + n, b, l, n, x);
-  s.D = lw.D;
-  s.z = sequence(a.xz + e, b, l, e, 2 * e);
-  s.dt_bias = lw.dt_bias;
-  selective_scan_forward(s, ctx);
+  for (const Run& run : runs) {
+    ScanArgs s;
+    s.y = run_view(a.y, run, e, e);
+    s.u = run_view(a.xc, run, e, e);
+    s.dt = run_view(a.dt, run, e, e);
+    s.A = lw.A;
+    s.B = run_view(a.xdbl + r, run, n, x);
+    s.C = run_view(a.xdbl + r + n, run, n, x);
+    s.D = lw.D;
+    s.z = run_view(a.xz + e, run, e, 2 * e);
+    s.dt_bias = lw.dt_bias;
+    selective_scan_forward(s, ctx);
+  }
   linear_forward(matrix(mixer_out, m, d, d), matrix(a.y, m, e, e), lw.out_proj, lw.out_proj_bias, ctx);
 }
 
 // Runs embedding → layers → final norm over all rows, keeping the activations in ws.
-void model_forward(const ModelWeights& w, const int32_t* ids, int64_t b, int64_t l, TrainWorkspace& ws,
-                   Context& ctx) {
+void model_forward(const ModelWeights& w, const int32_t* ids, int64_t m, const std::vector<Run>& runs,
+                   TrainWorkspace& ws, Context& ctx) {
   const MambaConfig& c = w.config;
-  const int64_t m = b * l, d = c.d_model;
+  const int64_t d = c.d_model;
   float* mixer_out = ws.mixer_out.as<float>();
   embedding_forward(matrix(ws.residual.as<float>(), m, d, d), ids, m, w.embedding, ctx);
   for (int64_t i = 0; i <= c.n_layer; ++i) {
@@ -131,15 +165,15 @@ void model_forward(const ModelWeights& w, const int32_t* ids, int64_t b, int64_t
     const Tensor norm = i < c.n_layer ? w.layers[size_t(i)].norm : w.norm_f;
     rmsnorm_forward(matrix(a.hidden, m, d, d), matrix(a.residual, m, d, d),
                     i > 0 ? matrix(mixer_out, m, d, d) : Tensor{}, norm, c.norm_eps, ctx);
-    if (i < c.n_layer) mixer_forward(w.layers[size_t(i)], a, mixer_out, b, l, c, ctx);
+    if (i < c.n_layer) mixer_forward(w.layers[size_t(i)], a, mixer_out, m, runs, c, ctx);
   }
 }
 
 // The backward of layer i's mixer and norm: consumes dres (the gradient of the residual after the layer) and
 // leaves in it the gradient of the residual before the layer.
-void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs& a, TrainWorkspace& ws, int64_t b,
-                    int64_t l, const MambaConfig& c, Context& ctx) {
-  const int64_t m = b * l, d = c.d_model, e = c.d_inner, n = c.d_state, r = c.dt_rank, x = r + 2 * n;
+void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs& a, TrainWorkspace& ws, int64_t m,
+                    const std::vector<Run>& runs, const MambaConfig& c, Context& ctx) {
+  const int64_t d = c.d_model, e = c.d_inner, n = c.d_state, r = c.dt_rank, x = r + 2 * n;
   float* dres = ws.dresidual.as<float>();
   float* dxz = ws.dxz.as<float>();
   float* dxdbl = ws.dxdbl.as<float>();
@@ -149,25 +183,27 @@ void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs
 
   float* dA = ws.dA.as<float>();
   std::fill_n(dA, e * n, 0.0f);
-  ScanGradArgs s;
-  s.du = sequence(dxc, b, l, e, e);
-  s.ddt = sequence(ws.ddt.as<float>(), b, l, e, e);
-  s.dB = sequence(dxdbl + r, b, l, n, x);
-  s.dC = sequence(dxdbl + r + n, b, l, n, x);
-  s.dz = sequence(dxz + e, b, l, e, 2 * e);
-  s.dA = Tensor(dA, DType::f32, {e, n});
-  s.dD = g.D;
-  s.ddt_bias = g.dt_bias;
-  s.dy = sequence(ws.dy.as<float>(), b, l, e, e);
-  s.u = sequence(a.xc, b, l, e, e);
-  s.dt = sequence(a.dt, b, l, e, e);
-  s.A = lw.A;
-  s.B = sequence(a.xdbl + r, b, l, n, x);
-  s.C = sequence(a.xdbl + r + n, b, l, n, x);
-  s.D = lw.D;
-  s.z = sequence(a.xz + e, b, l, e, 2 * e);
-  s.dt_bias = lw.dt_bias;
-  selective_scan_backward(s, ctx);
+  for (const Run& run : runs) {
+    ScanGradArgs s;
+    s.du = run_view(dxc, run, e, e);
+    s.ddt = run_view(ws.ddt.as<float>(), run, e, e);
+    s.dB = run_view(dxdbl + r, run, n, x);
+    s.dC = run_view(dxdbl + r + n, run, n, x);
+    s.dz = run_view(dxz + e, run, e, 2 * e);
+    s.dA = Tensor(dA, DType::f32, {e, n});
+    s.dD = g.D;
+    s.ddt_bias = g.dt_bias;
+    s.dy = run_view(ws.dy.as<float>(), run, e, e);
+    s.u = run_view(a.xc, run, e, e);
+    s.dt = run_view(a.dt, run, e, e);
+    s.A = lw.A;
+    s.B = run_view(a.xdbl + r, run, n, x);
+    s.C = run_view(a.xdbl + r + n, run, n, x);
+    s.D = lw.D;
+    s.z = run_view(a.xz + e, run, e, 2 * e);
+    s.dt_bias = lw.dt_bias;
+    selective_scan_backward(s, ctx);
+  }
   const float* A = lw.A.f32();
   float* dA_log = g.A_log.f32();
   for (int64_t i = 0; i < e * n; ++i) dA_log[i] += dA[i] * A[i];
@@ -178,8 +214,9 @@ void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs
   linear_backward(matrix(dxc_proj, m, e, e), g.x_proj, Tensor{}, matrix(dxdbl, m, x, x), matrix(a.xc, m, e, e),
                   lw.x_proj, ctx);
   for (int64_t i = 0; i < m * e; ++i) dxc[i] += dxc_proj[i];
-  conv1d_causal_backward(sequence(dxz, b, l, e, 2 * e), g.conv_w, g.conv_b, Tensor{}, sequence(dxc, b, l, e, e),
-                         sequence(a.xz, b, l, e, 2 * e), lw.conv_w, lw.conv_b, Tensor{}, /*apply_silu=*/true, ctx);
+  for (const Run& run : runs)
+    conv1d_causal_backward(run_view(dxz, run, e, 2 * e), g.conv_w, g.conv_b, Tensor{}, run_view(dxc, run, e, e),
+                           run_view(a.xz, run, e, 2 * e), lw.conv_w, lw.conv_b, Tensor{}, /*apply_silu=*/true, ctx);
   float* dhidden = ws.dhidden.as<float>();
   linear_backward(matrix(dhidden, m, d, d), g.in_proj, g.in_proj_bias, matrix(dxz, m, 2 * e, 2 * e),
                   matrix(a.hidden, m, d, d), lw.in_proj, ctx);
@@ -256,14 +293,25 @@ void TrainWorkspace::reserve(const MambaConfig& c, int64_t rows) {
 
 double lm_loss(ParamGrads* grads, const ModelWeights& w, const int32_t* ids, int64_t b, int64_t l,
                TrainWorkspace& ws, Context& ctx) {
+  return lm_loss_packed(grads, w, ids, nullptr, b, l, ws, ctx);
+}
+
+double lm_loss_packed(ParamGrads* grads, const ModelWeights& w, const int32_t* ids, const uint8_t* doc_start,
+                      int64_t b, int64_t l, TrainWorkspace& ws, Context& ctx) {
   check_inputs(w, ids, b, l);
   const MambaConfig& c = w.config;
   const int64_t m = b * l, d = c.d_model;
   ws.reserve(c, m);
-  model_forward(w, ids, b, l, ws, ctx);
+  const std::vector<Run> runs = make_runs(doc_start, b, l);
+  model_forward(w, ids, m, runs, ws, ctx);
 
-  for (int64_t i = 0; i < m; ++i) ws.targets[size_t(i)] = i % l == l - 1 ? -1 : ids[i + 1];
-  const int64_t count = b * (l - 1);
+  int64_t count = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    const bool predicted = i % l != l - 1 && !(doc_start && doc_start[i + 1]);
+    ws.targets[size_t(i)] = predicted ? ids[i + 1] : -1;
+    count += predicted;
+  }
+  MAMBA_CHECK(count > 0, "lm_loss: no token to predict (every document holds a single token)");
   const float scale = 1.0f / float(count);
   const LayerActs top = layer_acts(ws, c, m, c.n_layer);
   float* dhidden = ws.dhidden.as<float>();
@@ -283,7 +331,7 @@ double lm_loss(ParamGrads* grads, const ModelWeights& w, const int32_t* ids, int
   rmsnorm_backward(matrix(dres, m, d, d), g.norm_f, matrix(dhidden, m, d, d), matrix(top.residual, m, d, d),
                    w.norm_f, c.norm_eps, ctx);
   for (int64_t i = c.n_layer - 1; i >= 0; --i)
-    layer_backward(w.layers[size_t(i)], g.layers[size_t(i)], layer_acts(ws, c, m, i), ws, b, l, c, ctx);
+    layer_backward(w.layers[size_t(i)], g.layers[size_t(i)], layer_acts(ws, c, m, i), ws, m, runs, c, ctx);
   embedding_backward(g.embedding, matrix(dres, m, d, d), ids, m, ctx);
   return sum / double(count);
 }

@@ -60,4 +60,12 @@ class TrainWorkspace {
 double lm_loss(ParamGrads* grads, const ModelWeights& w, const int32_t* ids, int64_t b, int64_t l,
                TrainWorkspace& ws, Context& ctx);
 
+// lm_loss over packed sequences: doc_start (b, l), row-major like ids, flags (non-zero) each token that begins
+// a new document. The conv window and the SSM state are reset to zero before such a token, in the forward and
+// the backward pass, so no document sees another; and the first token of a document is not predicted from the
+// previous document (the mean runs over the remaining targets; at least one is required). Position 0 always
+// starts from a zero state. doc_start null is lm_loss.
+double lm_loss_packed(ParamGrads* grads, const ModelWeights& w, const int32_t* ids, const uint8_t* doc_start,
+                      int64_t b, int64_t l, TrainWorkspace& ws, Context& ctx);
+
 }  // namespace mambacpp
