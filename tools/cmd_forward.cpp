@@ -1,9 +1,11 @@
 // `mambacpp forward`: the logits of every position of one sequence, as JSON {"logits": [[...], ...]}, each
-// float printed in its shortest form that reads back to the same value.
+// float printed in its shortest form that reads back to the same value. --device cuda runs the model on the GPU
+// (matrices in --dtype, activations and state in f32).
 #include <cstdio>
 
 #include "cli_util.h"
 #include "commands.h"
+#include "core/cuda/device_memory.h"
 #include "core/error.h"
 #include "model/lm.h"
 #include "model/loader.h"
@@ -19,19 +21,23 @@ struct ForwardCmdOptions {
 };
 
 void run_forward(const ForwardCmdOptions& o) {
-  MAMBA_CHECK(o.device == "cpu", "--device {}: only cpu is available in this build", o.device);
+  MAMBA_CHECK(o.device == "cpu" || o.device == "cuda", "--device must be cpu or cuda, got {}", o.device);
+  const Device dev = o.device == "cuda" ? Device::cuda : Device::cpu;
   Context ctx(o.run.threads);
   const std::vector<int32_t> ids = parse_ids(o.ids, "--ids");
-  const ModelWeights w = load_model(o.model, o.run.matrix_dtype());
+  ModelWeights w = load_model(o.model, o.run.matrix_dtype());
+  if (dev != Device::cpu) w = w.to_device(dev, o.run.matrix_dtype());
   const int64_t l = int64_t(ids.size()), v = w.config.vocab_size;
-  Buffer logits(size_t(l * v) * sizeof(float));
-  RecurrentState state(w.config, 1);
-  Workspace ws;
+  Buffer logits(size_t(l * v) * sizeof(float), dev);
+  RecurrentState state(w.config, 1, dev);
+  Workspace ws(dev);
   ForwardOptions fo;
   fo.logits_for = LogitsFor::all_positions;
-  lm_forward(Tensor(logits.data(), DType::f32, {1, l, v}), state, w, ids.data(), l, fo, ws, ctx);
+  lm_forward(Tensor(logits.data(), DType::f32, {1, l, v}, dev), state, w, ids.data(), l, fo, ws, ctx);
+  std::vector<float> host(size_t(l * v));
+  copy_memory(host.data(), Device::cpu, logits.data(), dev, logits.bytes());
   std::string out = "{\"logits\": [";
-  const float* p = logits.as<float>();
+  const float* p = host.data();
   for (int64_t t = 0; t < l; ++t) {
     out += t ? ", [" : "[";
     for (int64_t j = 0; j < v; ++j) {

@@ -1,5 +1,6 @@
 // `mambacpp generate`: prefill a prompt and sample a continuation, streaming text as it is produced (or,
 // with --print-ids, printing only the new ids on one line), then the prompt and generation speed on stderr.
+// --device cuda runs the model on the GPU with its matrices in --dtype.
 #include <cstdio>
 #include <optional>
 
@@ -33,7 +34,8 @@ void print_stats(const GenerateStats& s) {
 }
 
 void run_generate(const GenerateCmdOptions& o) {
-  MAMBA_CHECK(o.device == "cpu", "--device {}: only cpu is available in this build", o.device);
+  MAMBA_CHECK(o.device == "cpu" || o.device == "cuda", "--device must be cpu or cuda, got {}", o.device);
+  const Device dev = o.device == "cuda" ? Device::cuda : Device::cpu;
   MAMBA_CHECK(o.prompt.empty() != o.prompt_ids.empty(), "generate: give exactly one of -p/--prompt or --prompt-ids");
   MAMBA_CHECK(o.n_predict >= 0, "-n/--n-predict must be >= 0, got {}", o.n_predict);
   MAMBA_CHECK(o.batch >= 1 && o.batch <= 4096, "--batch must be in [1, 4096], got {}", o.batch);
@@ -45,7 +47,8 @@ void run_generate(const GenerateCmdOptions& o) {
   if (!o.print_ids || !o.prompt.empty()) tok.emplace(load_tokenizer(o.tokenizer, o.model));
   const std::vector<int32_t> prompt = o.prompt.empty() ? parse_ids(o.prompt_ids, "--prompt-ids") : tok->encode(o.prompt);
   MAMBA_CHECK(!prompt.empty(), "generate: the prompt encodes to no tokens");
-  const ModelWeights w = load_model(o.model, dtype);
+  ModelWeights w = load_model(o.model, dtype);
+  if (dev != Device::cpu) w = w.to_device(dev, dtype);
 
   GenerateOptions g;
   g.max_new_tokens = o.n_predict;

@@ -3,8 +3,12 @@
 
 #include <chrono>
 
+#include "core/cuda/device_memory.h"
 #include "core/error.h"
 #include "model/lm.h"
+#ifdef MAMBACPP_HAS_CUDA
+#include "ops/cuda/cuda_ops.h"
+#endif
 
 namespace mambacpp {
 
@@ -19,6 +23,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 void prefill(Buffer& logits, RecurrentState& state, const ModelWeights& w,
              const std::vector<std::vector<int32_t>>& prompts, int64_t chunk, Workspace& ws, Context& ctx) {
   const int64_t b = state.batch(), v = w.config.vocab_size;
+  const Device dev = state.device();
   ForwardOptions fo;
   fo.logits_for = LogitsFor::last_position;
   fo.chunk = chunk;
@@ -28,17 +33,102 @@ void prefill(Buffer& logits, RecurrentState& state, const ModelWeights& w,
     const int64_t l = int64_t(prompts[0].size());
     std::vector<int32_t> ids;
     for (const auto& p : prompts) ids.insert(ids.end(), p.begin(), p.end());
-    lm_forward(Tensor(logits.data(), DType::f32, {b, v}), state, w, ids.data(), l, fo, ws, ctx);
+    lm_forward(Tensor(logits.data(), DType::f32, {b, v}, dev), state, w, ids.data(), l, fo, ws, ctx);
     return;
   }
-  RecurrentState one(w.config, 1);
+  RecurrentState one(w.config, 1, dev);
   for (int64_t i = 0; i < b; ++i) {
     one.reset();
-    lm_forward(Tensor(logits.as<float>() + i * v, DType::f32, {1, v}), one, w, prompts[size_t(i)].data(),
+    lm_forward(Tensor(logits.as<float>() + i * v, DType::f32, {1, v}, dev), one, w, prompts[size_t(i)].data(),
                int64_t(prompts[size_t(i)].size()), fo, ws, ctx);
     state.copy_row_from(one, 0, i);
   }
 }
+
+// How the next ids are chosen and the next step is run, on the model's device.
+class Decoder {
+ public:
+  Decoder(const ModelWeights& w, RecurrentState& state, Workspace& ws, Buffer& logits, const GenerateOptions& opt,
+          Context& ctx)
+      : w_(w), state_(state), ws_(ws), logits_(logits), opt_(opt), ctx_(ctx), b_(state.batch()),
+        v_(w.config.vocab_size), dev_(state.device()) {
+    for (int64_t i = 0; i < b_; ++i) samplers_.emplace_back(opt.sampling, opt.seed + uint64_t(i));
+    greedy_on_device_ = dev_ == Device::cuda && opt.sampling.temperature == 0.0f &&
+                        opt.sampling.repetition_penalty == 1.0f;
+    if (dev_ == Device::cuda) {
+      ids_ = Buffer(size_t(b_) * sizeof(int32_t), dev_);
+      host_logits_ = Buffer(size_t(b_ * v_) * sizeof(float));
+      ws_.reserve(w.config, b_);
+    }
+    if (greedy_on_device_) choose_on_device();
+  }
+
+  // The next id of every sequence (for finished ones, whatever the model produced), given each history.
+  void next_ids(std::vector<int32_t>& next, const std::vector<std::vector<int32_t>>& history,
+                const std::vector<char>& done) {
+    if (greedy_on_device_) {
+      copy_memory_async(next.data(), Device::cpu, ids_.data(), dev_, size_t(b_) * sizeof(int32_t), ctx_);
+      return;
+    }
+    const float* host = logits_.as<float>();
+    if (dev_ == Device::cuda) {
+      copy_memory_async(host_logits_.data(), Device::cpu, logits_.data(), dev_, logits_.bytes(), ctx_);
+      host = host_logits_.as<float>();
+    }
+    for (int64_t i = 0; i < b_; ++i)
+      if (!done[size_t(i)]) next[size_t(i)] = samplers_[size_t(i)].sample(host + i * v_, v_, history[size_t(i)]);
+  }
+
+  // Runs the model one token further on `next`, leaving the new logits (and, greedy on the GPU, the new ids).
+  void step(const std::vector<int32_t>& next) {
+    if (dev_ == Device::cpu) {
+      ForwardOptions fo;
+      lm_forward(logits_tensor(), state_, w_, next.data(), 1, fo, ws_, ctx_);
+      return;
+    }
+    if (!greedy_on_device_)
+      copy_memory_async(ids_.data(), dev_, next.data(), Device::cpu, size_t(b_) * sizeof(int32_t), ctx_);
+    if (!opt_.cuda_graph || steps_ == 0) {
+      device_step();  // the first step also sizes every buffer the recorded steps use
+    } else {
+      if (!graph_.ready()) {
+        graph_.begin_capture(ctx_);
+        device_step();
+        graph_.end_capture(ctx_);
+      }
+      graph_.replay(ctx_);
+    }
+    ++steps_;
+  }
+
+ private:
+  Tensor logits_tensor() const { return Tensor(logits_.data(), DType::f32, {b_, v_}, dev_); }
+
+  void device_step() {
+    lm_step_device(logits_tensor(), state_, w_, ids_.as<int32_t>(), ws_, ctx_);
+    if (greedy_on_device_) choose_on_device();
+  }
+
+  void choose_on_device() {
+#ifdef MAMBACPP_HAS_CUDA
+    argmax_rows_cuda(ids_.as<int32_t>(), logits_tensor(), ctx_);
+#endif
+  }
+
+  const ModelWeights& w_;
+  RecurrentState& state_;
+  Workspace& ws_;
+  Buffer& logits_;
+  const GenerateOptions& opt_;
+  Context& ctx_;
+  const int64_t b_, v_;
+  const Device dev_;
+  bool greedy_on_device_ = false;
+  std::vector<Sampler> samplers_;
+  Buffer ids_, host_logits_;
+  StreamGraph graph_;
+  int64_t steps_ = 0;
+};
 
 }  // namespace
 
@@ -51,32 +141,30 @@ std::vector<std::vector<int32_t>> generate(const ModelWeights& w, const std::vec
   opt.sampling.validate();
 
   const int64_t b = int64_t(prompts.size()), v = w.config.vocab_size;
-  RecurrentState state(w.config, b);
-  Workspace ws;
-  Buffer logits(size_t(b * v) * sizeof(float));
+  const Device dev = w.embedding.device;
+  RecurrentState state(w.config, b, dev);
+  Workspace ws(dev);
+  Buffer logits(size_t(b * v) * sizeof(float), dev);
   GenerateStats st;
   for (const auto& p : prompts) st.prompt_tokens += int64_t(p.size());
 
   auto t0 = std::chrono::steady_clock::now();
   prefill(logits, state, w, prompts, opt.chunk, ws, ctx);
+  synchronize(ctx);
   st.prompt_seconds = seconds_since(t0);
 
-  std::vector<Sampler> samplers;
-  for (int64_t i = 0; i < b; ++i) samplers.emplace_back(opt.sampling, opt.seed + uint64_t(i));
+  t0 = std::chrono::steady_clock::now();
+  Decoder decoder(w, state, ws, logits, opt, ctx);
   std::vector<std::vector<int32_t>> history(prompts);
   std::vector<std::vector<int32_t>> out(static_cast<size_t>(b));
   std::vector<char> done(size_t(b), 0);
   std::vector<int32_t> next(size_t(b), 0);
-  ForwardOptions step;
-  step.logits_for = LogitsFor::last_position;
-
-  t0 = std::chrono::steady_clock::now();
   for (int64_t t = 0; t < opt.max_new_tokens; ++t) {
+    decoder.next_ids(next, history, done);
     int64_t active = 0;
     for (int64_t i = 0; i < b; ++i) {
       if (done[size_t(i)]) continue;
-      const int32_t id = samplers[size_t(i)].sample(logits.as<float>() + i * v, v, history[size_t(i)]);
-      next[size_t(i)] = id;
+      const int32_t id = next[size_t(i)];
       history[size_t(i)].push_back(id);
       out[size_t(i)].push_back(id);
       ++st.generated_tokens;
@@ -87,7 +175,7 @@ std::vector<std::vector<int32_t>> generate(const ModelWeights& w, const std::vec
         ++active;
     }
     if (active == 0) break;
-    lm_forward(Tensor(logits.data(), DType::f32, {b, v}), state, w, next.data(), 1, step, ws, ctx);
+    decoder.step(next);
   }
   st.generate_seconds = seconds_since(t0);
   if (stats) *stats = st;

@@ -1,5 +1,10 @@
 // Generation: prefill the prompts (batched when they have one length, one by one otherwise), then decode
 // one token per step for every unfinished sequence with the recurrent state, sampling each token.
+//
+// The model runs on the device its weights are on (ModelWeights::to_device). On cuda, decoding steps after
+// the first are recorded once as a CUDA graph and replayed; greedy sampling (temperature 0, no repetition
+// penalty) stays on the GPU and only the chosen ids come back to the host; other settings bring each step's
+// logits to the host's Sampler.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +23,7 @@ struct GenerateOptions {
   uint64_t seed = 0;
   int64_t eos_id = -1;   // stop a sequence when it produces this id (-1: never)
   int64_t chunk = 256;   // prefill chunk length (bounds memory for long prompts)
+  bool cuda_graph = true;  // on cuda: replay decoding steps as a recorded graph (false: launch each op)
 };
 
 struct GenerateStats {

@@ -11,8 +11,8 @@
 #include "model/lm.h"
 
 #include <algorithm>
-#include <cstring>
 
+#include "core/cuda/device_memory.h"
 #include "core/error.h"
 #include "ops/ops.h"
 
@@ -20,26 +20,34 @@ namespace mambacpp {
 
 namespace {
 
-Tensor matrix(void* p, int64_t rows, int64_t cols, int64_t row_stride) {
-  Tensor t(p, DType::f32, {rows, cols});
-  t.stride[0] = row_stride;
-  return t;
-}
+// f32 views on the device of the current call.
+struct Views {
+  Device dev;
+  Tensor matrix(void* p, int64_t rows, int64_t cols, int64_t row_stride) const {
+    Tensor t(p, DType::f32, {rows, cols}, dev);
+    t.stride[0] = row_stride;
+    return t;
+  }
+  Tensor sequence(void* p, int64_t b, int64_t l, int64_t cols, int64_t row_stride) const {
+    Tensor t(p, DType::f32, {b, l, cols}, dev);
+    t.stride[1] = row_stride;
+    t.stride[0] = l * row_stride;
+    return t;
+  }
+};
 
-Tensor sequence(void* p, int64_t b, int64_t l, int64_t cols, int64_t row_stride) {
-  Tensor t(p, DType::f32, {b, l, cols});
-  t.stride[1] = row_stride;
-  t.stride[0] = l * row_stride;
-  return t;
-}
-
-void ensure(Buffer& buf, size_t floats) {
-  if (buf.bytes() < floats * sizeof(float)) buf = Buffer(floats * sizeof(float));
+void ensure(Buffer& buf, size_t bytes, Device dev) {
+  if (buf.bytes() < bytes) buf = Buffer(bytes, dev);
 }
 
 void mixer_forward(const LayerWeights& lw, int64_t layer, RecurrentState& state, Workspace& ws, int64_t b,
                    int64_t lc, const MambaConfig& c, Context& ctx) {
   const int64_t m = b * lc, d = c.d_model, e = c.d_inner, n = c.d_state, r = c.dt_rank;
+  const Views vw{ws.device()};
+  const auto matrix = [&](void* p, int64_t rows, int64_t cols, int64_t ld) { return vw.matrix(p, rows, cols, ld); };
+  const auto sequence = [&](void* p, int64_t bb, int64_t l, int64_t cols, int64_t ld) {
+    return vw.sequence(p, bb, l, cols, ld);
+  };
   float* xz = ws.xz.as<float>();
   float* xdbl = ws.xdbl.as<float>();
   linear_forward(matrix(xz, m, 2 * e, 2 * e), matrix(ws.hidden.data(), m, d, d), lw.in_proj, lw.in_proj_bias, ctx);
@@ -75,22 +83,24 @@ void mixer_forward(const LayerWeights& lw, int64_t layer, RecurrentState& state,
 void head_forward(Tensor logits, const ModelWeights& w, Workspace& ws, int64_t b, int64_t lc, int64_t t0,
                   int64_t l, const ForwardOptions& opt, Context& ctx) {
   const int64_t d = w.config.d_model, v = w.config.vocab_size;
+  const Views vw{ws.device()};
   float* hidden = ws.hidden.as<float>();
   if (opt.logits_for == LogitsFor::all_positions) {
     for (int64_t bi = 0; bi < b; ++bi)
-      linear_forward(matrix(logits.f32() + (bi * l + t0) * v, lc, v, v), matrix(hidden + bi * lc * d, lc, d, d),
-                     w.lm_head, Tensor{}, ctx);
+      linear_forward(vw.matrix(logits.f32() + (bi * l + t0) * v, lc, v, v),
+                     vw.matrix(hidden + bi * lc * d, lc, d, d), w.lm_head, Tensor{}, ctx);
   } else if (opt.logits_for == LogitsFor::last_position && t0 + lc == l) {
-    float* last = ws.last_hidden.as<float>();
-    for (int64_t bi = 0; bi < b; ++bi)
-      std::memcpy(last + bi * d, hidden + (bi * lc + lc - 1) * d, size_t(d) * sizeof(float));
-    linear_forward(matrix(logits.f32(), b, v, v), matrix(last, b, d, d), w.lm_head, Tensor{}, ctx);
+    // The last position of each sequence: rows lc-1, 2·lc-1, … of hidden, one row stride of lc·d.
+    linear_forward(vw.matrix(logits.f32(), b, v, v), vw.matrix(hidden + (lc - 1) * d, b, d, lc * d), w.lm_head,
+                   Tensor{}, ctx);
   }
 }
 
-void check_logits_shape(const Tensor& logits, int64_t b, int64_t l, int64_t v, LogitsFor mode) {
+void check_logits_shape(const Tensor& logits, int64_t b, int64_t l, int64_t v, LogitsFor mode, Device dev) {
   if (mode == LogitsFor::none) return;
   const bool all = mode == LogitsFor::all_positions;
+  MAMBA_CHECK(!logits.defined() || logits.device == dev, "lm_forward: logits are on {} but the model is on {}",
+              device_name(logits.device), device_name(dev));
   const bool ok = logits.defined() && logits.dtype == DType::f32 && logits.is_contiguous() &&
                   (all ? logits.ndim == 3 && logits.shape[0] == b && logits.shape[1] == l && logits.shape[2] == v
                        : logits.ndim == 2 && logits.shape[0] == b && logits.shape[1] == v);
@@ -99,28 +109,53 @@ void check_logits_shape(const Tensor& logits, int64_t b, int64_t l, int64_t v, L
               logits.defined() ? logits.shape_str() : std::string("none"));
 }
 
+// Every part of a forward call on the weights' device.
+void check_devices(const RecurrentState& state, const ModelWeights& w, const Workspace& ws) {
+  const Device dev = w.embedding.device;
+  MAMBA_CHECK(state.device() == dev && ws.device() == dev,
+              "lm_forward: the model is on {}, the recurrent state on {} and the workspace on {}; they must share "
+              "one device",
+              device_name(dev), device_name(state.device()), device_name(ws.device()));
+}
+
+// The layers and the final norm over the m = b·lc rows whose ids are in ws.ids; leaves ws.hidden normalised.
+void body_forward(RecurrentState& state, const ModelWeights& w, const int32_t* ids, int64_t b, int64_t lc,
+                  Workspace& ws, Context& ctx) {
+  const MambaConfig& c = w.config;
+  const int64_t m = b * lc, d = c.d_model;
+  const Views vw{ws.device()};
+  const Tensor residual = vw.matrix(ws.residual.data(), m, d, d), hidden = vw.matrix(ws.hidden.data(), m, d, d);
+  const Tensor mixer_out = vw.matrix(ws.mixer_out.data(), m, d, d);
+  embedding_forward(residual, ids, m, w.embedding, ctx);
+  for (int64_t i = 0; i < c.n_layer; ++i) {
+    rmsnorm_forward(hidden, residual, i == 0 ? Tensor{} : mixer_out, w.layers[size_t(i)].norm, c.norm_eps, ctx);
+    mixer_forward(w.layers[size_t(i)], i, state, ws, b, lc, c, ctx);
+  }
+  rmsnorm_forward(hidden, residual, c.n_layer > 0 ? mixer_out : Tensor{}, w.norm_f, c.norm_eps, ctx);
+}
+
 }  // namespace
 
-RecurrentState::RecurrentState(const MambaConfig& cfg, int64_t batch) : cfg_(cfg), batch_(batch) {
+RecurrentState::RecurrentState(const MambaConfig& cfg, int64_t batch, Device device) : cfg_(cfg), batch_(batch) {
   MAMBA_CHECK(batch >= 1, "batch size must be at least 1, got {}", batch);
-  conv_ = Buffer(size_t(cfg.n_layer * batch * cfg.d_inner * (cfg.d_conv - 1)) * sizeof(float));
-  ssm_ = Buffer(size_t(cfg.n_layer * batch * cfg.d_inner * cfg.d_state) * sizeof(float));
+  conv_ = Buffer(size_t(cfg.n_layer * batch * cfg.d_inner * (cfg.d_conv - 1)) * sizeof(float), device);
+  ssm_ = Buffer(size_t(cfg.n_layer * batch * cfg.d_inner * cfg.d_state) * sizeof(float), device);
   reset();
 }
 
 Tensor RecurrentState::conv(int64_t layer) {
   const int64_t per = batch_ * cfg_.d_inner * (cfg_.d_conv - 1);
-  return Tensor(conv_.as<float>() + layer * per, DType::f32, {batch_, cfg_.d_inner, cfg_.d_conv - 1});
+  return Tensor(conv_.as<float>() + layer * per, DType::f32, {batch_, cfg_.d_inner, cfg_.d_conv - 1}, device());
 }
 
 Tensor RecurrentState::ssm(int64_t layer) {
   const int64_t per = batch_ * cfg_.d_inner * cfg_.d_state;
-  return Tensor(ssm_.as<float>() + layer * per, DType::f32, {batch_, cfg_.d_inner, cfg_.d_state});
+  return Tensor(ssm_.as<float>() + layer * per, DType::f32, {batch_, cfg_.d_inner, cfg_.d_state}, device());
 }
 
 void RecurrentState::reset() {
-  if (!conv_.empty()) std::memset(conv_.data(), 0, conv_.bytes());
-  if (!ssm_.empty()) std::memset(ssm_.data(), 0, ssm_.bytes());
+  if (!conv_.empty()) zero_memory(conv_.data(), device(), conv_.bytes());
+  if (!ssm_.empty()) zero_memory(ssm_.data(), device(), ssm_.bytes());
 }
 
 void RecurrentState::copy_row_from(const RecurrentState& src, int64_t src_row, int64_t dst_row) {
@@ -129,37 +164,40 @@ void RecurrentState::copy_row_from(const RecurrentState& src, int64_t src_row, i
               "copy_row_from: states of different model shapes");
   MAMBA_CHECK(src_row >= 0 && src_row < src.batch_ && dst_row >= 0 && dst_row < batch_,
               "copy_row_from: row {} -> {} out of range ({} -> {} rows)", src_row, dst_row, src.batch_, batch_);
+  MAMBA_CHECK(src.device() == device(), "copy_row_from: states on {} and {}", device_name(src.device()),
+              device_name(device()));
   const int64_t cw = cfg_.d_inner * (cfg_.d_conv - 1), sw = cfg_.d_inner * cfg_.d_state;
   for (int64_t i = 0; i < cfg_.n_layer; ++i) {
-    std::memcpy(conv_.as<float>() + (i * batch_ + dst_row) * cw, src.conv_.as<float>() + (i * src.batch_ + src_row) * cw,
-                size_t(cw) * sizeof(float));
-    std::memcpy(ssm_.as<float>() + (i * batch_ + dst_row) * sw, src.ssm_.as<float>() + (i * src.batch_ + src_row) * sw,
-                size_t(sw) * sizeof(float));
+    copy_memory(conv_.as<float>() + (i * batch_ + dst_row) * cw, device(),
+                src.conv_.as<float>() + (i * src.batch_ + src_row) * cw, device(), size_t(cw) * sizeof(float));
+    copy_memory(ssm_.as<float>() + (i * batch_ + dst_row) * sw, device(),
+                src.ssm_.as<float>() + (i * src.batch_ + src_row) * sw, device(), size_t(sw) * sizeof(float));
   }
 }
 
 void Workspace::reserve(const MambaConfig& c, int64_t rows) {
   if (rows <= rows_) return;
-  const size_t m = size_t(rows);
-  ensure(residual, m * c.d_model);
-  ensure(hidden, m * c.d_model);
-  ensure(xz, m * 2 * c.d_inner);
-  ensure(xc, m * c.d_inner);
-  ensure(xdbl, m * (c.dt_rank + 2 * c.d_state));
-  ensure(dt, m * c.d_inner);
-  ensure(y, m * c.d_inner);
-  ensure(mixer_out, m * c.d_model);
-  ensure(last_hidden, m * c.d_model);
+  const size_t m = size_t(rows), f = sizeof(float);
+  ensure(residual, m * c.d_model * f, device_);
+  ensure(hidden, m * c.d_model * f, device_);
+  ensure(xz, m * 2 * c.d_inner * f, device_);
+  ensure(xc, m * c.d_inner * f, device_);
+  ensure(xdbl, m * (c.dt_rank + 2 * c.d_state) * f, device_);
+  ensure(dt, m * c.d_inner * f, device_);
+  ensure(y, m * c.d_inner * f, device_);
+  ensure(mixer_out, m * c.d_model * f, device_);
+  ensure(ids, m * sizeof(int32_t), device_);
   rows_ = rows;
 }
 
 void lm_forward(Tensor logits, RecurrentState& state, const ModelWeights& w, const int32_t* ids, int64_t l,
                 const ForwardOptions& opt, Workspace& ws, Context& ctx) {
   const MambaConfig& c = w.config;
-  const int64_t b = state.batch(), d = c.d_model, v = c.vocab_size;
+  const int64_t b = state.batch(), v = c.vocab_size;
   MAMBA_CHECK(l >= 1, "lm_forward: empty input (no tokens)");
   MAMBA_CHECK(opt.chunk >= 1, "lm_forward: chunk must be at least 1, got {}", opt.chunk);
-  check_logits_shape(logits, b, l, v, opt.logits_for);
+  check_devices(state, w, ws);
+  check_logits_shape(logits, b, l, v, opt.logits_for, ws.device());
   for (int64_t i = 0; i < b * l; ++i)
     MAMBA_CHECK(ids[i] >= 0 && ids[i] < v, "token id {} at position {} of sequence {} is out of range [0, {})",
                 ids[i], i % l, i / l, v);
@@ -170,16 +208,21 @@ void lm_forward(Tensor logits, RecurrentState& state, const ModelWeights& w, con
   for (int64_t t0 = 0; t0 < l; t0 += chunk) {
     const int64_t lc = std::min(chunk, l - t0), m = b * lc;
     for (int64_t bi = 0; bi < b; ++bi) std::copy_n(ids + bi * l + t0, lc, chunk_ids.begin() + bi * lc);
-    const Tensor residual = matrix(ws.residual.data(), m, d, d), hidden = matrix(ws.hidden.data(), m, d, d);
-    const Tensor mixer_out = matrix(ws.mixer_out.data(), m, d, d);
-    embedding_forward(residual, chunk_ids.data(), m, w.embedding, ctx);
-    for (int64_t i = 0; i < c.n_layer; ++i) {
-      rmsnorm_forward(hidden, residual, i == 0 ? Tensor{} : mixer_out, w.layers[size_t(i)].norm, c.norm_eps, ctx);
-      mixer_forward(w.layers[size_t(i)], i, state, ws, b, lc, c, ctx);
-    }
-    rmsnorm_forward(hidden, residual, c.n_layer > 0 ? mixer_out : Tensor{}, w.norm_f, c.norm_eps, ctx);
+    copy_memory_async(ws.ids.data(), ws.device(), chunk_ids.data(), Device::cpu, size_t(m) * sizeof(int32_t), ctx);
+    body_forward(state, w, ws.ids.as<int32_t>(), b, lc, ws, ctx);
     head_forward(logits, w, ws, b, lc, t0, l, opt, ctx);
   }
+}
+
+void lm_step_device(Tensor logits, RecurrentState& state, const ModelWeights& w, const int32_t* ids, Workspace& ws,
+                    Context& ctx) {
+  const int64_t b = state.batch();
+  check_devices(state, w, ws);
+  check_logits_shape(logits, b, 1, w.config.vocab_size, LogitsFor::last_position, ws.device());
+  MAMBA_CHECK(ws.rows() >= b, "lm_step_device: the workspace holds {} rows, the step needs {}", ws.rows(), b);
+  ForwardOptions opt;
+  body_forward(state, w, ids, b, 1, ws, ctx);
+  head_forward(logits, w, ws, b, 1, 0, 1, opt, ctx);
 }
 
 }  // namespace mambacpp

@@ -2,6 +2,11 @@
 // fp32 residual) → RMSNorm → head. One function serves a prompt of any length (processed in chunks of
 // `chunk` tokens, carrying the conv and SSM states between chunks, so memory is bounded by the chunk, not by
 // the prompt) and the single-token decoding step (l = 1).
+//
+// Devices: the weights, the state, the workspace and the logits live on one device (cpu or cuda). On cuda the
+// residual stream, activations and state stay f32; the matrices are held in the weights' matrix_dtype. The
+// host ids are copied to the device chunk by chunk; lm_step_device() takes ids already on the device, so that
+// a decoding step can be recorded as a CUDA graph (see infer/generate.cpp).
 #pragma once
 
 #include <cstdint>
@@ -18,8 +23,9 @@ namespace mambacpp {
 // state (b, e, n). Zero-initialised: the state before any token.
 class RecurrentState {
  public:
-  RecurrentState(const MambaConfig& cfg, int64_t batch);
+  RecurrentState(const MambaConfig& cfg, int64_t batch, Device device = Device::cpu);
   int64_t batch() const { return batch_; }
+  Device device() const { return conv_.device(); }
   Tensor conv(int64_t layer);  // (b, e, k-1)
   Tensor ssm(int64_t layer);   // (b, e, n)
   void reset();
@@ -34,14 +40,18 @@ class RecurrentState {
 
 enum class LogitsFor { all_positions, last_position, none };
 
-// Scratch memory for one forward call of up to `rows` = batch·chunk tokens; reused across calls.
+// Scratch memory, on one device, for one forward call of up to `rows` = batch·chunk tokens; reused across calls.
 class Workspace {
  public:
+  explicit Workspace(Device device = Device::cpu) : device_(device) {}
   void reserve(const MambaConfig& cfg, int64_t rows);
   int64_t rows() const { return rows_; }
-  Buffer residual, hidden, xz, xc, xdbl, dt, y, mixer_out, last_hidden;
+  Device device() const { return device_; }
+  Buffer residual, hidden, xz, xc, xdbl, dt, y, mixer_out;
+  Buffer ids;  // (rows) int32: the chunk's token ids, on the workspace's device
 
  private:
+  Device device_;
   int64_t rows_ = 0;
 };
 
@@ -55,5 +65,11 @@ struct ForwardOptions {
 // undefined for none. Ids are range-checked (the error names the position and id).
 void lm_forward(Tensor logits, RecurrentState& state, const ModelWeights& w, const int32_t* ids, int64_t l,
                 const ForwardOptions& opt, Workspace& ws, Context& ctx);
+
+// One decoding step for every sequence: ids (b) int32 in the memory of the model's device (not range-checked
+// on cuda, see embedding_forward), logits (b, v) f32 of the last position. ws must hold b rows. Nothing in it
+// allocates or waits for the host once ws and the CUDA scratch memory have been sized by an earlier step.
+void lm_step_device(Tensor logits, RecurrentState& state, const ModelWeights& w, const int32_t* ids, Workspace& ws,
+                    Context& ctx);
 
 }  // namespace mambacpp

@@ -60,6 +60,9 @@ struct ModelWeights {
   // (e, 1, k)), viewing this object's storage: embedding, the layers in order, norm_f, and lm_head.weight only
   // when untied. A, derived from A_log, is not listed. Ready to pass to save_safetensors.
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;
+  // A copy on `device` (its own storage there), the matrices converted to `matrix_dtype` (rounded to nearest
+  // even), the vectors f32; a tied head stays tied. Throws Error naming the size when device memory runs out.
+  ModelWeights to_device(Device device, DType matrix_dtype) const;
   // Number of parameters (tied head counted once; A not counted beside A_log). Needs only `config`.
   int64_t parameter_count() const;
   // Bytes read per decoded token (all weights once, as held: matrices in matrix_dtype, vectors in f32).

@@ -1,6 +1,7 @@
 // The op dispatchers of ops.h: each validates its arguments once (shapes, dtypes, strides, devices), throwing
 // mambacpp::Error that names the op and the offending argument, then routes to the implementation for the
-// tensors' device. The cpu/ implementations behind them assume valid arguments.
+// tensors' device: cpu/ (which assumes valid arguments) or, in CUDA builds, cuda/ after its *_supports check
+// (an Error naming the limit otherwise). CPU-only builds reject cuda tensors here, naming the op.
 #include "ops/ops.h"
 
 #include <fmt/format.h>
@@ -12,14 +13,18 @@
 
 #include "core/error.h"
 #include "ops/cpu/cpu_ops.h"
+#ifdef MAMBACPP_HAS_CUDA
+#include "ops/cuda/cuda_ops.h"
+#endif
 
 namespace mambacpp {
 namespace {
 
 using Named = std::pair<const char*, const Tensor*>;
 
-// The device shared by all defined tensors; an Error if they differ or if it has no implementation here.
-void require_cpu(const char* op, std::initializer_list<Named> tensors) {
+// The device shared by all defined tensors (cpu when none is defined); an Error if they differ, or if it is
+// cuda in a build without the CUDA backend.
+Device common_device(const char* op, std::initializer_list<Named> tensors) {
   const Named* first = nullptr;
   for (const Named& t : tensors) {
     if (!t.second->defined()) continue;
@@ -28,9 +33,22 @@ void require_cpu(const char* op, std::initializer_list<Named> tensors) {
            device_name(first->second->device));
     if (!first) first = &t;
   }
-  if (first && first->second->device == Device::cuda)
-    fail("{}: {} is on cuda, and there is no CUDA implementation of this op", op, first->first);
+  const Device dev = first ? first->second->device : Device::cpu;
+#ifndef MAMBACPP_HAS_CUDA
+  if (dev == Device::cuda)
+    fail("{}: {} is on cuda, but this build of mambacpp has no CUDA support; rebuild with nvcc available "
+         "(MAMBACPP_CUDA=ON)",
+         op, first->first);
+#endif
+  return dev;
 }
+
+#ifdef MAMBACPP_HAS_CUDA
+// Throws an Error naming the op and the CUDA implementation's limit when `supported` is false.
+void require_cuda_support(const char* op, bool supported, const std::string& why) {
+  MAMBA_CHECK(supported, "{}: the CUDA implementation does not handle this call: {}", op, why);
+}
+#endif
 
 // A required argument must be defined, except that a tensor with a shape of no elements may have no data.
 void require_defined(const char* op, const char* name, const Tensor& t) {
@@ -128,7 +146,7 @@ bool overlap(const cpu::MatF32& a, const cpu::MatF32& b) {
 
 void linear_forward(Tensor y, Tensor x, Tensor w, Tensor bias, Context& ctx) {
   constexpr const char* op = "linear_forward";
-  require_cpu(op, {{"y", &y}, {"x", &x}, {"w", &w}, {"bias", &bias}});
+  [[maybe_unused]] const Device dev = common_device(op, {{"y", &y}, {"x", &x}, {"w", &w}, {"bias", &bias}});
   const cpu::MatF32 xm = as_rows(op, "x", x), ym = as_rows(op, "y", y);
   const cpu::MatAny wm = as_matrix(op, "w", w);
   MAMBA_CHECK(wm.cols == xm.cols, "{}: w (shape {}) expects {} input features but x (shape {}) has {}", op,
@@ -138,18 +156,32 @@ void linear_forward(Tensor y, Tensor x, Tensor w, Tensor bias, Context& ctx) {
               x.shape_str(), w.shape_str(), y.shape_str());
   MAMBA_CHECK(!overlap(ym, xm), "{}: y may not overlap x", op);
   const float* b = optional_vector(op, "bias", bias, wm.rows);
+#ifdef MAMBACPP_HAS_CUDA
+  if (dev == Device::cuda) {
+    std::string why;
+    require_cuda_support(op, linear_cuda_supports(y, x, w, bias, &why), why);
+    return linear_forward_cuda(y, x, w, bias, ctx);
+  }
+#endif
   cpu::linear(ym, xm, wm, b, ctx.threads());
 }
 
 void embedding_forward(Tensor out, const int32_t* ids, int64_t m, Tensor table, Context& ctx) {
   constexpr const char* op = "embedding_forward";
-  require_cpu(op, {{"out", &out}, {"table", &table}});
+  [[maybe_unused]] const Device dev = common_device(op, {{"out", &out}, {"table", &table}});
   const cpu::MatF32 om = as_rows(op, "out", out);
   const cpu::MatAny tm = as_matrix(op, "table", table);
   MAMBA_CHECK(m >= 0 && om.rows == m && om.cols == tm.cols,
               "{}: out must hold {} rows of {} features (table {}), got shape {}", op, m, tm.cols,
               table.shape_str(), out.shape_str());
   MAMBA_CHECK(m == 0 || ids != nullptr, "{}: ids is null but {} ids were requested", op, m);
+#ifdef MAMBACPP_HAS_CUDA
+  if (dev == Device::cuda) {
+    std::string why;
+    require_cuda_support(op, embedding_cuda_supports(out, m, table, &why), why);
+    return embedding_forward_cuda(out, ids, m, table, ctx);
+  }
+#endif
   for (int64_t r = 0; r < m; ++r)
     MAMBA_CHECK(ids[r] >= 0 && ids[r] < tm.rows, "{}: ids[{}] = {} is out of range [0, {}) of table {}", op, r,
                 ids[r], tm.rows, table.shape_str());
@@ -158,7 +190,8 @@ void embedding_forward(Tensor out, const int32_t* ids, int64_t m, Tensor table, 
 
 void rmsnorm_forward(Tensor out, Tensor residual, Tensor x, Tensor w, float eps, Context& ctx) {
   constexpr const char* op = "rmsnorm_forward";
-  require_cpu(op, {{"out", &out}, {"residual", &residual}, {"x", &x}, {"w", &w}});
+  [[maybe_unused]] const Device dev =
+      common_device(op, {{"out", &out}, {"residual", &residual}, {"x", &x}, {"w", &w}});
   const cpu::MatF32 om = as_rows(op, "out", out), rm = as_rows(op, "residual", residual);
   MAMBA_CHECK(om.rows == rm.rows && om.cols == rm.cols, "{}: out (shape {}) and residual (shape {}) differ in shape",
               op, out.shape_str(), residual.shape_str());
@@ -172,14 +205,21 @@ void rmsnorm_forward(Tensor out, Tensor residual, Tensor x, Tensor w, float eps,
   MAMBA_CHECK(!overlap(om, rm), "{}: out may not overlap residual", op);
   require_f32_shape(op, "w", w, {rm.cols});
   MAMBA_CHECK(eps >= 0.0f && std::isfinite(eps), "{}: eps = {} must be finite and non-negative", op, eps);
+#ifdef MAMBACPP_HAS_CUDA
+  if (dev == Device::cuda) {
+    std::string why;
+    require_cuda_support(op, rmsnorm_cuda_supports(out, residual, x, w, &why), why);
+    return rmsnorm_forward_cuda(out, residual, x, w, eps, ctx);
+  }
+#endif
   cpu::rmsnorm(om, rm, xm, w.f32(), eps, ctx.threads());
 }
 
 void conv1d_causal_forward(Tensor out, Tensor state_out, Tensor x, Tensor w, Tensor bias, Tensor state_in,
                            bool apply_silu, Context& ctx) {
   constexpr const char* op = "conv1d_causal_forward";
-  require_cpu(op, {{"out", &out}, {"state_out", &state_out}, {"x", &x}, {"w", &w}, {"bias", &bias},
-                   {"state_in", &state_in}});
+  [[maybe_unused]] const Device dev = common_device(
+      op, {{"out", &out}, {"state_out", &state_out}, {"x", &x}, {"w", &w}, {"bias", &bias}, {"state_in", &state_in}});
   require_defined(op, "x", x);
   require_defined(op, "w", w);
   MAMBA_CHECK(x.ndim == 3, "{}: x must have shape [b, l, e], got {}", op, x.shape_str());
@@ -202,22 +242,37 @@ void conv1d_causal_forward(Tensor out, Tensor state_out, Tensor x, Tensor w, Ten
     p.state_out = state_out.f32();
   }
   p.silu = apply_silu;
+#ifdef MAMBACPP_HAS_CUDA
+  if (dev == Device::cuda) {
+    std::string why;
+    require_cuda_support(op, conv1d_cuda_supports(out, state_out, x, w, bias, state_in, &why), why);
+    return conv1d_causal_forward_cuda(out, state_out, x, w, bias, state_in, apply_silu, ctx);
+  }
+#endif
   cpu::conv1d_causal(p, ctx.threads());
 }
 
 void selective_scan_forward(const ScanArgs& a, Context& ctx) {
   constexpr const char* op = "selective_scan_forward";
-  require_cpu(op, {{"y", &a.y},
-                   {"state_out", &a.state_out},
-                   {"u", &a.u},
-                   {"dt", &a.dt},
-                   {"A", &a.A},
-                   {"B", &a.B},
-                   {"C", &a.C},
-                   {"D", &a.D},
-                   {"z", &a.z},
-                   {"dt_bias", &a.dt_bias},
-                   {"state_in", &a.state_in}});
+  [[maybe_unused]] const Device dev = common_device(op, {{"y", &a.y},
+                                                         {"state_out", &a.state_out},
+                                                         {"u", &a.u},
+                                                         {"dt", &a.dt},
+                                                         {"A", &a.A},
+                                                         {"B", &a.B},
+                                                         {"C", &a.C},
+                                                         {"D", &a.D},
+                                                         {"z", &a.z},
+                                                         {"dt_bias", &a.dt_bias},
+                                                         {"state_in", &a.state_in}});
+#ifdef MAMBACPP_HAS_CUDA
+  // The CUDA scan also takes bf16 and f16 inputs: its own check covers every argument.
+  if (dev == Device::cuda) {
+    std::string why;
+    require_cuda_support(op, selective_scan_cuda_supports(a, &why), why);
+    return selective_scan_forward_cuda(a, ctx);
+  }
+#endif
   require_defined(op, "u", a.u);
   require_defined(op, "A", a.A);
   MAMBA_CHECK(a.u.ndim == 3, "{}: u must have shape [b, l, e], got {}", op, a.u.shape_str());

@@ -29,8 +29,9 @@ inline float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x));
 // x, y: f32 with row strides; w: f32/bf16/f16 contiguous; bias: f32 or undefined.
 void linear_forward(Tensor y, Tensor x, Tensor w, Tensor bias, Context& ctx);
 
-// out (m, d) = table (v, d)[ids (m)], converted to f32. ids: int32 in [0, v) (checked; the error names the
-// offending position and id).
+// out (m, d) = table (v, d)[ids (m)], converted to f32. ids: int32 in [0, v), in the memory of out's device.
+// On the CPU they are checked (the error names the offending position and id); on cuda they are not (the host
+// would have to wait for them) and a row with an id out of range comes out NaN.
 void embedding_forward(Tensor out, const int32_t* ids, int64_t m, Tensor table, Context& ctx);
 
 // RMSNorm with the fp32 residual stream. If x is defined: residual (m, d) += x (m, d); then

@@ -31,7 +31,10 @@ void check_launch(const char* op, cudaStream_t stream, const char* file, int lin
   if (launch != cudaSuccess)
     fail("CUDA error {} ({}): the kernel launch of {} was rejected at {}:{}", cudaGetErrorName(launch),
          cudaGetErrorString(launch), op, file, line);
-  if (!sync_after_each_op()) return;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (!sync_after_each_op() || cudaStreamIsCapturing(stream, &capture) != cudaSuccess ||
+      capture != cudaStreamCaptureStatusNone)
+    return;  // nothing runs while a graph is being recorded
   const cudaError_t run = cudaStreamSynchronize(stream);
   if (run != cudaSuccess)
     fail("CUDA error {} ({}) while running {} (launched at {}:{}; MAMBACPP_CUDA_SYNC=1)", cudaGetErrorName(run),

@@ -1,7 +1,8 @@
 // The CUDA implementations behind the op dispatchers of ops.h, on Tensors that live on the GPU.
 //
-// Each op has a *_supports function that says whether the CUDA implementation handles a call — shapes,
-// dtypes, strides, devices — and, if not, why; the op itself throws mambacpp::Error with that reason. Work is
+// The dispatchers of ops.cpp check what every implementation requires (shapes, row strides, aliasing) and then
+// call these. Each op has a *_supports function that says whether the CUDA implementation handles a call —
+// dtypes, devices, sizes — and, if not, why; the op itself throws mambacpp::Error with that reason. Work is
 // queued on the Context's stream (core/cuda/cuda_state.h) and is asynchronous to the host, unless
 // MAMBACPP_CUDA_SYNC=1 (then each op waits for its kernels and reports their faults).
 #pragma once
@@ -12,6 +13,30 @@
 #include "ops/ops.h"
 
 namespace mambacpp {
+
+// linear_forward (ops.h) through cuBLASLt with f32 accumulation: f32 w multiplies f32 x directly; bf16 or f16
+// w multiplies x rounded to w's dtype (in the stream's scratch memory), on the tensor cores. y and bias f32.
+bool linear_cuda_supports(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias, std::string* why);
+void linear_forward_cuda(Tensor y, Tensor x, Tensor w, Tensor bias, Context& ctx);
+
+// embedding_forward (ops.h) with `ids` in device memory. The ids are not range-checked here (the host cannot
+// read them without waiting): a row whose id is out of range comes out NaN.
+bool embedding_cuda_supports(const Tensor& out, int64_t m, const Tensor& table, std::string* why);
+void embedding_forward_cuda(Tensor out, const int32_t* ids, int64_t m, Tensor table, Context& ctx);
+
+bool rmsnorm_cuda_supports(const Tensor& out, const Tensor& residual, const Tensor& x, const Tensor& w,
+                           std::string* why);
+void rmsnorm_forward_cuda(Tensor out, Tensor residual, Tensor x, Tensor w, float eps, Context& ctx);
+
+// Any conv width k from 1 to 8.
+bool conv1d_cuda_supports(const Tensor& out, const Tensor& state_out, const Tensor& x, const Tensor& w,
+                          const Tensor& bias, const Tensor& state_in, std::string* why);
+void conv1d_causal_forward_cuda(Tensor out, Tensor state_out, Tensor x, Tensor w, Tensor bias, Tensor state_in,
+                                bool apply_silu, Context& ctx);
+
+// ids (m) on the device = the index of the largest logit of each row of logits (m, v) f32 on the device (the
+// lowest index among equal maxima): greedy decoding without leaving the GPU.
+void argmax_rows_cuda(int32_t* ids, Tensor logits, Context& ctx);
 
 // selective_scan_forward (ops.h) on the GPU. u, dt, B, C and z share one dtype (f32, bf16 or f16); y has that
 // dtype or f32; A, D, dt_bias, state_in and state_out are f32. Any n from 1 to 256.

@@ -1,0 +1,197 @@
+// The CUDA inference ops (linear, embedding, RMSNorm, conv1d, the scan through its dispatcher, greedy argmax)
+// against the CPU ops, which are the oracle, over tables of shapes with the awkward ones: one row, counts that
+// are not multiples of 32 or 128, batch > 1, row-strided views, every optional argument present and absent.
+// Both run through the dispatchers of ops.h; device outputs are poisoned with NaN before each run.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "core/context.h"
+#include "infer/sampler.h"
+#include "ops/cuda/cuda_ops.h"
+#include "ops/ops.h"
+#include "support/test_util.h"
+#include "cuda/cuda_test_util.h"
+
+namespace mambacpp::test {
+namespace {
+
+// Relative L2 tolerances against the CPU op. f32: both sides accumulate in f32 in different orders. bf16/f16
+// matrices: the GPU also rounds the activations to the matrices' dtype (2⁻⁹ relative for bf16).
+constexpr double kTolF32 = 1e-4;
+constexpr double kTolHalf = 3e-2;
+
+double tol_for(DType t) { return t == DType::f32 ? kTolF32 : kTolHalf; }
+
+struct LinearCase {
+  int64_t m, i, o;
+  bool bias, strided_x;
+};
+
+TEST(CudaOps, LinearMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  Context ctx(2);
+  const LinearCase cases[] = {{1, 64, 48, false, false},   {1, 768, 1536, true, false}, {7, 33, 100, true, true},
+                              {130, 96, 257, false, true}, {64, 200, 40, true, false},  {3, 1, 5, false, false}};
+  for (DType wt : {DType::f32, DType::bf16, DType::f16})
+    for (const LinearCase& c : cases) {
+      SCOPED_TRACE(std::string(dtype_name(wt)) + " m=" + std::to_string(c.m) + " i=" + std::to_string(c.i) +
+                   " o=" + std::to_string(c.o));
+      const int64_t ldx = c.strided_x ? c.i + 7 : c.i;
+      Pair x = make_pair(DType::f32, {c.m, ldx}), w = make_pair(wt, {c.o, c.i}), b = make_pair(DType::f32, {c.o});
+      Pair y = make_pair(DType::f32, {c.m, c.o});
+      fill(x, random_vector(size_t(c.m * ldx), 1));
+      fill(w, random_vector(size_t(c.o * c.i), 2, -0.2f, 0.2f));
+      fill(b, random_vector(size_t(c.o), 3));
+      poison(y);
+      const auto [xh, xd] = views(x, 0, {c.m, c.i}, {ldx, 1});
+      linear_forward(y.host, xh, w.host, c.bias ? b.host : Tensor{}, ctx);
+      linear_forward(y.dev, xd, w.dev, c.bias ? b.dev : Tensor{}, ctx);
+      const auto got = download(y), ref = host_values(y);
+      EXPECT_CLOSE(got.data(), ref.data(), ref.size(), tol_for(wt));
+    }
+}
+
+TEST(CudaOps, EmbeddingMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  Context ctx(2);
+  for (DType t : {DType::f32, DType::bf16, DType::f16})
+    for (auto [m, d] : {std::pair<int64_t, int64_t>{1, 33}, {7, 768}, {130, 100}}) {
+      SCOPED_TRACE(std::string(dtype_name(t)) + " m=" + std::to_string(m) + " d=" + std::to_string(d));
+      const int64_t v = 50;
+      Pair table = make_pair(t, {v, d}), out = make_pair(DType::f32, {m, d});
+      Pair ids = make_pair(DType::f32, {m});  // int32 ids, stored in a 4-byte buffer
+      fill(table, random_vector(size_t(v * d), 4));
+      std::vector<int32_t> host_ids(static_cast<size_t>(m));
+      for (int64_t r = 0; r < m; ++r) host_ids[size_t(r)] = int32_t((r * 17 + 3) % v);
+      ASSERT_EQ(cudaSuccess, cudaMemcpy(ids.dev.data, host_ids.data(), size_t(m) * 4, cudaMemcpyHostToDevice));
+      poison(out);
+      embedding_forward(out.host, host_ids.data(), m, table.host, ctx);
+      embedding_forward(out.dev, ids.dev.ptr<int32_t>(), m, table.dev, ctx);
+      const auto got = download(out), ref = host_values(out);
+      EXPECT_CLOSE(got.data(), ref.data(), ref.size(), 0.0);
+    }
+}
+
+TEST(CudaOps, RmsNormMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  Context ctx(2);
+  for (auto [m, d] : {std::pair<int64_t, int64_t>{1, 33}, {5, 768}, {130, 1000}, {2, 2048}})
+    for (bool with_x : {false, true}) {
+      SCOPED_TRACE("m=" + std::to_string(m) + " d=" + std::to_string(d) + (with_x ? " +x" : ""));
+      Pair res = make_pair(DType::f32, {m, d}), x = make_pair(DType::f32, {m, d}), w = make_pair(DType::f32, {d});
+      Pair out = make_pair(DType::f32, {m, d});
+      fill(res, random_vector(size_t(m * d), 5, -2.0f, 2.0f));
+      fill(x, random_vector(size_t(m * d), 6));
+      fill(w, random_vector(size_t(d), 7, 0.5f, 1.5f));
+      poison(out);
+      rmsnorm_forward(out.host, res.host, with_x ? x.host : Tensor{}, w.host, 1e-5f, ctx);
+      rmsnorm_forward(out.dev, res.dev, with_x ? x.dev : Tensor{}, w.dev, 1e-5f, ctx);
+      const auto got = download(out), ref = host_values(out);
+      EXPECT_CLOSE(got.data(), ref.data(), ref.size(), kTolF32) << "out";
+      const auto got_res = download(res), ref_res = host_values(res);
+      EXPECT_CLOSE(got_res.data(), ref_res.data(), ref_res.size(), kTolF32) << "residual";
+    }
+}
+
+struct ConvCase {
+  int64_t b, l, e, k;
+  bool bias, state_in, state_out, in_place, silu;
+};
+
+TEST(CudaOps, Conv1dMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  Context ctx(2);
+  const ConvCase cases[] = {
+      {1, 1, 33, 4, true, true, true, true, true},      {1, 1, 1536, 4, true, true, true, true, true},
+      {2, 7, 100, 4, false, false, true, false, true},  {3, 130, 64, 3, true, true, false, false, false},
+      {2, 2, 40, 4, true, true, true, true, true},      {1, 5, 31, 1, true, false, false, false, true},
+      {4, 257, 96, 4, false, true, true, false, true}};
+  for (const ConvCase& c : cases) {
+    SCOPED_TRACE("b=" + std::to_string(c.b) + " l=" + std::to_string(c.l) + " e=" + std::to_string(c.e) +
+                 " k=" + std::to_string(c.k));
+    const int64_t km1 = c.k - 1;
+    // x is the first half of a (b, l, 2e) tensor, as in_proj's output is.
+    Pair xz = make_pair(DType::f32, {c.b, c.l, 2 * c.e}), w = make_pair(DType::f32, {c.e, c.k});
+    Pair bias = make_pair(DType::f32, {c.e}), s_in = make_pair(DType::f32, {c.b, c.e, km1});
+    Pair s_out = make_pair(DType::f32, {c.b, c.e, km1}), out = make_pair(DType::f32, {c.b, c.l, c.e});
+    fill(xz, random_vector(size_t(c.b * c.l * 2 * c.e), 8));
+    fill(w, random_vector(size_t(c.e * c.k), 9));
+    fill(bias, random_vector(size_t(c.e), 10));
+    fill(s_in, random_vector(size_t(c.b * c.e * km1), 11));
+    poison(out);
+    if (!c.in_place) poison(s_out);
+    const auto [xh, xd] = views(xz, 0, {c.b, c.l, c.e}, {c.l * 2 * c.e, 2 * c.e, 1});
+    Pair& so = c.in_place ? s_in : s_out;
+    conv1d_causal_forward(out.host, c.state_out ? so.host : Tensor{}, xh, w.host, c.bias ? bias.host : Tensor{},
+                          c.state_in ? s_in.host : Tensor{}, c.silu, ctx);
+    conv1d_causal_forward(out.dev, c.state_out ? so.dev : Tensor{}, xd, w.dev, c.bias ? bias.dev : Tensor{},
+                          c.state_in ? s_in.dev : Tensor{}, c.silu, ctx);
+    const auto got = download(out), ref = host_values(out);
+    EXPECT_CLOSE(got.data(), ref.data(), ref.size(), kTolF32) << "out";
+    if (c.state_out && km1 > 0) {
+      const auto gs = download(so), rs = host_values(so);
+      EXPECT_CLOSE(gs.data(), rs.data(), rs.size(), 0.0) << "state_out";
+    }
+  }
+}
+
+// The dispatcher routes cuda tensors to the fused scan kernel; one decoding-step shape and one prefill shape.
+TEST(CudaOps, ScanThroughDispatcherMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  Context ctx(2);
+  for (auto [b, l, e, n] : {std::array<int64_t, 4>{2, 1, 100, 16}, {1, 77, 64, 5}}) {
+    SCOPED_TRACE("b=" + std::to_string(b) + " l=" + std::to_string(l));
+    Pair u = make_pair(DType::f32, {b, l, e}), dt = make_pair(DType::f32, {b, l, e});
+    Pair z = make_pair(DType::f32, {b, l, e}), B = make_pair(DType::f32, {b, l, n}), C = make_pair(DType::f32, {b, l, n});
+    Pair A = make_pair(DType::f32, {e, n}), D = make_pair(DType::f32, {e}), bias = make_pair(DType::f32, {e});
+    Pair st = make_pair(DType::f32, {b, e, n}), y = make_pair(DType::f32, {b, l, e});
+    fill(u, random_vector(size_t(b * l * e), 12)), fill(dt, random_vector(size_t(b * l * e), 13, -3.0f, 1.0f));
+    fill(z, random_vector(size_t(b * l * e), 14)), fill(B, random_vector(size_t(b * l * n), 15));
+    fill(C, random_vector(size_t(b * l * n), 16)), fill(A, random_vector(size_t(e * n), 17, -8.0f, -1.0f));
+    fill(D, random_vector(size_t(e), 18)), fill(bias, random_vector(size_t(e), 19, -4.0f, -1.0f));
+    fill(st, random_vector(size_t(b * e * n), 20));
+    poison(y);
+    for (bool dev : {false, true}) {
+      const auto pick = [dev](const Pair& p) { return dev ? p.dev : p.host; };
+      ScanArgs a;
+      a.y = pick(y), a.state_out = pick(st), a.state_in = pick(st), a.u = pick(u), a.dt = pick(dt), a.A = pick(A);
+      a.B = pick(B), a.C = pick(C), a.D = pick(D), a.z = pick(z), a.dt_bias = pick(bias);
+      selective_scan_forward(a, ctx);
+    }
+    const auto got = download(y), ref = host_values(y);
+    EXPECT_CLOSE(got.data(), ref.data(), ref.size(), kTolF32) << "y";
+    const auto gs = download(st), rs = host_values(st);
+    EXPECT_CLOSE(gs.data(), rs.data(), rs.size(), kTolF32) << "state";
+  }
+}
+
+TEST(CudaOps, ArgmaxMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  Context ctx(2);
+  for (auto [m, v] : {std::pair<int64_t, int64_t>{1, 50280}, {3, 1000}, {64, 50277}}) {
+    Pair logits = make_pair(DType::f32, {m, v}), ids = make_pair(DType::f32, {m});
+    std::vector<float> x = random_vector(size_t(m * v), 21, -5.0f, 5.0f);
+    x[size_t(v / 2)] = x[size_t(v / 3)] = 9.0f;  // a tie in row 0: the lower index wins
+    fill(logits, x);
+    poison(ids);
+    argmax_rows_cuda(ids.dev.ptr<int32_t>(), logits.dev, ctx);
+    std::vector<int32_t> got(static_cast<size_t>(m));
+    ASSERT_EQ(cudaSuccess, cudaDeviceSynchronize());
+    ASSERT_EQ(cudaSuccess, cudaMemcpy(got.data(), ids.dev.data, size_t(m) * 4, cudaMemcpyDeviceToHost));
+    for (int64_t r = 0; r < m; ++r) EXPECT_EQ(got[size_t(r)], argmax(x.data() + r * v, v)) << "row " << r;
+  }
+}
+
+TEST(CudaOps, MixedDevicesAreAnError) {
+  SKIP_WITHOUT_GPU();
+  Context ctx(2);
+  Pair x = make_pair(DType::f32, {2, 8}), w = make_pair(DType::f32, {4, 8}), y = make_pair(DType::f32, {2, 4});
+  expect_error([&] { linear_forward(y.dev, x.host, w.dev, Tensor{}, ctx); }, {"linear_forward", "x is on cpu"});
+}
+
+}  // namespace
+}  // namespace mambacpp::test
