@@ -351,6 +351,29 @@ TEST_P(CrossEntropyBackward, MatchesFiniteDifferences) {
   EXPECT_TRUE(grad_close(added(dw, dw0), ref::numeric_grad(f, wd, {1.0}))) << "dw";
 }
 
+// A vocabulary large enough that the op takes its rows in several blocks (16 rows each at v = 2^19): the same
+// as two calls over the first 16 rows and the rest.
+TEST(CrossEntropyBackward, RowBlocksEqualSeparateCalls) {
+  Context ctx(2);
+  const int64_t m = 20, d = 3, v = (int64_t(1) << 19) + 5, split = 16;
+  auto x = random_vector(size_t(m * d), 1, -2.0f, 2.0f), w = random_vector(size_t(v * d), 2);
+  std::vector<int32_t> targets(static_cast<size_t>(m));
+  for (int64_t r = 0; r < m; ++r) targets[size_t(r)] = int32_t((r * 104729) % v);
+  std::vector<float> dx(x.size()), dw(w.size(), 0.0f), dx2(x.size()), dw2(w.size(), 0.0f);
+  const double all = linear_cross_entropy(t2(dx, m, d), t2(dw, v, d), t2(x, m, d), t2(w, v, d), targets.data(),
+                                          0.5f, ctx);
+  double parts = 0;
+  for (int64_t r0 : {int64_t(0), split}) {
+    const int64_t rows = r0 == 0 ? split : m - split;
+    parts += linear_cross_entropy(Tensor(dx2.data() + r0 * d, DType::f32, {rows, d}), t2(dw2, v, d),
+                                  Tensor(x.data() + r0 * d, DType::f32, {rows, d}), t2(w, v, d),
+                                  targets.data() + r0, 0.5f, ctx);
+  }
+  EXPECT_EQ(all, parts);
+  EXPECT_TRUE(bitwise_equal(dx, dx2));
+  EXPECT_TRUE(bitwise_equal(dw, dw2));
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, CrossEntropyBackward,
                          ::testing::Values(CeCase{1, 3, 2}, CeCase{9, 17, 40}, CeCase{40, 8, 300}));
 
