@@ -29,6 +29,23 @@ void bias_grad(float* dbias, const MatF32& dy, int threads) {
 
 MatAny as_any(const float* p, int64_t rows, int64_t cols) { return {p, DType::f32, rows, cols, cols}; }
 
+// At least `floats` floats of `buf`, grown on demand: the transposed operands and the product live in memory
+// owned by the calling thread and kept between calls, so that repeated calls (a training step's layers, the
+// head's row blocks) do not allocate and fault in fresh pages each time.
+float* grown(Buffer& buf, int64_t floats) {
+  const size_t bytes = size_t(std::max<int64_t>(floats, 1)) * sizeof(float);
+  if (buf.bytes() < bytes) {
+    buf = Buffer();
+    buf = Buffer(bytes);
+  }
+  return buf.as<float>();
+}
+
+struct Operands {
+  Buffer wt, dyt, xt, prod;
+};
+thread_local Operands operands;
+
 }  // namespace
 
 void transpose(float* dst, MatF32 src, int threads) {
@@ -50,18 +67,19 @@ void linear_backward(MatF32 dx, MatF32 dw, float* dbias, MatF32 dy, MatF32 x, Ma
   const int64_t m = dy.rows, o = dy.cols, i = w.cols;
   if (dbias) bias_grad(dbias, dy, threads);
   if (dx.p) {
-    Buffer wt(size_t(std::max<int64_t>(1, i * o)) * sizeof(float));  // (i, o)
-    transpose(wt.as<float>(), w, threads);
-    linear(dx, dy, as_any(wt.as<float>(), i, o), nullptr, threads);
+    float* wt = grown(operands.wt, i * o);  // (i, o)
+    transpose(wt, w, threads);
+    linear(dx, dy, as_any(wt, i, o), nullptr, threads);
     if (o == 0)
       for (int64_t r = 0; r < m; ++r) std::fill(dx.row(r), dx.row(r) + i, 0.0f);
   }
   if (dw.p && m > 0) {
-    Buffer dyt(size_t(o * m) * sizeof(float)), xt(size_t(i * m) * sizeof(float)), prod(size_t(o * i) * sizeof(float));
-    transpose(dyt.as<float>(), dy, threads);
-    transpose(xt.as<float>(), x, threads);
-    const MatF32 p{prod.as<float>(), o, i, i};
-    linear(p, MatF32{dyt.as<float>(), o, m, m}, as_any(xt.as<float>(), i, m), nullptr, threads);
+    float* dyt = grown(operands.dyt, o * m);
+    float* xt = grown(operands.xt, i * m);
+    const MatF32 p{grown(operands.prod, o * i), o, i, i};
+    transpose(dyt, dy, threads);
+    transpose(xt, x, threads);
+    linear(p, MatF32{dyt, o, m, m}, as_any(xt, i, m), nullptr, threads);
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t r = 0; r < o; ++r)
       for (int64_t c = 0; c < i; ++c) dw.row(r)[c] += p.row(r)[c];
