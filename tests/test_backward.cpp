@@ -213,7 +213,8 @@ struct ScanData {
     C = random_vector(bln, 5);
     A = random_vector(size_t(k.e * k.n), 6, -2.0f, -0.1f);
     D = maybe(k.D, size_t(k.e), 7);
-    dt_bias = maybe(k.dt_bias, size_t(k.e), 8, -2.0f, 0.0f);
+    // Without softplus, δ = dt + dt_bias itself: kept positive, so that exp(δA) decays as it does in a model.
+    dt_bias = maybe(k.dt_bias, size_t(k.e), 8, k.softplus ? -2.0f : 0.0f, k.softplus ? 0.0f : 0.2f);
     state_in = maybe(k.state_in, ben, 9);
     dy = random_vector(ble, 10);
     dstate_out = maybe(k.dstate_out, ben, 11);
