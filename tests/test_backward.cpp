@@ -378,5 +378,36 @@ TEST(CrossEntropyBackward, RowBlocksEqualSeparateCalls) {
 INSTANTIATE_TEST_SUITE_P(Shapes, CrossEntropyBackward,
                          ::testing::Values(CeCase{1, 3, 2}, CeCase{9, 17, 40}, CeCase{40, 8, 300}));
 
+// ---------------------------------------------------------------------------------------------------------
+// bad arguments
+
+TEST(BackwardOps, RefuseBadArgumentsNamingThem) {
+  Context ctx(1);
+  std::vector<float> a(64, 0.0f), b(64, 0.0f), c(64, 0.0f), d(64, 0.0f);
+  test::expect_error([&] { linear_backward(t2(a, 2, 3), Tensor{}, Tensor{}, t2(b, 2, 5), Tensor{}, t2(c, 4, 3), ctx); },
+                     {"linear_backward", "dy must have shape [any, 4], got [2, 5]"});
+  test::expect_error([&] { linear_backward(Tensor{}, t2(a, 4, 3), Tensor{}, t2(b, 2, 4), Tensor{}, t2(c, 4, 3), ctx); },
+                     {"linear_backward", "x is required"});
+  test::expect_error([&] { rmsnorm_backward(t2(a, 2, 3), Tensor{}, t2(b, 2, 3), t2(c, 2, 3), t1(d), 1e-5f, ctx); },
+                     {"rmsnorm_backward", "w must be", "[3]"});
+  test::expect_error(
+      [&] {
+        conv1d_causal_backward(t3(a, 1, 2, 3), Tensor{}, Tensor{}, Tensor{}, t3(b, 1, 2, 3), t3(c, 1, 2, 3),
+                               t2(d, 3, 17), Tensor{}, Tensor{}, true, ctx);
+      },
+      {"conv1d_causal_backward", "k = 17"});
+  ScanGradArgs s;
+  s.u = t3(a, 1, 2, 3), s.dt = t3(a, 1, 2, 3), s.dy = t3(a, 1, 2, 3), s.du = t3(b, 1, 2, 3), s.ddt = t3(c, 1, 2, 3);
+  s.A = t2(d, 3, 2), s.B = t3(a, 1, 2, 2), s.C = t3(a, 1, 2, 2), s.dB = t3(b, 1, 2, 2), s.dC = t3(c, 1, 2, 2);
+  s.z = t3(a, 1, 2, 3);
+  test::expect_error([&] { selective_scan_backward(s, ctx); }, {"selective_scan_backward", "dz"});
+  s.z = Tensor{};
+  s.dD = t1(d);
+  test::expect_error([&] { selective_scan_backward(s, ctx); }, {"selective_scan_backward", "dD"});
+  const std::vector<int32_t> targets = {0, 9};
+  test::expect_error([&] { linear_cross_entropy(Tensor{}, Tensor{}, t2(a, 2, 3), t2(b, 4, 3), targets.data(), 1.0f, ctx); },
+                     {"linear_cross_entropy", "targets[1] = 9"});
+}
+
 }  // namespace
 }  // namespace mambacpp

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <initializer_list>
+#include <string>
 #include <utility>
 
 #include "core/error.h"
@@ -33,8 +34,9 @@ cpu::MatF32 matrix(const char* op, const char* name, const Tensor& t, int64_t ro
   MAMBA_CHECK(defined_or_empty(t), "{}: {} is required but undefined", op, name);
   MAMBA_CHECK(t.dtype == DType::f32, "{}: {} must be f32, got {}", op, name, dtype_name(t.dtype));
   MAMBA_CHECK(t.ndim == 2, "{}: {} must be a matrix, got shape {}", op, name, t.shape_str());
+  auto dim = [](int64_t n) { return n < 0 ? std::string("any") : std::to_string(n); };
   MAMBA_CHECK((rows < 0 || t.shape[0] == rows) && (cols < 0 || t.shape[1] == cols),
-              "{}: {} must have shape [{}, {}], got {}", op, name, rows, cols, t.shape_str());
+              "{}: {} must have shape [{}, {}], got {}", op, name, dim(rows), dim(cols), t.shape_str());
   MAMBA_CHECK(t.shape[1] <= 1 || t.stride[1] == 1, "{}: {} (shape {}) must be contiguous in its last dimension",
               op, name, t.shape_str());
   const int64_t ld = t.shape[0] <= 1 ? t.shape[1] : t.stride[0];
