@@ -1,6 +1,7 @@
 // The CUDA inference ops (linear, embedding, RMSNorm, conv1d, the scan through its dispatcher, greedy argmax)
 // against the CPU ops, which are the oracle, over tables of shapes with the awkward ones: one row, counts that
-// are not multiples of 32 or 128, batch > 1, row-strided views, every optional argument present and absent.
+// are not multiples of 32 or 128, batch > 1, row-strided views, every optional argument present and absent;
+// linear runs both its few-row kernel (m ≤ 8) and cuBLASLt.
 // Both run through the dispatchers of ops.h; device outputs are poisoned with NaN before each run.
 #include <gtest/gtest.h>
 
@@ -20,7 +21,8 @@ namespace mambacpp::test {
 namespace {
 
 // Relative L2 tolerances against the CPU op. f32: both sides accumulate in f32 in different orders. bf16/f16
-// matrices: the GPU also rounds the activations to the matrices' dtype (2⁻⁹ relative for bf16).
+// matrices: with more than 8 rows the GPU also rounds the activations to the matrices' dtype (2⁻⁹ relative for
+// bf16).
 constexpr double kTolF32 = 1e-4;
 constexpr double kTolHalf = 3e-2;
 
@@ -35,7 +37,8 @@ TEST(CudaOps, LinearMatchesCpu) {
   SKIP_WITHOUT_GPU();
   Context ctx(2);
   const LinearCase cases[] = {{1, 64, 48, false, false},   {1, 768, 1536, true, false}, {7, 33, 100, true, true},
-                              {130, 96, 257, false, true}, {64, 200, 40, true, false},  {3, 1, 5, false, false}};
+                              {130, 96, 257, false, true}, {64, 200, 40, true, false},  {3, 1, 5, false, false},
+                              {8, 256, 130, true, true},   {5, 1536, 80, false, false}, {9, 96, 33, true, false}};
   for (DType wt : {DType::f32, DType::bf16, DType::f16})
     for (const LinearCase& c : cases) {
       SCOPED_TRACE(std::string(dtype_name(wt)) + " m=" + std::to_string(c.m) + " i=" + std::to_string(c.i) +

@@ -1,5 +1,6 @@
 // The inference kernels of infer_kernels.h. All are memory-bound and simple: one thread per output element
-// (embedding, conv1d, conversion, bias) or one block per row (RMSNorm, argmax) with a block reduction.
+// (embedding, conv1d, conversion, bias), one thread per channel (the conv1d decoding step) or one block per
+// row (RMSNorm, argmax) with a block reduction.
 // Accumulation is in f32 throughout.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -104,6 +105,22 @@ __global__ void conv_state_kernel(ConvParams p) {
   for (int64_t j = 0; j < km1; ++j) p.state_out[i * km1 + j] = v[j];
 }
 
+// A single step (l = 1), fused: one thread per (bi, c) reads its window (the state, then x), writes the output
+// and the shifted state. Each thread owns its state row, so state_out may equal state_in.
+__global__ void conv_step_kernel(ConvParams p) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= p.b * p.e) return;
+  const int64_t c = i % p.e, bi = i / p.e, km1 = p.k - 1;
+  float v[kConvMaxWidth];
+  for (int64_t j = 0; j < km1; ++j) v[j] = p.state_in != nullptr ? p.state_in[i * km1 + j] : 0.0f;
+  v[km1] = p.x[bi * p.x_sb + c];
+  float acc = p.bias != nullptr ? p.bias[c] : 0.0f;
+  for (int64_t j = 0; j < p.k; ++j) acc += p.w[c * p.k + j] * v[j];
+  p.out[bi * p.out_sb + c] = p.silu ? silu_f(acc) : acc;
+  if (p.state_out != nullptr)
+    for (int64_t j = 0; j < km1; ++j) p.state_out[i * km1 + j] = v[j + 1];
+}
+
 __global__ void convert_kernel(ConvertParams p) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= p.m * p.c) return;
@@ -182,6 +199,11 @@ bool conv_kernel_supports(const ConvParams& p, std::string* why) {
 }
 
 void conv_kernel_launch(const ConvParams& p, cudaStream_t stream) {
+  if (p.l == 1 && p.b * p.e > 0) {
+    conv_step_kernel<<<blocks_for(p.b * p.e), kThreads, 0, stream>>>(p);
+    CUDA_CHECK_LAUNCH("conv_step_kernel", stream);
+    return;
+  }
   if (p.b * p.l * p.e > 0) {
     conv_kernel<<<blocks_for(p.b * p.l * p.e), kThreads, 0, stream>>>(p);
     CUDA_CHECK_LAUNCH("conv_kernel", stream);

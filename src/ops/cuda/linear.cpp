@@ -1,6 +1,8 @@
 // linear_forward on the GPU through cuBLASLt (see cuda_ops.h). cuBLASLt is column-major: the row-major
 // y (m, o) = x (m, i) · wᵀ is computed as the column-major yᵀ (o, m) = op(W) · xᵀ with W = w read as a
 // column-major (i, o) matrix and op = transpose, so no operand is copied. Accumulation and scaling are f32.
+// Products of at most kGemvMaxRows rows (decoding) run the few-row kernel of gemv_kernel.cu instead, which reads
+// x in f32 and w in its own dtype with one launch.
 #include <cublasLt.h>
 
 #include <cstdint>
@@ -10,6 +12,7 @@
 #include "core/cuda/cuda_state.h"
 #include "core/error.h"
 #include "ops/cuda/cuda_ops.h"
+#include "ops/cuda/gemv_kernel.h"
 #include "ops/cuda/infer_kernels.h"
 #include "ops/cuda/tensor_rows.h"
 
@@ -109,10 +112,18 @@ void linear_forward_cuda(Tensor y, Tensor x, Tensor w, Tensor bias, Context& ctx
   const cuda::Rows xr = cuda::rows_of(x), yr = cuda::rows_of(y);
   const int64_t m = xr.rows, i = xr.cols, o = w.shape[0];
   if (m == 0 || o == 0) return;
+  const int64_t ldw = w.shape[0] <= 1 ? i : w.stride[0];
+  if (m <= cuda::kGemvMaxRows && i > 0) {
+    cuda::GemvParams gp;
+    gp.y = y.f32(), gp.ld_y = yr.ld, gp.x = x.f32(), gp.ld_x = xr.ld, gp.w = w.data, gp.w_dtype = w.dtype;
+    gp.ld_w = ldw, gp.bias = bias.defined() ? bias.f32() : nullptr, gp.m = m, gp.i = i, gp.o = o;
+    MAMBA_CHECK(cuda::gemv_kernel_supports(gp, &why), "linear_forward (cuda): {}", why);
+    return cuda::gemv_kernel_launch(gp, cs.stream);
+  }
   if (i == 0) {
     CUDA_CHECK(cudaMemset2DAsync(y.data, size_t(yr.ld) * 4, 0, size_t(o) * 4, size_t(m), cs.stream));
   } else {
-    Gemm g{w.data, w.shape[0] <= 1 ? i : w.stride[0], x.data, xr.ld, y.f32(), yr.ld, w.dtype, m, o, i};
+    Gemm g{w.data, ldw, x.data, xr.ld, y.f32(), yr.ld, w.dtype, m, o, i};
     if (w.dtype != DType::f32) {
       cuda::ConvertParams cp;
       cp.dst = cs.scratch(size_t(m * i) * dtype_size(w.dtype));

@@ -402,6 +402,7 @@ bool scan_kernel_supports(const ScanKernelParams& p, std::string* why) {
 
 void scan_kernel_launch(const ScanKernelParams& p, cudaStream_t stream) {
   if (p.b == 0 || p.e == 0) return;
+  if (p.l == 1) return scan_step_kernel_launch(p, stream);
   switch (p.in_dtype) {
     case DType::f32: launch_for_dtype<float>(p, stream); break;
     case DType::bf16: launch_for_dtype<__nv_bfloat16>(p, stream); break;

@@ -47,7 +47,10 @@ constexpr int64_t kScanMaxState = 256;
 
 // Whether the kernel handles `p`; if not, *why (when given) names the limit that is exceeded.
 bool scan_kernel_supports(const ScanKernelParams& p, std::string* why);
-// Queues the scan on `stream`. `p` must be supported (checked by the caller).
+// Queues the scan on `stream`. `p` must be supported (checked by the caller). A single step (l = 1, decoding)
+// runs the light kernel of scan_step_kernel.cu; longer sequences the chunked kernel of scan_kernel.cu.
 void scan_kernel_launch(const ScanKernelParams& p, cudaStream_t stream);
+// The single-step kernel alone (p.l must be 1).
+void scan_step_kernel_launch(const ScanKernelParams& p, cudaStream_t stream);
 
 }  // namespace mambacpp::cuda
