@@ -1,7 +1,8 @@
 // Tests of the training outputs: the JSON-lines loss log (appending, trimming on resume, reading the curves
-// back) and the PNG loss chart (signature, chunk CRCs and the stored-deflate image data decoded back).
+// back) and the PNG loss chart (signature, chunk CRCs, palette and the stored-deflate image data decoded back).
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -51,10 +52,11 @@ TEST(TrainLog, AppendsAndTrimsStepsPastTheResumedCheckpoint) {
 }
 
 TEST(TrainLog, PngIsWellFormedAndHoldsTheImage) {
-  const int w = 300, h = 250;  // more than one 65,535-byte stored block
-  std::vector<uint8_t> rgb(size_t(w) * h * 3);
-  for (size_t i = 0; i < rgb.size(); ++i) rgb[i] = uint8_t(i * 7 + i / 13);
-  const std::string png = encode_png_rgb(w, h, rgb);
+  const int w = 601, h = 250;  // odd width (a half-filled last byte); more than one 65,535-byte stored block
+  const std::vector<std::array<uint8_t, 3>> palette = {{255, 255, 255}, {1, 2, 3}, {200, 100, 0}};
+  std::vector<uint8_t> px(size_t(w) * h);
+  for (size_t i = 0; i < px.size(); ++i) px[i] = uint8_t((i * 7 + i / 13) % 3);
+  const std::string png = encode_png_palette(w, h, palette, px);
   ASSERT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n"));
   std::string idat;
   size_t at = 8;
@@ -66,13 +68,17 @@ TEST(TrainLog, PngIsWellFormedAndHoldsTheImage) {
     if (type == "IHDR") {
       EXPECT_EQ(be32(png, at + 8), uint32_t(w));
       EXPECT_EQ(be32(png, at + 12), uint32_t(h));
+      EXPECT_EQ(png.substr(at + 16, 2), std::string("\x04\x03", 2));  // 4 bits per pixel, palette
+    }
+    if (type == "PLTE") {
+      EXPECT_EQ(png.substr(at + 8, n), std::string("\xff\xff\xff\x01\x02\x03\xc8\x64\x00", 9));
     }
     if (type == "IDAT") idat += png.substr(at + 8, n);
     types.push_back(type);
     at += 12 + n;
   }
-  EXPECT_EQ(types, (std::vector<std::string>{"IHDR", "IDAT", "IEND"}));
-  // Undo the zlib stream of stored blocks and compare with the filtered rows.
+  EXPECT_EQ(types, (std::vector<std::string>{"IHDR", "PLTE", "IDAT", "IEND"}));
+  // Undo the zlib stream of stored blocks and compare the unpacked rows with the pixels.
   std::string raw;
   size_t p = 2;
   for (bool last = false; !last;) {
@@ -85,11 +91,16 @@ TEST(TrainLog, PngIsWellFormedAndHoldsTheImage) {
   uint32_t a = 1, b = 0;
   for (unsigned char c : raw) a = (a + c) % 65521, b = (b + a) % 65521;
   EXPECT_EQ(be32(idat, p), b << 16 | a);
-  ASSERT_EQ(raw.size(), size_t(h) * (w * 3 + 1));
+  const size_t row = (w + 1) / 2 + 1;
+  ASSERT_EQ(raw.size(), size_t(h) * row);
   for (int y = 0; y < h; ++y) {
-    EXPECT_EQ(raw[size_t(y) * (w * 3 + 1)], 0);
-    ASSERT_EQ(std::memcmp(raw.data() + size_t(y) * (w * 3 + 1) + 1, rgb.data() + size_t(y) * w * 3, w * 3), 0);
+    ASSERT_EQ(raw[size_t(y) * row], 0);
+    for (int x = 0; x < w; ++x) {
+      const uint8_t byte = uint8_t(raw[size_t(y) * row + 1 + size_t(x) / 2]);
+      ASSERT_EQ(x % 2 == 0 ? byte >> 4 : byte & 15, px[size_t(y) * w + x]) << x << ", " << y;
+    }
   }
+  test::expect_error([&] { encode_png_palette(2, 1, palette, {0, 3}); }, {"palette index"});
 }
 
 TEST(TrainLog, LossPlotIsWritten) {
@@ -100,7 +111,7 @@ TEST(TrainLog, LossPlotIsWritten) {
   write_loss_plot(dir.file("loss.png"), c, 200, 120);
   const std::string png = test::read_file(dir.file("loss.png"));
   EXPECT_EQ(png.substr(1, 3), "PNG");
-  EXPECT_GT(png.size(), size_t(200 * 120 * 3));
+  EXPECT_GT(png.size(), size_t(200 * 120 / 2));
 }
 
 }  // namespace

@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   mambacpp::cli::add_forward_command(app);
   mambacpp::cli::add_generate_command(app);
   mambacpp::cli::add_bench_command(app);
+  mambacpp::cli::add_train_command(app);
+  mambacpp::cli::add_eval_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

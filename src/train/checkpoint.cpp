@@ -71,6 +71,8 @@ void save_checkpoint(const std::string& out_dir, const ModelWeights& w, const Ad
               std::strerror(errno));
   std::error_code ec;
   try {
+    fs::permissions(tmp, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                             fs::perms::others_read | fs::perms::others_exec);
     write_files(tmp, w, opt, state);
     fs::remove_all(out / name, ec);
     fs::rename(tmp, out / name, ec);

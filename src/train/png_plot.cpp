@@ -61,15 +61,19 @@ std::string zlib_stored(const std::string& raw) {
   return z;
 }
 
+// Palette indices of the chart's colours.
+enum Colour : uint8_t { white, grid, black, blue, orange };
+const std::vector<std::array<uint8_t, 3>> kPalette = {
+    {255, 255, 255}, {225, 225, 225}, {0, 0, 0}, {31, 119, 180}, {255, 127, 14}};
+
 struct Canvas {
   int w, h;
-  std::vector<uint8_t> rgb;
-  Canvas(int width, int height) : w(width), h(height), rgb(size_t(width) * height * 3, 255) {}
-  void dot(int x, int y, std::array<uint8_t, 3> c) {
-    if (x < 0 || y < 0 || x >= w || y >= h) return;
-    std::copy(c.begin(), c.end(), rgb.begin() + (size_t(y) * w + x) * 3);
+  std::vector<uint8_t> px;
+  Canvas(int width, int height) : w(width), h(height), px(size_t(width) * height, white) {}
+  void dot(int x, int y, Colour c) {
+    if (x >= 0 && y >= 0 && x < w && y < h) px[size_t(y) * w + x] = c;
   }
-  void line(double x0, double y0, double x1, double y1, std::array<uint8_t, 3> c, int thick) {
+  void line(double x0, double y0, double x1, double y1, Colour c, int thick) {
     const int n = int(std::max(std::abs(x1 - x0), std::abs(y1 - y0))) + 1;
     for (int i = 0; i <= n; ++i) {
       const double t = double(i) / n;
@@ -82,21 +86,32 @@ struct Canvas {
 
 }  // namespace
 
-std::string encode_png_rgb(int width, int height, const std::vector<uint8_t>& rgb) {
-  MAMBA_CHECK(width > 0 && height > 0 && rgb.size() == size_t(width) * height * 3,
-              "PNG: {} bytes for a {}x{} RGB image", rgb.size(), width, height);
+std::string encode_png_palette(int width, int height, const std::vector<std::array<uint8_t, 3>>& palette,
+                               const std::vector<uint8_t>& pixels) {
+  MAMBA_CHECK(width > 0 && height > 0 && pixels.size() == size_t(width) * height,
+              "PNG: {} pixels for a {}x{} image", pixels.size(), width, height);
+  MAMBA_CHECK(!palette.empty() && palette.size() <= 16, "PNG: {} palette colours (1 to 16)", palette.size());
+  const size_t row = (size_t(width) + 1) / 2;
   std::string raw;
-  raw.reserve(size_t(height) * (size_t(width) * 3 + 1));
+  raw.reserve(size_t(height) * (row + 1));
   for (int y = 0; y < height; ++y) {
     raw.push_back(0);  // filter: none
-    raw.append(reinterpret_cast<const char*>(rgb.data()) + size_t(y) * width * 3, size_t(width) * 3);
+    const uint8_t* p = pixels.data() + size_t(y) * width;
+    for (int x = 0; x < width; x += 2) {
+      MAMBA_CHECK(p[x] < palette.size() && (x + 1 == width || p[x + 1] < palette.size()),
+                  "PNG: pixel ({}, {}) is not a palette index", x, y);
+      raw.push_back(char(p[x] << 4 | (x + 1 < width ? p[x + 1] : 0)));
+    }
   }
   std::string ihdr;
   put_be32(ihdr, uint32_t(width));
   put_be32(ihdr, uint32_t(height));
-  ihdr += {char(8), char(2), char(0), char(0), char(0)};  // 8 bits, RGB, deflate, no filter set, no interlace
+  ihdr += {char(4), char(3), char(0), char(0), char(0)};  // 4 bits, palette, deflate, filter set 0, no interlace
+  std::string plte;
+  for (const auto& c : palette) plte.append(reinterpret_cast<const char*>(c.data()), 3);
   std::string png = "\x89PNG\r\n\x1a\n";
   put_chunk(png, "IHDR", ihdr);
+  put_chunk(png, "PLTE", plte);
   put_chunk(png, "IDAT", zlib_stored(raw));
   put_chunk(png, "IEND", "");
   return png;
@@ -117,20 +132,21 @@ void write_loss_plot(const std::string& path, const LossCurves& curves, int widt
   lo = std::floor(lo), hi = std::max(std::ceil(hi), lo + 1);
   const auto px = [&](double s) { return left + (right - left) * s / max_step; };
   const auto py = [&](double v) { return bottom - (bottom - top) * (v - lo) / (hi - lo); };
-  for (double v = lo; v <= hi; v += 1) c.line(left, py(v), right, py(v), {225, 225, 225}, 1);
-  c.line(left, top, left, bottom, {0, 0, 0}, 1);
-  c.line(left, bottom, right, bottom, {0, 0, 0}, 1);
-  const auto draw = [&](const std::vector<std::pair<double, double>>& pts, std::array<uint8_t, 3> col, int thick) {
+  for (double v = lo; v <= hi; v += 1) c.line(left, py(v), right, py(v), grid, 1);
+  c.line(left, top, left, bottom, black, 1);
+  c.line(left, bottom, right, bottom, black, 1);
+  const auto draw = [&](const std::vector<std::pair<double, double>>& pts, Colour col, int thick) {
     for (size_t i = 0; i < pts.size(); ++i) {
       if (!std::isfinite(pts[i].second)) continue;
       if (i > 0 && std::isfinite(pts[i - 1].second))
         c.line(px(pts[i - 1].first), py(pts[i - 1].second), px(pts[i].first), py(pts[i].second), col, thick);
-      if (thick > 1) c.line(px(pts[i].first) - 2, py(pts[i].second) - 2, px(pts[i].first) + 2, py(pts[i].second) + 2, col, 3);
+      const double x = px(pts[i].first), y = py(pts[i].second);
+      if (thick > 1) c.line(x - 2, y - 2, x + 2, y + 2, col, 3);  // a dot at each evaluation
     }
   };
-  draw(curves.train, {31, 119, 180}, 1);
-  draw(curves.val, {255, 127, 14}, 2);
-  write_file_atomic(path, encode_png_rgb(width, height, c.rgb));
+  draw(curves.train, blue, 1);
+  draw(curves.val, orange, 2);
+  write_file_atomic(path, encode_png_palette(width, height, kPalette, c.px));
 }
 
 }  // namespace mambacpp
