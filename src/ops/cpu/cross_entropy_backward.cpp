@@ -8,6 +8,7 @@
 
 #include "core/buffer.h"
 #include "ops/cpu/cpu_backward.h"
+#include "ops/cpu/kept_buffer.h"
 #include "ops/cpu/simd.h"
 #include "ops/cpu/vec_math.h"
 
@@ -52,18 +53,19 @@ double softmax_row(float* row, int64_t v, int32_t target, float scale) {
 double linear_cross_entropy(MatF32 dx, MatF32 dw, MatF32 x, MatF32 w, const int32_t* targets, float scale,
                             int threads) {
   const int64_t m = x.rows, v = w.rows, d = x.cols, rows = std::min(block_rows(v), std::max<int64_t>(m, 1));
-  Buffer logits(size_t(rows * std::max<int64_t>(v, 1)) * sizeof(float));
+  thread_local Buffer logits_mem, wt_mem;  // kept between calls (kept_buffer.h)
+  float* logits = grown(logits_mem, size_t(rows * v));
   std::vector<double> losses(static_cast<size_t>(rows));
   const MatAny wa{w.p, DType::f32, v, d, w.ld};
-  Buffer wt;  // wᵀ (d, v), for dx = block · w through the a · bᵀ kernel
+  float* wt = nullptr;  // wᵀ (d, v), for dx = block · w through the a · bᵀ kernel
   if (dx.p) {
-    wt = Buffer(size_t(std::max<int64_t>(1, d * v)) * sizeof(float));
-    transpose(wt.as<float>(), w, threads);
+    wt = grown(wt_mem, size_t(d * v));
+    transpose(wt, w, threads);
   }
   double total = 0;
   for (int64_t r0 = 0; r0 < m; r0 += rows) {
     const int64_t rc = std::min(rows, m - r0);
-    const MatF32 xb{x.row(r0), rc, d, x.ld}, lb{logits.as<float>(), rc, v, v};
+    const MatF32 xb{x.row(r0), rc, d, x.ld}, lb{logits, rc, v, v};
     linear(lb, xb, wa, nullptr, threads);
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t r = 0; r < rc; ++r) {
@@ -76,7 +78,7 @@ double linear_cross_entropy(MatF32 dx, MatF32 dw, MatF32 x, MatF32 w, const int3
       }
     }
     for (int64_t r = 0; r < rc; ++r) total += losses[size_t(r)];
-    if (dx.p) linear(MatF32{dx.row(r0), rc, d, dx.ld}, lb, MatAny{wt.as<float>(), DType::f32, d, v, v}, nullptr, threads);
+    if (dx.p) linear(MatF32{dx.row(r0), rc, d, dx.ld}, lb, MatAny{wt, DType::f32, d, v, v}, nullptr, threads);
     if (dw.p) linear_backward(MatF32{}, dw, nullptr, lb, xb, w, threads);
   }
   return total;

@@ -5,10 +5,10 @@
 // time). That kernel sums in an order fixed by the shapes, and so do the transposes and the bias gradient
 // (each column summed over the rows in order), so the results do not depend on the thread count.
 #include <algorithm>
-#include <vector>
 
 #include "core/buffer.h"
 #include "ops/cpu/cpu_backward.h"
+#include "ops/cpu/kept_buffer.h"
 #include "ops/cpu/simd.h"
 
 namespace mambacpp::cpu {
@@ -29,18 +29,7 @@ void bias_grad(float* dbias, const MatF32& dy, int threads) {
 
 MatAny as_any(const float* p, int64_t rows, int64_t cols) { return {p, DType::f32, rows, cols, cols}; }
 
-// At least `floats` floats of `buf`, grown on demand: the transposed operands and the product live in memory
-// owned by the calling thread and kept between calls, so that repeated calls (a training step's layers, the
-// head's row blocks) do not allocate and fault in fresh pages each time.
-float* grown(Buffer& buf, int64_t floats) {
-  const size_t bytes = size_t(std::max<int64_t>(floats, 1)) * sizeof(float);
-  if (buf.bytes() < bytes) {
-    buf = Buffer();
-    buf = Buffer(bytes);
-  }
-  return buf.as<float>();
-}
-
+// The transposed operands and the product, kept between calls (kept_buffer.h).
 struct Operands {
   Buffer wt, dyt, xt, prod;
 };
@@ -67,16 +56,16 @@ void linear_backward(MatF32 dx, MatF32 dw, float* dbias, MatF32 dy, MatF32 x, Ma
   const int64_t m = dy.rows, o = dy.cols, i = w.cols;
   if (dbias) bias_grad(dbias, dy, threads);
   if (dx.p) {
-    float* wt = grown(operands.wt, i * o);  // (i, o)
+    float* wt = grown(operands.wt, size_t(i * o));  // (i, o)
     transpose(wt, w, threads);
     linear(dx, dy, as_any(wt, i, o), nullptr, threads);
     if (o == 0)
       for (int64_t r = 0; r < m; ++r) std::fill(dx.row(r), dx.row(r) + i, 0.0f);
   }
   if (dw.p && m > 0) {
-    float* dyt = grown(operands.dyt, o * m);
-    float* xt = grown(operands.xt, i * m);
-    const MatF32 p{grown(operands.prod, o * i), o, i, i};
+    float* dyt = grown(operands.dyt, size_t(o * m));
+    float* xt = grown(operands.xt, size_t(i * m));
+    const MatF32 p{grown(operands.prod, size_t(o * i)), o, i, i};
     transpose(dyt, dy, threads);
     transpose(xt, x, threads);
     linear(p, MatF32{dyt, o, m, m}, as_any(xt, i, m), nullptr, threads);

@@ -8,6 +8,7 @@
 
 #include "core/buffer.h"
 #include "ops/cpu/cpu_backward.h"
+#include "ops/cpu/kept_buffer.h"
 #include "ops/cpu/simd.h"
 
 namespace mambacpp::cpu {
@@ -41,18 +42,19 @@ void row_backward(float* dres, float* partial_dw, const float* dout, const float
 void rmsnorm_backward(MatF32 dresidual, float* dw, MatF32 dout, MatF32 residual, const float* w, float eps,
                       int threads) {
   const int64_t m = dout.rows, d = dout.cols, blocks = (m + kBlockRows - 1) / kBlockRows;
-  Buffer partial(dw ? size_t(blocks * d) * sizeof(float) : 0);
-  if (dw) std::fill_n(partial.as<float>(), blocks * d, 0.0f);
+  thread_local Buffer partial_mem;  // kept between calls (kept_buffer.h)
+  float* partial = dw ? grown(partial_mem, size_t(blocks * d)) : nullptr;
+  if (dw) std::fill_n(partial, blocks * d, 0.0f);
   const bool parallel = m * d >= (int64_t(1) << 14);
 #pragma omp parallel for num_threads(threads) schedule(static) if (parallel)
   for (int64_t blk = 0; blk < blocks; ++blk) {
-    float* pdw = dw ? partial.as<float>() + blk * d : nullptr;
+    float* pdw = dw ? partial + blk * d : nullptr;
     for (int64_t r = blk * kBlockRows; r < std::min(m, (blk + 1) * kBlockRows); ++r)
       row_backward(dresidual.row(r), pdw, dout.row(r), residual.row(r), w, d, eps);
   }
   if (!dw) return;
   for (int64_t blk = 0; blk < blocks; ++blk)
-    for (int64_t c = 0; c < d; ++c) dw[c] += partial.as<float>()[blk * d + c];
+    for (int64_t c = 0; c < d; ++c) dw[c] += partial[blk * d + c];
 }
 
 }  // namespace mambacpp::cpu

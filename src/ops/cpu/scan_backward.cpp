@@ -13,11 +13,11 @@
 // block order into the item's own partial rows, then the groups' partials are added in group order; dA, dD
 // and the Δ-bias gradient, sums over batch rows, get one partial per batch row, added in batch-row order.
 #include <algorithm>
-#include <vector>
 
 #include "core/buffer.h"
 #include "ops/cpu/channel_block.h"
 #include "ops/cpu/cpu_backward.h"
+#include "ops/cpu/kept_buffer.h"
 #include "ops/cpu/scratch.h"
 #include "ops/cpu/simd.h"
 #include "ops/cpu/vec_math.h"
@@ -197,11 +197,11 @@ void reduce_partials(const ScanGradParams& p, const Partials& part, int64_t grou
 void selective_scan_backward(const ScanGradParams& p, int threads) {
   const int64_t blocks = (p.e + kLanes - 1) / kLanes, groups = std::max<int64_t>(1, std::min(kGroups, blocks));
   const int64_t rows = p.b * p.l;
-  Buffer bc(size_t(groups * rows * 2 * p.n) * sizeof(float));
-  Buffer per_row(size_t(p.b * p.e * (p.n + 2)) * sizeof(float));
-  std::fill_n(bc.as<float>(), groups * rows * 2 * p.n, 0.0f);
-  const Partials part{bc.as<float>(), per_row.as<float>(), per_row.as<float>() + p.b * p.e * p.n,
-                      per_row.as<float>() + p.b * p.e * (p.n + 1)};
+  thread_local Buffer bc_mem, per_row_mem;  // kept between calls (kept_buffer.h)
+  float* bc = grown(bc_mem, size_t(groups * rows * 2 * p.n));
+  float* per_row = grown(per_row_mem, size_t(p.b * p.e * (p.n + 2)));
+  std::fill_n(bc, groups * rows * 2 * p.n, 0.0f);
+  const Partials part{bc, per_row, per_row + p.b * p.e * p.n, per_row + p.b * p.e * (p.n + 1)};
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t it = 0; it < p.b * groups; ++it) {
     const int64_t bi = it / groups, g = it % groups;
