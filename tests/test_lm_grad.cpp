@@ -55,7 +55,7 @@ TEST_P(LmGradTest, LossAndEveryGradientMatchTransformers) {
               worst_name.c_str(), worst);
 }
 
-TEST_P(LmGradTest, GradientsAccumulateAndAreBitwiseEqualForAnyThreadCount) {
+TEST_P(LmGradTest, GradientsAccumulateAreBitwiseEqualForAnyThreadCountAndAgreeInGroups) {
   TrainWorkspace ws;
   Context one(1), two(2);
   ParamGrads once(w), twice(w), threaded(w);
@@ -69,6 +69,12 @@ TEST_P(LmGradTest, GradientsAccumulateAndAreBitwiseEqualForAnyThreadCount) {
   EXPECT_CLOSE(twice.storage.as<float>(), once.storage.as<float>(), once.storage.bytes() / sizeof(float), 1e-6);
   EXPECT_EQ(lm_loss(nullptr, w, ids.data(), b, l, ws, two), a);
   EXPECT_GT(once.norm(), 0.0);
+
+  TrainWorkspace one_by_one;  // each sequence forward and backward on its own
+  one_by_one.rows_per_pass = l;
+  ParamGrads grouped(w);
+  EXPECT_NEAR(lm_loss(&grouped, w, ids.data(), b, l, one_by_one, two), a, 1e-6 * a);
+  EXPECT_CLOSE(grouped.storage.as<float>(), once.storage.as<float>(), once.storage.bytes() / sizeof(float), 1e-6);
 }
 
 // Two documents packed into one sequence (with resets) give the loss and gradients of the two run apart,

@@ -1,5 +1,6 @@
-// The LM loss and its gradient (see lm_train.h). Forward over all m = b·l rows at once, from a zero state,
-// keeping per layer what the backward needs (TrainWorkspace); then the head fused with cross-entropy (logits
+// The LM loss and its gradient (see lm_train.h). The batch is taken in groups of whole sequences of at most
+// TrainWorkspace::rows_per_pass tokens (a split fixed by b and l). Per group: forward over its m rows from a zero
+// state, keeping per layer what the backward needs (TrainWorkspace); the head fused with cross-entropy (logits
 // never held beyond a block of rows); then the backward, layer by layer in reverse:
 //   d mixer_out = dres                       (residual_{i+1} = residual_i + mixer_out_i)
 //   out_proj:  dy      = dres · W_out,            dW_out += dresᵀ · y
@@ -235,6 +236,32 @@ void check_inputs(const ModelWeights& w, const int32_t* ids, int64_t b, int64_t 
                 ids[i], i % l, i / l, v);
 }
 
+// Forward and (when g is given) backward over b sequences of l tokens, adding scale · the gradient of the
+// summed loss to g; returns the summed loss of the predicted tokens.
+double sequences_pass(const ModelGrads* g, const ModelWeights& w, const int32_t* ids, const uint8_t* doc_start,
+                      int64_t b, int64_t l, float scale, TrainWorkspace& ws, Context& ctx) {
+  const MambaConfig& c = w.config;
+  const int64_t m = b * l, d = c.d_model;
+  ws.reserve(c, m);
+  const std::vector<Run> runs = make_runs(doc_start, b, l);
+  model_forward(w, ids, m, runs, ws, ctx);
+  for (int64_t i = 0; i < m; ++i)
+    ws.targets[size_t(i)] = i % l != l - 1 && !(doc_start && doc_start[i + 1]) ? ids[i + 1] : -1;
+  const LayerActs top = layer_acts(ws, c, m, c.n_layer);
+  float* dhidden = ws.dhidden.as<float>();
+  const double sum = linear_cross_entropy(g ? matrix(dhidden, m, d, d) : Tensor{}, g ? g->lm_head : Tensor{},
+                                          matrix(top.hidden, m, d, d), w.lm_head, ws.targets.data(), scale, ctx);
+  if (!g) return sum;
+  float* dres = ws.dresidual.as<float>();
+  std::fill_n(dres, m * d, 0.0f);
+  rmsnorm_backward(matrix(dres, m, d, d), g->norm_f, matrix(dhidden, m, d, d), matrix(top.residual, m, d, d),
+                   w.norm_f, c.norm_eps, ctx);
+  for (int64_t i = c.n_layer - 1; i >= 0; --i)
+    layer_backward(w.layers[size_t(i)], g->layers[size_t(i)], layer_acts(ws, c, m, i), ws, m, runs, c, ctx);
+  embedding_backward(g->embedding, matrix(dres, m, d, d), ids, m, ctx);
+  return sum;
+}
+
 }  // namespace
 
 ParamGrads::ParamGrads(const ModelWeights& w) {
@@ -299,40 +326,21 @@ double lm_loss(ParamGrads* grads, const ModelWeights& w, const int32_t* ids, int
 double lm_loss_packed(ParamGrads* grads, const ModelWeights& w, const int32_t* ids, const uint8_t* doc_start,
                       int64_t b, int64_t l, TrainWorkspace& ws, Context& ctx) {
   check_inputs(w, ids, b, l);
-  const MambaConfig& c = w.config;
-  const int64_t m = b * l, d = c.d_model;
-  ws.reserve(c, m);
-  const std::vector<Run> runs = make_runs(doc_start, b, l);
-  model_forward(w, ids, m, runs, ws, ctx);
-
   int64_t count = 0;
-  for (int64_t i = 0; i < m; ++i) {
-    const bool predicted = i % l != l - 1 && !(doc_start && doc_start[i + 1]);
-    ws.targets[size_t(i)] = predicted ? ids[i + 1] : -1;
-    count += predicted;
-  }
+  for (int64_t i = 0; i < b * l; ++i) count += i % l != l - 1 && !(doc_start && doc_start[i + 1]);
   MAMBA_CHECK(count > 0, "lm_loss: no token to predict (every document holds a single token)");
-  const float scale = 1.0f / float(count);
-  const LayerActs top = layer_acts(ws, c, m, c.n_layer);
-  float* dhidden = ws.dhidden.as<float>();
   ModelGrads g;
   if (grads) {
     MAMBA_CHECK(grads->names.size() == w.named_parameters().size(),
                 "lm_loss: the gradients were made for a different model ({} tensors, this one has {})",
                 grads->names.size(), w.named_parameters().size());
-    g = map_grads(*grads, c);
+    g = map_grads(*grads, w.config);
   }
-  const double sum = linear_cross_entropy(grads ? matrix(dhidden, m, d, d) : Tensor{}, g.lm_head,
-                                          matrix(top.hidden, m, d, d), w.lm_head, ws.targets.data(), scale, ctx);
-  if (!grads) return sum / double(count);
-
-  float* dres = ws.dresidual.as<float>();
-  std::fill_n(dres, m * d, 0.0f);
-  rmsnorm_backward(matrix(dres, m, d, d), g.norm_f, matrix(dhidden, m, d, d), matrix(top.residual, m, d, d),
-                   w.norm_f, c.norm_eps, ctx);
-  for (int64_t i = c.n_layer - 1; i >= 0; --i)
-    layer_backward(w.layers[size_t(i)], g.layers[size_t(i)], layer_acts(ws, c, m, i), ws, m, runs, c, ctx);
-  embedding_backward(g.embedding, matrix(dres, m, d, d), ids, m, ctx);
+  const int64_t group = std::clamp(ws.rows_per_pass / l, int64_t(1), b);
+  double sum = 0;
+  for (int64_t b0 = 0; b0 < b; b0 += group)
+    sum += sequences_pass(grads ? &g : nullptr, w, ids + b0 * l, doc_start ? doc_start + b0 * l : nullptr,
+                          std::min(group, b - b0), l, 1.0f / float(count), ws, ctx);
   return sum / double(count);
 }
 

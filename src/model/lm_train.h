@@ -28,13 +28,17 @@ struct ParamGrads {
   void scale(float s);
 };
 
-// Per-call scratch memory for training, reused across calls (grown to the largest b·l seen). The forward pass
-// keeps, per layer, the activations its backward needs, for all m = b·l rows; the backward pass needs one
-// layer's worth of gradient buffers. lm_loss sizes it; callers only create it and pass it in.
+// Per-call scratch memory for training, reused across calls (grown to the largest group seen). The forward pass
+// keeps, per layer, the activations its backward needs, for the m rows of one group of sequences; the backward
+// pass needs one layer's worth of gradient buffers. lm_loss sizes it; callers create it and pass it in.
 class TrainWorkspace {
  public:
   void reserve(const MambaConfig& cfg, int64_t rows);
   int64_t rows() const { return rows_; }
+
+  // lm_loss runs the batch in groups of whole sequences of at most this many tokens (at least one sequence),
+  // forward and backward per group, which bounds the activations kept here to about this many rows.
+  int64_t rows_per_pass = 4096;
 
   // Kept by the forward pass (per layer i, then one more residual for the final norm):
   Buffer residual;  // (n_layer + 1, m, d) the residual stream entering norm i, after its add
