@@ -1,8 +1,10 @@
 // The selective scan for a single step (l = 1), as decoding runs it (interface: scan_kernel.h; mathematics:
 // ops.h). The chunked kernel of scan_kernel.cu walks whole chunks of steps, so at l = 1 most of its work is
-// padding; here one thread owns one (batch row, channel) and updates its n states in a loop:
-//   h[s] = exp(δ·A[s])·h[s] + δ·B[s]·u,   y = (Σ_s h[s]·C[s] + D·u)·silu(z).
-// B and C are read by every thread of a batch row (they stay in L1); the state row is read and written once.
+// padding. Here a group of G threads (G = n rounded up to a power of two, at most 32, so a group never straddles
+// a warp) owns one (batch row, channel); thread g updates states g, g + G, …:
+//   h[s] = exp(δ·A[s])·h[s] + δ·B[s]·u,   y = (Σ_s h[s]·C[s] + D·u)·silu(z),
+// and the group adds its partial sums with shuffles. B and C are read by every group of a batch row (they stay
+// in L1); the state is read and written once, coalesced.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -33,24 +35,29 @@ __device__ __forceinline__ float at(const SeqIn& s, int64_t bi, int64_t k) {
 }
 
 template <class In, class Out>
-__global__ void __launch_bounds__(kThreads) scan_step_kernel(ScanKernelParams p) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= p.b * p.e) return;
-  const int64_t bi = i / p.e, c = i % p.e, n = p.n;
-  const float u = at<In>(p.u, bi, c);
-  float delta = at<In>(p.dt, bi, c) + (p.dt_bias != nullptr ? p.dt_bias[c] : 0.0f);
-  if (p.dt_softplus) delta = delta > 20.0f ? delta : log1pf(expf(delta));
-  const float du = delta * u;
-  const float* A = p.A + c * n;
-  const float* h_in = p.state_in != nullptr ? p.state_in + i * n : nullptr;
-  float* h_out = p.state_out != nullptr ? p.state_out + i * n : nullptr;
-  float y = 0.0f;
-  for (int64_t s = 0; s < n; ++s) {
-    const float h0 = h_in != nullptr ? h_in[s] : 0.0f;
-    const float h = expf(delta * A[s]) * h0 + du * at<In>(p.B, bi, s);
-    y += h * at<In>(p.C, bi, s);
-    if (h_out != nullptr) h_out[s] = h;
+__global__ void __launch_bounds__(kThreads) scan_step_kernel(ScanKernelParams p, int group) {
+  const int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t i = t / group, g = t % group;
+  const bool valid = i < p.b * p.e;
+  const int64_t bi = valid ? i / p.e : 0, c = valid ? i % p.e : 0, n = p.n;
+  float y = 0.0f, u = 0.0f;
+  if (valid) {
+    u = at<In>(p.u, bi, c);
+    float delta = at<In>(p.dt, bi, c) + (p.dt_bias != nullptr ? p.dt_bias[c] : 0.0f);
+    if (p.dt_softplus) delta = delta > 20.0f ? delta : log1pf(expf(delta));
+    const float du = delta * u;
+    const float* A = p.A + c * n;
+    const float* h_in = p.state_in != nullptr ? p.state_in + i * n : nullptr;
+    float* h_out = p.state_out != nullptr ? p.state_out + i * n : nullptr;
+    for (int64_t s = g; s < n; s += group) {
+      const float h0 = h_in != nullptr ? h_in[s] : 0.0f;
+      const float h = expf(delta * A[s]) * h0 + du * at<In>(p.B, bi, s);
+      y += h * at<In>(p.C, bi, s);
+      if (h_out != nullptr) h_out[s] = h;
+    }
   }
+  for (int off = group / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
+  if (!valid || g != 0) return;
   if (p.D != nullptr) y += p.D[c] * u;
   if (p.z.p != nullptr) {
     const float z = at<In>(p.z, bi, c);
@@ -61,11 +68,13 @@ __global__ void __launch_bounds__(kThreads) scan_step_kernel(ScanKernelParams p)
 
 template <class In>
 void launch(const ScanKernelParams& p, cudaStream_t stream) {
-  const unsigned blocks = unsigned((p.b * p.e + kThreads - 1) / kThreads);
+  int group = 1;
+  while (group < 32 && group < p.n) group *= 2;
+  const unsigned blocks = unsigned((p.b * p.e * group + kThreads - 1) / kThreads);
   if (p.y_f32)
-    scan_step_kernel<In, float><<<blocks, kThreads, 0, stream>>>(p);
+    scan_step_kernel<In, float><<<blocks, kThreads, 0, stream>>>(p, group);
   else
-    scan_step_kernel<In, In><<<blocks, kThreads, 0, stream>>>(p);
+    scan_step_kernel<In, In><<<blocks, kThreads, 0, stream>>>(p, group);
   CUDA_CHECK_LAUNCH("selective_scan_forward (single step)", stream);
 }
 
