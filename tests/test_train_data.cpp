@@ -51,6 +51,21 @@ TEST(TrainData, FolderIsOneDocumentPerFileInPathOrder) {
   EXPECT_EQ(all, (std::vector<int32_t>{'a', 'a', 'b', 'b', 'b', 'c'}));
   d.save(dir.file("c.tok"));
   EXPECT_EQ(TokenData::open(dir.file("c.tok")).doc_starts(), d.doc_starts());
+  std::vector<uint8_t> flags(4, 9);
+  d.doc_start_flags(1, 4, flags.data());  // tokens 1..4: document 1 starts at token 2
+  EXPECT_EQ(flags, (std::vector<uint8_t>{0, 1, 0, 0}));
+  d.doc_start_flags(0, 6, (flags = std::vector<uint8_t>(6)).data());
+  EXPECT_EQ(flags, (std::vector<uint8_t>{0, 0, 1, 0, 0, 1}));  // the file's first token is no boundary
+  const BatchSampler s(d, TokenRange{0, 6}, 3, 2, 1);
+  std::vector<int32_t> ids(9);
+  std::vector<uint8_t> starts(9);
+  s.fill(0, ids.data(), starts.data());
+  for (int w = 0; w < 3; ++w) {
+    const int64_t at = ids[w * 3] == 'a' ? (ids[w * 3 + 1] == 'a' ? 0 : 1) : ids[w * 3 + 2] == 'b' ? 2 : 3;
+    std::vector<uint8_t> want(3);
+    d.doc_start_flags(at, 3, want.data());
+    EXPECT_EQ(std::vector<uint8_t>(starts.begin() + w * 3, starts.begin() + w * 3 + 3), want) << "window " << w;
+  }
 }
 
 TEST(TrainData, TokenizerIdsRoundTripAsSixteenBits) {

@@ -83,6 +83,20 @@ TEST(TrainLoop, ResumingIsBitIdenticalToAnUninterruptedRun) {
   EXPECT_EQ(load_model(o.out + "/latest", DType::f32).config.d_model, 32);
 }
 
+TEST(TrainLoop, TrainsOnAFolderOfDocuments) {
+  TempDir dir;
+  TrainOptions o = small_run(dir);
+  fs::create_directories(dir.path() / "docs");
+  for (int i = 0; i < 3; ++i) test::write_file(dir.file("docs/" + std::to_string(i) + ".txt"), std::string(900, char('a' + i)));
+  o.data = dir.file("docs");
+  o.steps = 3;
+  o.eval_every = 3;
+  Context ctx(2);
+  const TrainSummary s = train(o, ctx, nullptr);
+  EXPECT_TRUE(std::isfinite(s.last_loss));
+  EXPECT_TRUE(std::isfinite(s.best_val_loss));
+}
+
 TEST(TrainLoop, ResumeKeepsTheSchedule) {
   TempDir dir;
   TrainOptions o = small_run(dir);

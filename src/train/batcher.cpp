@@ -32,12 +32,13 @@ BatchSampler::BatchSampler(const TokenData& data, TokenRange range, int64_t batc
               range.size(), seq_len);
 }
 
-void BatchSampler::fill(int64_t index, int32_t* out) const {
+void BatchSampler::fill(int64_t index, int32_t* out, uint8_t* doc_start) const {
   Rng rng(mix(seed_ ^ mix(uint64_t(index) + 0x632be59bd9b4e019ull)));
   const uint64_t starts = uint64_t(range_.size() - seq_len_);
   for (int64_t bi = 0; bi < batch_; ++bi) {
     const int64_t at = range_.begin + int64_t(rng.below(starts));
     data_.copy(at, seq_len_ + 1, out + bi * (seq_len_ + 1));
+    if (doc_start != nullptr) data_.doc_start_flags(at, seq_len_ + 1, doc_start + bi * (seq_len_ + 1));
   }
 }
 

@@ -1,7 +1,8 @@
 // Batches for training and evaluation from a TokenData: the train/validation split (first 90 % / last 10 %
 // of the tokens), training windows at seeded random offsets inside the training part, and the validation part
 // cut into non-overlapping windows (ANCHORS §6). A window of seq_len predictions holds seq_len + 1 tokens:
-// inputs t and targets t + 1; consecutive validation windows share one boundary token.
+// inputs t and targets t + 1; consecutive validation windows share one boundary token. Windows may span several
+// documents: their document-start flags go with them, for lm_loss_packed to reset the state at each one.
 #pragma once
 
 #include <cstdint>
@@ -26,8 +27,9 @@ class BatchSampler {
  public:
   // Throws Error naming the data source when the range holds fewer than seq_len + 1 tokens.
   BatchSampler(const TokenData& data, TokenRange range, int64_t batch, int64_t seq_len, uint64_t seed);
-  // Fills out[batch · (seq_len + 1)] with batch number `index`.
-  void fill(int64_t index, int32_t* out) const;
+  // Fills out[batch · (seq_len + 1)] with batch number `index`, and doc_start (same shape) with the windows'
+  // document-start flags when it is not null.
+  void fill(int64_t index, int32_t* out, uint8_t* doc_start = nullptr) const;
   int64_t batch() const { return batch_; }
   int64_t window() const { return seq_len_ + 1; }
 

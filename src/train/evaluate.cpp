@@ -18,11 +18,15 @@ EvalResult evaluate(const ModelWeights& w, const TokenData& data, TokenRange ran
   if (max_windows > 0 && int64_t(starts.size()) > max_windows) starts.resize(size_t(max_windows));
   const int64_t window = seq_len + 1;
   std::vector<int32_t> ids(size_t(batch * window));
+  std::vector<uint8_t> doc_start(ids.size());
   double total = 0;
   for (size_t i = 0; i < starts.size(); i += size_t(batch)) {
     const int64_t nb = std::min<int64_t>(batch, int64_t(starts.size() - i));
-    for (int64_t bi = 0; bi < nb; ++bi) data.copy(starts[i + size_t(bi)], window, ids.data() + bi * window);
-    total += lm_loss(nullptr, w, ids.data(), nb, window, ws, ctx) * double(nb);
+    for (int64_t bi = 0; bi < nb; ++bi) {
+      data.copy(starts[i + size_t(bi)], window, ids.data() + bi * window);
+      data.doc_start_flags(starts[i + size_t(bi)], window, doc_start.data() + bi * window);
+    }
+    total += lm_loss_packed(nullptr, w, ids.data(), doc_start.data(), nb, window, ws, ctx) * double(nb);
   }
   EvalResult r;
   r.windows = int64_t(starts.size());

@@ -1,5 +1,6 @@
 // Evaluating a language model on token data: the mean next-token loss over non-overlapping windows, each from
-// a zero state, reported in nats per token, as perplexity, and in bits per token and per byte of source text.
+// a zero state and with the state reset at every document start inside it (lm_loss_packed), reported in nats per
+// token, as perplexity, and in bits per token and per byte of source text.
 #pragma once
 
 #include <cstdint>
@@ -16,7 +17,7 @@ namespace mambacpp {
 class Tokenizer;
 
 struct EvalResult {
-  double loss = 0;            // mean nats per predicted token
+  double loss = 0;            // nats per predicted token (the windows' mean, each batch weighted by its windows)
   int64_t windows = 0;
   int64_t predictions = 0;    // windows · seq_len
   double bits_per_token = 0;

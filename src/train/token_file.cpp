@@ -157,6 +157,12 @@ void TokenData::copy(int64_t begin, int64_t n, int32_t* out) const {
   for (int64_t i = 0; i < n; ++i) out[i] = (*this)[begin + i];
 }
 
+void TokenData::doc_start_flags(int64_t begin, int64_t n, uint8_t* out) const {
+  std::fill(out, out + n, uint8_t(0));
+  for (auto it = std::upper_bound(docs_.begin(), docs_.end(), begin - 1); it != docs_.end() && *it < begin + n; ++it)
+    if (*it > 0) out[*it - begin] = 1;
+}
+
 int64_t TokenData::max_token() const {
   int64_t m = 0;
   for (int64_t i = 0; i < count_; ++i) m = std::max<int64_t>(m, uint32_t((*this)[i]));

@@ -48,6 +48,8 @@ class TokenData {
   int32_t operator[](int64_t i) const;
   // Copies tokens [begin, begin + n) into out.
   void copy(int64_t begin, int64_t n, int32_t* out) const;
+  // out[i] = 1 when token begin + i starts a document (after the first token of the file), else 0.
+  void doc_start_flags(int64_t begin, int64_t n, uint8_t* out) const;
   int64_t max_token() const;
   const std::vector<int64_t>& doc_starts() const { return docs_; }
   int64_t text_bytes() const { return text_bytes_; }

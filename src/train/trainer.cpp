@@ -137,7 +137,7 @@ class Loop {
         sampler_(r.data, r.train_range, o.batch, o.seq_len, r.state.seed),
         sched_{o.lr, o.warmup, o.steps, o.min_lr_ratio}, adam_(r.w.named_parameters(), o.adam), grads_(r.w),
         log_((fs::path(o.out) / "loss_log.jsonl").string(), r.resumed_from.empty() ? -1 : r.state.step),
-        ids_(size_t(o.batch * (o.seq_len + 1))), first_step_(r.state.step) {
+        ids_(size_t(o.batch * (o.seq_len + 1))), doc_start_(ids_.size()), first_step_(r.state.step) {
     if (!r.resumed_from.empty()) load_optimizer_state(r.resumed_from, adam_);
     if (o.eval_every > 0) eval_windows(r.data, r.val_range, o.seq_len);
   }
@@ -166,8 +166,8 @@ class Loop {
     grads_.zero();
     double loss = 0;
     for (int64_t j = 0; j < o_.grad_accum; ++j) {
-      sampler_.fill(st_.next_batch++, ids_.data());
-      loss += lm_loss(&grads_, r_.w, ids_.data(), o_.batch, o_.seq_len + 1, ws_, ctx_);
+      sampler_.fill(st_.next_batch++, ids_.data(), doc_start_.data());
+      loss += lm_loss_packed(&grads_, r_.w, ids_.data(), doc_start_.data(), o_.batch, o_.seq_len + 1, ws_, ctx_);
     }
     loss /= double(o_.grad_accum);
     if (o_.grad_accum > 1) grads_.scale(float(1.0 / double(o_.grad_accum)));
@@ -219,6 +219,7 @@ class Loop {
   TrainWorkspace ws_;
   LossLog log_;
   std::vector<int32_t> ids_;
+  std::vector<uint8_t> doc_start_;  // documents packed in a window: the state is reset at each start
   int64_t first_step_;
   double seconds_ = 0;
 };

@@ -1,5 +1,6 @@
 // The training loop: a Mamba-1 LM trained on token data with AdamW, the warm-up + cosine schedule, global
-// gradient clipping and gradient accumulation; periodic validation; checkpoints (latest and best) that a
+// gradient clipping and gradient accumulation; documents packed into one window are kept apart (the state is
+// reset at each document start, lm_loss_packed); periodic validation; checkpoints (latest and best) that a
 // later run resumes bit-identically; a JSON-lines loss log and, at the end, a PNG loss chart.
 #pragma once
 
