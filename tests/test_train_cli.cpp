@@ -1,8 +1,12 @@
 // Tests of `mambacpp train` and `mambacpp eval` through the built CLI: a short run writes its checkpoints,
 // loss log and chart and prints progress and validation lines; eval reads the checkpoint back; a preempted
-// run resumes; bad options and data end in exit code 1 with a message and leave no checkpoint behind.
+// run resumes; bad options and data end in exit code 1 with a message and leave no checkpoint behind; a disk
+// that fills up while saving (the file-size limit standing in for it) leaves the previous checkpoint intact.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
+#include <csignal>
+#include <algorithm>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -34,8 +38,19 @@ std::vector<std::string> small_args(const TempDir& dir) {
           "--eval-windows", "3", "--log-every", "1", "--threads", "1"};
 }
 
+// `args` with each option of `more` (flags, or option-value pairs) set: a value replaces the option's value
+// when the option is already there, anything else is appended.
 std::vector<std::string> with(std::vector<std::string> args, const std::vector<std::string>& more) {
-  args.insert(args.end(), more.begin(), more.end());
+  for (size_t i = 0; i < more.size(); ++i) {
+    const bool has_value = i + 1 < more.size() && more[i + 1].rfind("--", 0) != 0;
+    const auto at = std::find(args.begin(), args.end(), more[i]);
+    if (has_value && at != args.end()) {
+      *(at + 1) = more[++i];
+      continue;
+    }
+    args.push_back(more[i]);
+    if (has_value) args.push_back(more[++i]);
+  }
   return args;
 }
 
@@ -73,7 +88,7 @@ TEST(TrainCli, BadInputExitsWithAMessage) {
     const test::RunResult r = run_cli(a);
     EXPECT_EQ(r.code, 1) << r.out;
     EXPECT_NE(r.err.find(expect), std::string::npos) << r.err;
-    EXPECT_FALSE(fs::exists(dir.file("out/latest")));
+    EXPECT_FALSE(fs::exists(dir.file("out")));
   };
   fails(with(args, {"--device", "cuda"}), "--device cuda");
   fails(with(args, {"--steps", "-5"}), "--steps");
@@ -88,6 +103,28 @@ TEST(TrainCli, BadInputExitsWithAMessage) {
   a[2] = dir.file("nope.txt");
   fails(a, "nope.txt");
   fails({"eval", "-m", dir.file("missing-model"), "--data", dir.file("text.txt")}, "missing-model");
+}
+
+TEST(TrainCli, AFullDiskKeepsThePreviousCheckpoint) {
+  TempDir dir;
+  const std::vector<std::string> args = small_args(dir);
+  ASSERT_EQ(run_cli(with(args, {"--stop-after", "1", "--eval-every", "0"})).code, 0);
+  const std::string before = test::read_file(dir.file("out/latest/model.safetensors"));
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  rlimit lim = old;
+  lim.rlim_cur = 32 * 1024;  // the optimizer state of this model is larger
+  const auto old_handler = signal(SIGXFSZ, SIG_IGN);  // inherited by the CLI: writes fail with EFBIG instead
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  const test::RunResult r = run_cli(with(args, {"--resume", "--eval-every", "0"}));
+  setrlimit(RLIMIT_FSIZE, &old);
+  signal(SIGXFSZ, old_handler);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("write failed"), std::string::npos) << r.err;
+  EXPECT_EQ(fs::read_symlink(dir.file("out/latest")).string(), "step-0000001");
+  EXPECT_EQ(test::read_file(dir.file("out/latest/model.safetensors")), before);
+  for (const auto& e : fs::directory_iterator(dir.file("out")))
+    EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
 }
 
 }  // namespace

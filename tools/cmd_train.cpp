@@ -48,7 +48,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--seq-len", t.seq_len, "predicted tokens per sequence")->capture_default_str();
   cmd->add_option("--grad-accum", t.grad_accum, "micro-batches per optimizer step")->capture_default_str();
   cmd->add_option("--lr", t.lr, "peak learning rate")->capture_default_str();
-  cmd->add_option("--warmup", t.warmup, "linear warm-up steps")->capture_default_str();
+  cmd->add_option("--warmup", t.warmup, "linear warm-up steps (default: min(100, --steps))");
   cmd->add_option("--min-lr-ratio", t.min_lr_ratio, "learning rate at the last step, as a fraction of --lr")
       ->capture_default_str();
   cmd->add_option("--weight-decay", t.adam.weight_decay, "AdamW weight decay (matrices only)")->capture_default_str();

@@ -30,6 +30,12 @@ using nlohmann::json;
 
 namespace {
 
+// The options with defaults that depend on others resolved (warm-up: min(100, steps)).
+TrainOptions resolved(TrainOptions o) {
+  if (o.warmup == -1) o.warmup = std::min<int64_t>(100, std::max<int64_t>(o.steps, 0));
+  return o;
+}
+
 void validate(const TrainOptions& o) {
   MAMBA_CHECK(!o.data.empty(), "--data is required");
   MAMBA_CHECK(!o.out.empty(), "--out is required");
@@ -94,9 +100,6 @@ void setup(const TrainOptions& o, Run& r, std::FILE* progress) {
   if (!o.tokenizer.empty()) r.tok = Tokenizer::from_file(o.tokenizer);
   r.data = TokenData::load(o.data, r.tok ? &*r.tok : nullptr);
   split_tokens(r.data.size(), 0.9, r.train_range, r.val_range);
-  std::error_code ec;
-  fs::create_directories(o.out, ec);
-  MAMBA_CHECK(fs::is_directory(o.out), "--out {}: cannot create the folder: {}", o.out, ec.message());
   const std::string latest = latest_checkpoint(o.out);
   MAMBA_CHECK(o.resume || latest.empty(),
               "--out {} already holds a checkpoint; pass --resume to continue it or choose another folder", o.out);
@@ -119,6 +122,11 @@ void setup(const TrainOptions& o, Run& r, std::FILE* progress) {
   if (o.resume && latest.empty() && progress != nullptr)
     std::fprintf(progress, "no checkpoint in %s to resume; starting at step 0\n", o.out.c_str());
   check_vocabulary(r.data, r.tok ? &*r.tok : nullptr, r.w.config, r.model_source);
+  BatchSampler(r.data, r.train_range, o.batch, o.seq_len, o.seed);  // throws when the data is too short
+  if (o.eval_every > 0) eval_windows(r.data, r.val_range, o.seq_len);
+  std::error_code ec;
+  fs::create_directories(o.out, ec);
+  MAMBA_CHECK(fs::is_directory(o.out), "--out {}: cannot create the folder: {}", o.out, ec.message());
 }
 
 void print_validation(std::FILE* progress, int64_t step, const EvalResult& e, const TrainerState& s) {
@@ -139,7 +147,6 @@ class Loop {
         log_((fs::path(o.out) / "loss_log.jsonl").string(), r.resumed_from.empty() ? -1 : r.state.step),
         ids_(size_t(o.batch * (o.seq_len + 1))), doc_start_(ids_.size()), first_step_(r.state.step) {
     if (!r.resumed_from.empty()) load_optimizer_state(r.resumed_from, adam_);
-    if (o.eval_every > 0) eval_windows(r.data, r.val_range, o.seq_len);
   }
 
   TrainSummary run() {
@@ -233,7 +240,8 @@ void refresh_derived(ModelWeights& w) {
   }
 }
 
-TrainSummary train(const TrainOptions& o, Context& ctx, std::FILE* progress) {
+TrainSummary train(const TrainOptions& options, Context& ctx, std::FILE* progress) {
+  const TrainOptions o = resolved(options);
   validate(o);
   Run r;
   setup(o, r, progress);

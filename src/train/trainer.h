@@ -27,7 +27,7 @@ struct TrainOptions {
   int64_t seq_len = 256;    // predicted tokens per sequence
   int64_t grad_accum = 1;   // micro-batches per optimizer step
   double lr = 2e-3;
-  int64_t warmup = 100;
+  int64_t warmup = -1;      // linear warm-up steps; -1: min(100, steps)
   double min_lr_ratio = 0.1;
   AdamWOptions adam;
   double clip = 1.0;        // global gradient-norm limit (0: none)
