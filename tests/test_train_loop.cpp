@@ -1,5 +1,5 @@
-// Tests of the training loop on a small model: resuming gives bit-identical losses and weights to an
-// uninterrupted run, checkpoints and outputs appear, every bad input ends in an Error naming its cause and
+// Tests of the training loop on a small model: gradient accumulation averages the micro-batches, resuming gives
+// bit-identical losses and weights to an uninterrupted run, checkpoints and outputs appear, every bad input ends in an Error naming its cause and
 // leaves the last good checkpoint, and (with ../shared present) the loss on Tiny Shakespeare falls steeply.
 #include <gtest/gtest.h>
 
@@ -12,6 +12,8 @@
 #include "model/loader.h"
 #include "model/presets.h"
 #include "support/test_util.h"
+#include "model/lm_train.h"
+#include "train/batcher.h"
 #include "train/checkpoint.h"
 #include "train/loss_log.h"
 #include "train/trainer.h"
@@ -81,6 +83,47 @@ TEST(TrainLoop, ResumingIsBitIdenticalToAnUninterruptedRun) {
   EXPECT_EQ(weights_bytes(o.out + "/latest"), ref_weights);
   EXPECT_EQ(rest.best_val_loss, whole.best_val_loss);
   EXPECT_EQ(load_model(o.out + "/latest", DType::f32).config.d_model, 32);
+}
+
+// One step with two micro-batches equals AdamW on the mean of their gradients, computed here step by step.
+TEST(TrainLoop, GradientAccumulationAveragesTheMicroBatches) {
+  TempDir dir;
+  TrainOptions o = small_run(dir);
+  o.steps = 1;
+  o.grad_accum = 2;
+  o.eval_every = 0;
+  o.warmup = 0;
+  o.clip = 0;
+  o.adam.eps = 1.0;  // makes the update depend on the gradients' scale, which Adam otherwise divides out
+  Context ctx(2);
+  train(o, ctx, nullptr);
+  const ModelWeights trained = load_model(o.out + "/latest", DType::f32);
+
+  MambaConfig cfg = MambaConfig::from_json_file(o.config);
+  cfg.fill_derived();
+  ModelWeights w = ModelWeights::random(cfg, DType::f32, o.seed);
+  const TokenData data = TokenData::load(o.data, nullptr);
+  TokenRange tr, va;
+  split_tokens(data.size(), 0.9, tr, va);
+  const BatchSampler sampler(data, tr, o.batch, o.seq_len, o.seed);
+  ParamGrads grads(w), g2(w);
+  grads.zero();
+  TrainWorkspace ws;
+  std::vector<int32_t> ids(size_t(o.batch * (o.seq_len + 1)));
+  double loss = 0;
+  for (int j = 0; j < 2; ++j) {
+    sampler.fill(j, ids.data());
+    g2.zero();
+    loss += 0.5 * lm_loss(&g2, w, ids.data(), o.batch, o.seq_len + 1, ws, ctx);
+    for (size_t p = 0; p < grads.grads.size(); ++p)
+      for (int64_t i = 0; i < grads.grads[p].numel(); ++i) grads.grads[p].f32()[i] += 0.5f * g2.grads[p].f32()[i];
+  }
+  EXPECT_NEAR(train_losses(o.out).at(0).second, loss, 1e-12);
+  AdamW adam(w.named_parameters(), o.adam);
+  adam.step(grads.grads, o.lr * o.min_lr_ratio);  // one step: the last, at the floor
+  const auto a = w.named_parameters(), b = trained.named_parameters();
+  for (size_t p = 0; p < a.size(); ++p)
+    EXPECT_CLOSE(b[p].second.f32(), a[p].second.f32(), size_t(a[p].second.numel()), 1e-6) << a[p].first;
 }
 
 TEST(TrainLoop, TrainsOnAFolderOfDocuments) {

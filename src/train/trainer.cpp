@@ -72,7 +72,7 @@ void check_same_settings(const json& now, const json& saved, const std::string& 
 }
 
 MambaConfig config_for(const TrainOptions& o) {
-  const bool is_file = o.config.ends_with(".json") || fs::exists(o.config);
+  const bool is_file = o.config.ends_with(".json") || o.config.find('/') != std::string::npos;
   MambaConfig cfg = is_file ? MambaConfig::from_json_file(o.config) : preset_config(o.config);
   cfg.fill_derived();
   cfg.validate(o.config);
