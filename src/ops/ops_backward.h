@@ -36,7 +36,9 @@ void rmsnorm_backward(Tensor dresidual, Tensor dw, Tensor dout, Tensor residual,
 // xx = state_in (b, e, k-1) then x (b, l, e):
 //   dpre = dout · act'(pre);  dxx[p] = Σ_j w[c, j] · dpre[p − j];  dx (b, l, e) = dxx[k-1 ..];
 //   dstate_in (b, e, k-1) = dxx[.. k-1];  dw (e, k) += Σ_{b,t} dpre · xx[t + j];  dbias (e) += Σ_{b,t} dpre.
-// dw, dbias, dstate_in may be undefined; state_in undefined means zeros (as in the forward).
+// dw, dbias, dstate_in may be undefined; state_in undefined means zeros (as in the forward). The forward's
+// state_out takes no gradient here: a loss that depends on it (a sequence split into chunks whose backward
+// passes are chained) is not supported by this op.
 void conv1d_causal_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dstate_in, Tensor dout, Tensor x, Tensor w,
                             Tensor bias, Tensor state_in, bool apply_silu, Context& ctx);
 
