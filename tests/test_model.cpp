@@ -170,7 +170,9 @@ TEST(LongPrompt, ChunkedPrefillMatchesSinglePass) {
     ForwardOptions fo;
     fo.chunk = chunk;
     lm_forward(Tensor(out, DType::f32, {1, v}), state, w, ids.data(), l, fo, ws, ctx);
-    if (chunk == 97) EXPECT_EQ(ws.rows(), 97);
+    if (chunk == 97) {
+      EXPECT_EQ(ws.rows(), 97);
+    }
   }
   EXPECT_CLOSE(b.data(), a.data(), size_t(v), 1e-5);
 }
