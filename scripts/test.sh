@@ -11,6 +11,6 @@ scripts/setup.sh
 scripts/build.sh
 (cd build && ctest --output-on-failure -j "$jobs")
 if [ "$sanitize" = 1 ]; then
-  BUILD_DIR=build-asan scripts/build.sh -DMAMBACPP_SANITIZE=address,undefined -DMAMBACPP_CUDA=OFF
+  BUILD_DIR=build-asan scripts/build.sh -DMAMBACPP_SANITIZE=address,undefined -DMAMBACPP_CUDA=OFF -DMAMBACPP_BENCH=OFF
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j "$jobs")
 fi
