@@ -41,10 +41,6 @@ struct Limits {
 };
 Limits g_limits;
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 struct Timing {
   double median_s, best_s;
 };

@@ -1,6 +1,8 @@
 // Safetensors reading (validated, memory-mapped), sharded checkpoints, and atomic writing (see safetensors.h).
 #include "io/safetensors.h"
 
+#include "io/atomic_file.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -289,46 +291,6 @@ std::string TensorStore::source(const std::string& name) const {
 
 namespace {
 
-void write_all(int fd, const void* data, size_t n, const std::string& path) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    MAMBA_CHECK(w > 0, "{}: write failed: {}", path, w < 0 ? std::strerror(errno) : "no progress");
-    p += w;
-    n -= size_t(w);
-  }
-}
-
-// Runs `body` on a temporary file beside `path`, then flushes it to disk and renames it over `path`. On any
-// failure the temporary file is removed and `path` is untouched.
-void write_atomically(const std::string& path, const std::function<void(int fd)>& body) {
-  std::string tmp = path + ".tmp-XXXXXX";
-  int fd = ::mkstemp(tmp.data());
-  MAMBA_CHECK(fd >= 0, "{}: cannot create a temporary file beside it: {}", path, std::strerror(errno));
-  try {
-    MAMBA_CHECK(::fchmod(fd, 0644) == 0, "{}: cannot set permissions: {}", tmp, std::strerror(errno));
-    body(fd);
-    MAMBA_CHECK(::fsync(fd) == 0, "{}: cannot flush to disk: {}", path, std::strerror(errno));
-    const int rc = ::close(fd);
-    fd = -1;
-    MAMBA_CHECK(rc == 0, "{}: cannot close: {}", path, std::strerror(errno));
-    MAMBA_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, "{}: cannot replace it with the new file: {}", path,
-                std::strerror(errno));
-  } catch (...) {
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  // Make the rename itself durable; the new file is complete and in place whether or not this succeeds.
-  const std::string parent = fs::path(path).parent_path().string();
-  const int dfd = ::open(parent.empty() ? "." : parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-}
-
 std::string tensor_header(const Tensor& t, uint64_t begin) {
   json shape = json::array();
   for (int i = 0; i < t.ndim; ++i) shape.push_back(t.shape[i]);
@@ -370,7 +332,7 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
   }
   header += '}';
   header.resize((header.size() + 7) / 8 * 8, ' ');
-  write_atomically(path, [&](int fd) {
+  write_file_atomic(path, [&](int fd) {
     uint8_t len[8];
     for (int i = 0; i < 8; ++i) len[i] = uint8_t(uint64_t(header.size()) >> (8 * i));
     write_all(fd, len, 8, path);

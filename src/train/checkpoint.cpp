@@ -12,7 +12,7 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
-#include "train/atomic_file.h"
+#include "io/atomic_file.h"
 
 namespace mambacpp {
 

@@ -6,7 +6,7 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "train/atomic_file.h"
+#include "io/atomic_file.h"
 
 namespace mambacpp {
 

@@ -10,7 +10,7 @@
 #include "core/error.h"
 #include "io/mapped_file.h"
 #include "io/tokenizer.h"
-#include "train/atomic_file.h"
+#include "io/atomic_file.h"
 
 namespace mambacpp {
 

@@ -1,5 +1,5 @@
 // Atomic file and link replacement (atomic_file.h).
-#include "train/atomic_file.h"
+#include "io/atomic_file.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -28,19 +28,24 @@ void sync_parent(const std::string& path) {
 
 }  // namespace
 
-void write_file_atomic(const std::string& path, std::string_view bytes) {
+void write_all(int fd, const void* data, size_t n, const std::string& path) {
+  const auto* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    MAMBA_CHECK(w > 0, "{}: write failed: {}", path, w < 0 ? std::strerror(errno) : "no space written");
+    p += w;
+    n -= size_t(w);
+  }
+}
+
+void write_file_atomic(const std::string& path, const std::function<void(int fd)>& body) {
   std::string tmp = path + ".tmp-XXXXXX";
   int fd = ::mkstemp(tmp.data());
   MAMBA_CHECK(fd >= 0, "{}: cannot create a temporary file beside it: {}", path, std::strerror(errno));
   try {
     MAMBA_CHECK(::fchmod(fd, 0644) == 0, "{}: cannot set permissions: {}", tmp, std::strerror(errno));
-    size_t done = 0;
-    while (done < bytes.size()) {
-      const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-      if (w < 0 && errno == EINTR) continue;
-      MAMBA_CHECK(w > 0, "{}: write failed: {}", path, w < 0 ? std::strerror(errno) : "no space written");
-      done += size_t(w);
-    }
+    body(fd);
     MAMBA_CHECK(::fsync(fd) == 0, "{}: cannot flush to disk: {}", path, std::strerror(errno));
     const int rc = ::close(fd);
     fd = -1;
@@ -52,7 +57,12 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
     ::unlink(tmp.c_str());
     throw;
   }
+  // Make the rename itself durable; the new file is complete and in place whether or not this succeeds.
   sync_parent(path);
+}
+
+void write_file_atomic(const std::string& path, std::string_view bytes) {
+  write_file_atomic(path, [&](int fd) { write_all(fd, bytes.data(), bytes.size(), path); });
 }
 
 std::string read_whole_file(const std::string& path) {
