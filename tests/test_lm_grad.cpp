@@ -120,6 +120,41 @@ TEST_P(LmGradTest, PackedDocumentsNeverSeeEachOther) {
   EXPECT_EQ(std::memcmp(plain.storage.data(), flagged.storage.data(), plain.storage.bytes()), 0);
 }
 
+// Explicit targets: the next ids give lm_loss bit for bit; a subset of positions gives the mean over that subset
+// (each position's loss read from a one-position target set), with the matching gradient.
+TEST_P(LmGradTest, ExplicitTargetsSelectThePredictedPositions) {
+  Context ctx(2);
+  TrainWorkspace ws;
+  std::vector<int32_t> next(size_t(b * l), -1);
+  for (int64_t i = 0; i < b * l; ++i)
+    if (i % l != l - 1) next[size_t(i)] = ids[size_t(i + 1)];
+  ParamGrads plain(w), explicit_next(w);
+  EXPECT_EQ(lm_loss(&plain, w, ids.data(), b, l, ws, ctx),
+            lm_loss_targets(&explicit_next, w, ids.data(), next.data(), b, l, ws, ctx));
+  EXPECT_EQ(std::memcmp(plain.storage.data(), explicit_next.storage.data(), plain.storage.bytes()), 0);
+
+  // Two scored positions with arbitrary targets: the mean of the two one-position losses and gradients.
+  const int64_t p0 = 1, p1 = b * l - 1;
+  std::vector<int32_t> some(size_t(b * l), -1), only0(size_t(b * l), -1), only1(size_t(b * l), -1);
+  some[p0] = only0[p0] = 3;
+  some[p1] = only1[p1] = 0;
+  ParamGrads both(w), g0(w), g1(w);
+  const double loss = lm_loss_targets(&both, w, ids.data(), some.data(), b, l, ws, ctx);
+  const double l0 = lm_loss_targets(&g0, w, ids.data(), only0.data(), b, l, ws, ctx);
+  const double l1 = lm_loss_targets(&g1, w, ids.data(), only1.data(), b, l, ws, ctx);
+  EXPECT_NEAR(loss, 0.5 * (l0 + l1), 1e-6 * loss);
+  for (size_t i = 0; i < both.storage.bytes() / sizeof(float); ++i)
+    g0.storage.as<float>()[i] = 0.5f * (g0.storage.as<float>()[i] + g1.storage.as<float>()[i]);
+  EXPECT_CLOSE(both.storage.as<float>(), g0.storage.as<float>(), both.storage.bytes() / sizeof(float), 1e-5);
+
+  const std::vector<int32_t> none(size_t(b * l), -1);
+  expect_error([&] { lm_loss_targets(nullptr, w, ids.data(), none.data(), b, l, ws, ctx); }, {"no token to predict"});
+  std::vector<int32_t> bad = none;
+  bad[2] = int32_t(w.config.vocab_size);
+  expect_error([&] { lm_loss_targets(nullptr, w, ids.data(), bad.data(), b, l, ws, ctx); },
+               {"target", "position 2", "out of range"});
+}
+
 INSTANTIATE_TEST_SUITE_P(Golden, LmGradTest, ::testing::ValuesIn(golden_model_names()));
 
 TEST(LmLoss, RefusesBadInputs) {

@@ -225,28 +225,36 @@ void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs
                    c.norm_eps, ctx);
 }
 
-void check_inputs(const ModelWeights& w, const int32_t* ids, int64_t b, int64_t l) {
+void check_inputs(const ModelWeights& w, const int32_t* ids, int64_t b, int64_t l, int64_t min_l) {
   MAMBA_CHECK(w.matrix_dtype == DType::f32, "lm_loss: training needs f32 weights, these hold {} matrices",
               dtype_name(w.matrix_dtype));
   MAMBA_CHECK(b >= 1, "lm_loss: batch size must be at least 1, got {}", b);
-  MAMBA_CHECK(l >= 2, "lm_loss: sequences need at least 2 tokens to predict one, got {}", l);
+  MAMBA_CHECK(l >= min_l, "lm_loss: sequences need at least {} tokens to predict one, got {}", min_l, l);
   const int64_t v = w.config.vocab_size;
   for (int64_t i = 0; i < b * l; ++i)
     MAMBA_CHECK(ids[i] >= 0 && ids[i] < v, "lm_loss: token id {} at position {} of sequence {} is out of range [0, {})",
                 ids[i], i % l, i / l, v);
 }
 
+// The target of each of the m = b·l positions: explicit ones, or the next token of the same document.
+void fill_targets(int32_t* out, const int32_t* ids, const uint8_t* doc_start, const int32_t* targets, int64_t m,
+                  int64_t l) {
+  for (int64_t i = 0; i < m; ++i)
+    out[i] = targets                                               ? std::max(targets[i], -1)
+             : i % l != l - 1 && !(doc_start && doc_start[i + 1]) ? ids[i + 1]
+                                                                   : -1;
+}
+
 // Forward and (when g is given) backward over b sequences of l tokens, adding scale · the gradient of the
 // summed loss to g; returns the summed loss of the predicted tokens.
 double sequences_pass(const ModelGrads* g, const ModelWeights& w, const int32_t* ids, const uint8_t* doc_start,
-                      int64_t b, int64_t l, float scale, TrainWorkspace& ws, Context& ctx) {
+                      const int32_t* targets, int64_t b, int64_t l, float scale, TrainWorkspace& ws, Context& ctx) {
   const MambaConfig& c = w.config;
   const int64_t m = b * l, d = c.d_model;
   ws.reserve(c, m);
   const std::vector<Run> runs = make_runs(doc_start, b, l);
   model_forward(w, ids, m, runs, ws, ctx);
-  for (int64_t i = 0; i < m; ++i)
-    ws.targets[size_t(i)] = i % l != l - 1 && !(doc_start && doc_start[i + 1]) ? ids[i + 1] : -1;
+  fill_targets(ws.targets.data(), ids, doc_start, targets, m, l);
   const LayerActs top = layer_acts(ws, c, m, c.n_layer);
   float* dhidden = ws.dhidden.as<float>();
   const double sum = linear_cross_entropy(g ? matrix(dhidden, m, d, d) : Tensor{}, g ? g->lm_head : Tensor{},
@@ -260,6 +268,27 @@ double sequences_pass(const ModelGrads* g, const ModelWeights& w, const int32_t*
     layer_backward(w.layers[size_t(i)], g->layers[size_t(i)], layer_acts(ws, c, m, i), ws, m, runs, c, ctx);
   embedding_backward(g->embedding, matrix(dres, m, d, d), ids, m, ctx);
   return sum;
+}
+
+// The batch in groups of whole sequences (TrainWorkspace::rows_per_pass), each forward and backward; the mean
+// of the loss over `count` predicted positions, its gradient added to grads.
+double loss_over_groups(ParamGrads* grads, const ModelWeights& w, const int32_t* ids, const uint8_t* doc_start,
+                        const int32_t* targets, int64_t b, int64_t l, int64_t count, TrainWorkspace& ws,
+                        Context& ctx) {
+  ModelGrads g;
+  if (grads) {
+    MAMBA_CHECK(grads->names.size() == w.named_parameters().size(),
+                "lm_loss: the gradients were made for a different model ({} tensors, this one has {})",
+                grads->names.size(), w.named_parameters().size());
+    g = map_grads(*grads, w.config);
+  }
+  const int64_t group = std::clamp(ws.rows_per_pass / l, int64_t(1), b);
+  double sum = 0;
+  for (int64_t b0 = 0; b0 < b; b0 += group)
+    sum += sequences_pass(grads ? &g : nullptr, w, ids + b0 * l, doc_start ? doc_start + b0 * l : nullptr,
+                          targets ? targets + b0 * l : nullptr, std::min(group, b - b0), l, 1.0f / float(count), ws,
+                          ctx);
+  return sum / double(count);
 }
 
 }  // namespace
@@ -325,23 +354,25 @@ double lm_loss(ParamGrads* grads, const ModelWeights& w, const int32_t* ids, int
 
 double lm_loss_packed(ParamGrads* grads, const ModelWeights& w, const int32_t* ids, const uint8_t* doc_start,
                       int64_t b, int64_t l, TrainWorkspace& ws, Context& ctx) {
-  check_inputs(w, ids, b, l);
+  check_inputs(w, ids, b, l, 2);
   int64_t count = 0;
   for (int64_t i = 0; i < b * l; ++i) count += i % l != l - 1 && !(doc_start && doc_start[i + 1]);
   MAMBA_CHECK(count > 0, "lm_loss: no token to predict (every document holds a single token)");
-  ModelGrads g;
-  if (grads) {
-    MAMBA_CHECK(grads->names.size() == w.named_parameters().size(),
-                "lm_loss: the gradients were made for a different model ({} tensors, this one has {})",
-                grads->names.size(), w.named_parameters().size());
-    g = map_grads(*grads, w.config);
+  return loss_over_groups(grads, w, ids, doc_start, nullptr, b, l, count, ws, ctx);
+}
+
+double lm_loss_targets(ParamGrads* grads, const ModelWeights& w, const int32_t* ids, const int32_t* targets,
+                       int64_t b, int64_t l, TrainWorkspace& ws, Context& ctx) {
+  check_inputs(w, ids, b, l, 1);
+  const int64_t v = w.config.vocab_size;
+  int64_t count = 0;
+  for (int64_t i = 0; i < b * l; ++i) {
+    MAMBA_CHECK(targets[i] < v, "lm_loss: target {} at position {} of sequence {} is out of range [0, {})",
+                targets[i], i % l, i / l, v);
+    count += targets[i] >= 0;
   }
-  const int64_t group = std::clamp(ws.rows_per_pass / l, int64_t(1), b);
-  double sum = 0;
-  for (int64_t b0 = 0; b0 < b; b0 += group)
-    sum += sequences_pass(grads ? &g : nullptr, w, ids + b0 * l, doc_start ? doc_start + b0 * l : nullptr,
-                          std::min(group, b - b0), l, 1.0f / float(count), ws, ctx);
-  return sum / double(count);
+  MAMBA_CHECK(count > 0, "lm_loss: no token to predict (every target is negative)");
+  return loss_over_groups(grads, w, ids, nullptr, targets, b, l, count, ws, ctx);
 }
 
 }  // namespace mambacpp

@@ -72,4 +72,11 @@ double lm_loss(ParamGrads* grads, const ModelWeights& w, const int32_t* ids, int
 double lm_loss_packed(ParamGrads* grads, const ModelWeights& w, const int32_t* ids, const uint8_t* doc_start,
                       int64_t b, int64_t l, TrainWorkspace& ws, Context& ctx);
 
+// lm_loss with explicit targets (b, l), row-major like ids: position t of sequence bi is trained to predict
+// targets[bi·l + t], and a negative target is not predicted (for tasks scored only at some positions). The
+// mean runs over the non-negative targets (at least one is required); each sequence starts from a zero state.
+// Ids and targets are range-checked.
+double lm_loss_targets(ParamGrads* grads, const ModelWeights& w, const int32_t* ids, const int32_t* targets,
+                       int64_t b, int64_t l, TrainWorkspace& ws, Context& ctx);
+
 }  // namespace mambacpp
