@@ -1,0 +1,106 @@
+// selective_scan_backward on the GPU (cuda_scan_backward.h): checks what is particular to the CUDA kernel, fills
+// its parameters and runs scan_backward_kernel.cu on the Context's stream with the Context's scratch memory.
+#include <array>
+#include <string>
+#include <utility>
+
+#include "core/cuda/cuda_state.h"
+#include "core/error.h"
+#include "ops/cuda/cuda_scan_backward.h"
+#include "ops/cuda/scan_backward_kernel.h"
+
+namespace mambacpp {
+namespace {
+
+using Named = std::pair<const char*, const Tensor*>;
+
+bool refuse(std::string* why, std::string msg) {
+  if (why != nullptr) *why = std::move(msg);
+  return false;
+}
+
+cuda::GradSeq seq(const Tensor& t) { return {t.defined() ? t.f32() : nullptr, t.stride[0], t.stride[1]}; }
+
+float* data_or_null(const Tensor& t) { return t.defined() ? t.f32() : nullptr; }
+
+// Checks the CUDA-specific conditions and fills the kernel's parameters.
+bool make_params(const ScanGradArgs& a, cuda::ScanGradKernelParams* p, std::string* why) {
+  const std::array<Named, 20> all{{{"du", &a.du},       {"ddt", &a.ddt},         {"dB", &a.dB},
+                                   {"dC", &a.dC},       {"dz", &a.dz},           {"dstate_in", &a.dstate_in},
+                                   {"dA", &a.dA},       {"dD", &a.dD},           {"ddt_bias", &a.ddt_bias},
+                                   {"dy", &a.dy},       {"dstate_out", &a.dstate_out}, {"u", &a.u},
+                                   {"dt", &a.dt},       {"A", &a.A},             {"B", &a.B},
+                                   {"C", &a.C},         {"D", &a.D},             {"z", &a.z},
+                                   {"dt_bias", &a.dt_bias}, {"state_in", &a.state_in}}};
+  for (const auto& [name, t] : all) {
+    if (!t->defined()) continue;
+    if (t->device != Device::cuda)
+      return refuse(why, fmt::format("{} is on {}; the CUDA selective scan backward needs every tensor on cuda",
+                                     name, device_name(t->device)));
+    if (t->dtype != DType::f32)
+      return refuse(why, fmt::format("{} is {}; the CUDA selective scan backward supports f32 only", name,
+                                     dtype_name(t->dtype)));
+  }
+  if (a.u.ndim != 3) return refuse(why, fmt::format("u must have shape [b, l, e], got {}", a.u.shape_str()));
+  if (a.A.ndim != 2) return refuse(why, fmt::format("A must have shape [e, n], got {}", a.A.shape_str()));
+  const int64_t b = a.u.shape[0], l = a.u.shape[1], e = a.u.shape[2], n = a.A.shape[1];
+  const std::array<std::pair<Named, int64_t>, 11> seqs{{{{"u", &a.u}, e},
+                                                        {{"dt", &a.dt}, e},
+                                                        {{"dy", &a.dy}, e},
+                                                        {{"z", &a.z}, e},
+                                                        {{"du", &a.du}, e},
+                                                        {{"ddt", &a.ddt}, e},
+                                                        {{"dz", &a.dz}, e},
+                                                        {{"B", &a.B}, n},
+                                                        {{"C", &a.C}, n},
+                                                        {{"dB", &a.dB}, n},
+                                                        {{"dC", &a.dC}, n}}};
+  for (const auto& [named, k] : seqs) {
+    const Tensor& t = *named.second;
+    if (!t.defined()) continue;
+    if (t.ndim != 3 || t.shape[0] != b || t.shape[1] != l || t.shape[2] != k)
+      return refuse(why, fmt::format("{} must have shape [{}, {}, {}], got {}", named.first, b, l, k,
+                                     t.shape_str()));
+    if (k > 1 && t.stride[2] != 1)
+      return refuse(why, fmt::format("{} must have a contiguous last dimension (stride {})", named.first,
+                                     t.stride[2]));
+    if (t.stride[0] < 0 || t.stride[1] < 0) return refuse(why, fmt::format("{} has a negative stride", named.first));
+  }
+  for (const auto& [name, t] : {Named{"A", &a.A}, Named{"D", &a.D}, Named{"dt_bias", &a.dt_bias},
+                                Named{"state_in", &a.state_in}, Named{"dA", &a.dA}, Named{"dD", &a.dD},
+                                Named{"ddt_bias", &a.ddt_bias}, Named{"dstate_in", &a.dstate_in},
+                                Named{"dstate_out", &a.dstate_out}})
+    if (t->defined() && !t->is_contiguous()) return refuse(why, fmt::format("{} must be contiguous", name));
+
+  p->b = b, p->l = l, p->e = e, p->n = n;
+  p->du = seq(a.du), p->ddt = seq(a.ddt), p->dz = seq(a.dz), p->dB = seq(a.dB), p->dC = seq(a.dC);
+  p->dy = seq(a.dy), p->u = seq(a.u), p->dt = seq(a.dt), p->z = seq(a.z), p->B = seq(a.B), p->C = seq(a.C);
+  p->dA = data_or_null(a.dA), p->dD = data_or_null(a.dD), p->ddt_bias = data_or_null(a.ddt_bias);
+  p->dstate_in = data_or_null(a.dstate_in), p->dstate_out = data_or_null(a.dstate_out);
+  p->A = data_or_null(a.A), p->D = data_or_null(a.D), p->dt_bias = data_or_null(a.dt_bias);
+  p->state_in = data_or_null(a.state_in);
+  p->dt_softplus = a.dt_softplus;
+  if (p->z.p != nullptr && p->dz.p == nullptr) return refuse(why, "dz must be given exactly when z is");
+  std::string kernel_why;
+  if (!cuda::scan_backward_kernel_supports(*p, &kernel_why)) return refuse(why, kernel_why);
+  return true;
+}
+
+}  // namespace
+
+bool selective_scan_backward_cuda_supports(const ScanGradArgs& args, std::string* why) {
+  cuda::ScanGradKernelParams p;
+  return make_params(args, &p, why);
+}
+
+void selective_scan_backward_cuda(const ScanGradArgs& args, Context& ctx) {
+  cuda::ScanGradKernelParams p;
+  std::string why;
+  MAMBA_CHECK(make_params(args, &p, &why), "selective_scan_backward (cuda): {}", why);
+  if (p.b == 0 || p.e == 0) return;
+  CudaState& cs = cuda_state(ctx);
+  void* scratch = cs.scratch(cuda::scan_backward_scratch_bytes(p));
+  cuda::scan_backward_kernel_launch(p, scratch, cs.stream);
+}
+
+}  // namespace mambacpp

@@ -1,0 +1,568 @@
+// The fused selective-scan backward kernel (interface: scan_backward_kernel.h; mathematics: ops_backward.h).
+//
+// Work split. As in the forward kernel, a thread owns P = 4 state elements of one channel, G threads cover a
+// channel's n states and a block owns CB channels of one batch row (a "tile"), walking time in chunks of T
+// steps. A block may own several tiles of its batch row, one after the other (a "group" of tiles): that bounds
+// the partial sums of dB and dC, which exist once per group.
+//
+// Per tile:
+//   1. forward: the states are run over the whole sequence and the state at the start of every K-th chunk is
+//      kept in global scratch (K = 1 unless the sequence is so long that the checkpoints would exceed their
+//      budget). With a gate, y' = Σ_s h·C + D·u is formed on the way and dz written.
+//   2. backward, chunk groups of K last to first: when K > 1 the K chunk-start states are recomputed into the
+//      block's own scratch; then each chunk, last to first: its T + 1 states are recomputed in registers
+//      (never written anywhere), and its steps are walked in reverse carrying the state gradient g.
+// Per step of the reverse walk a thread forms, for its P states, the dB and dC terms (g·δu and dy'·h), reduces
+// them over the CB channels of its warp with shuffles (a halving exchange: 2P values over CB lanes in
+// log2(CB) rounds), and the per-thread sums Σ g·B and Σ g·A·exp(δA)·h[t-1] that du and dδ need; those are
+// added over the G threads of a channel in shared memory after the chunk.
+//
+// Determinism: no atomics. Every sum runs in an order fixed by the shapes: dB, dC per block in shared memory,
+// then over the groups in group order (reduce_bc_kernel); dA, dD and the Δ-bias gradient per thread over
+// time, over the G threads of a channel in g order, then over batch rows in order (reduce_param_kernel).
+//
+// Steps past the end of the sequence and channels past e run with δ = 0, B = C = 0 and dy' = 0, which leaves
+// the state and its gradient unchanged and contributes nothing, so the inner loops have no bounds checks.
+#include <algorithm>
+
+#include "core/cuda/check.h"
+#include "ops/cuda/scan_backward_kernel.h"
+
+namespace mambacpp::cuda {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+// Default budgets, in floats, of the state checkpoints and of the dB/dC partial sums: beyond them K grows and
+// the number of groups shrinks (at b = 8, e = 1024, n = 16 from L = 16,384 on).
+constexpr int64_t kCheckpointBudget = int64_t(1) << 25;
+constexpr int64_t kPartialBudget = int64_t(1) << 27;
+
+// The block shape: P states per thread, G threads per channel, CB channels per block, T steps per chunk.
+template <int P_, int G_, int CB_, int T_>
+struct Tile {
+  static constexpr int P = P_, G = G_, CB = CB_, T = T_;
+  static constexpr int NT = CB * G;                  // threads per block
+  static constexpr int NPAD = P * G;                 // state slots: n rounded up
+  static constexpr int ITEMS = (T + G - 1) / G;      // (t, c) items per thread: t = g + k·G
+  // Shared memory, in floats: (δ, δ·u, dy', 0) [T][CB], B [T][NPAD], C [T][NPAD], per-thread sums
+  // [2][T][G][CB], the block's dB and dC [T][2·NPAD].
+  static constexpr int TC_OFF = 0, B_OFF = 4 * T * CB, C_OFF = B_OFF + T * NPAD, PART_OFF = C_OFF + T * NPAD;
+  static constexpr int BC_OFF = PART_OFF + 2 * T * G * CB;
+  static constexpr size_t smem_bytes = size_t(BC_OFF + 2 * T * NPAD) * sizeof(float);
+  static_assert(P == 4, "states are moved as float4");
+  static_assert(CB <= 32 && 32 % CB == 0 && NT % 32 == 0, "a channel group must sit inside one warp");
+  static_assert(smem_bytes <= 48 * 1024, "no opt-in to large shared memory");
+};
+
+using TileN8 = Tile<4, 2, 32, 16>;
+using TileN16 = Tile<4, 4, 32, 16>;
+using TileN32 = Tile<4, 8, 16, 16>;
+using TileN64 = Tile<4, 16, 8, 16>;
+using TileN256 = Tile<4, 64, 2, 8>;
+
+// Calls f.template operator()<Tile>() with the tile for state size n (1 ≤ n ≤ 256).
+template <class F>
+decltype(auto) with_tile(int64_t n, F&& f) {
+  if (n <= 8) return f.template operator()<TileN8>();
+  if (n <= 16) return f.template operator()<TileN16>();
+  if (n <= 32) return f.template operator()<TileN32>();
+  if (n <= 64) return f.template operator()<TileN64>();
+  return f.template operator()<TileN256>();
+}
+
+// How the work and the scratch memory are laid out; offsets in floats from the scratch base.
+struct Plan {
+  int64_t tiles = 0, groups = 0, chunks = 0;
+  int64_t per_ckpt = 1, ckpts = 0;  // K chunks between global checkpoints; their number
+  int64_t ckpt = 0, local = 0, bc = 0, dA = 0, dD = 0, dbias = 0, total = 0;
+};
+
+struct Scratch {
+  float *ckpt, *local, *bc, *dA, *dD, *dbias;
+  int64_t groups, chunks, per_ckpt, ckpts;
+};
+
+int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
+
+template <class Tl>
+Plan plan_tile(const ScanGradKernelParams& p) {
+  Plan q;
+  q.tiles = (p.e + Tl::CB - 1) / Tl::CB;
+  q.chunks = (p.l + Tl::T - 1) / Tl::T;
+  const int64_t ckpt_budget = p.checkpoint_budget > 0 ? p.checkpoint_budget : kCheckpointBudget;
+  const int64_t partial_budget = p.partial_budget > 0 ? p.partial_budget : kPartialBudget;
+  const int64_t state_floats = p.b * p.e * Tl::NPAD;  // one checkpoint of every state
+  q.per_ckpt = std::max<int64_t>(1, (q.chunks * state_floats + ckpt_budget - 1) / ckpt_budget);
+  q.ckpts = (q.chunks + q.per_ckpt - 1) / q.per_ckpt;
+  const int64_t group_floats = std::max<int64_t>(1, p.b * p.l * 2 * Tl::NPAD);
+  q.groups = std::clamp<int64_t>(partial_budget / group_floats, 1, std::max<int64_t>(1, q.tiles));
+  const int64_t blocks = p.b * q.groups;
+  int64_t at = 0;
+  const auto take = [&at](int64_t floats) {
+    const int64_t off = at;
+    at += round_up(floats, 64);
+    return off;
+  };
+  q.ckpt = take(q.ckpts * state_floats);
+  q.local = take(q.per_ckpt > 1 ? blocks * q.per_ckpt * Tl::NT * Tl::P : 0);
+  q.bc = take(q.groups * group_floats);
+  q.dA = take(p.b * p.e * p.n);
+  q.dD = take(p.b * p.e);
+  q.dbias = take(p.b * p.e);
+  q.total = at;
+  return q;
+}
+
+Plan plan_for(const ScanGradKernelParams& p) {
+  return with_tile(p.n, [&]<class Tl>() { return plan_tile<Tl>(p); });
+}
+
+// 2^x on the special function unit (relative error about 2⁻²²); subnormal results flush to zero.
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+template <int P>
+__device__ __forceinline__ void load4(float (&v)[P], const float* src) {
+#pragma unroll
+  for (int j = 0; j < P; j += 4) {
+    const float4 q = *reinterpret_cast<const float4*>(src + j);
+    v[j] = q.x, v[j + 1] = q.y, v[j + 2] = q.z, v[j + 3] = q.w;
+  }
+}
+
+template <int P>
+__device__ __forceinline__ void store4(float* dst, const float (&v)[P]) {
+#pragma unroll
+  for (int j = 0; j < P; j += 4) *reinterpret_cast<float4*>(dst + j) = make_float4(v[j], v[j + 1], v[j + 2], v[j + 3]);
+}
+
+// Where a thread sits: batch row bi, channel c = c0 + cl, state group g (states g·P … g·P + P − 1).
+struct Pos {
+  int64_t bi, c;
+  int tid, cl, g;
+  bool c_ok;  // c < e
+};
+
+// A thread's constants and accumulators for one tile.
+template <class Tl>
+struct TileRegs {
+  float a2[Tl::P], A[Tl::P];  // A·log2 e, A
+  float g[Tl::P], dA[Tl::P];  // state gradient, Σ_t g·δ·exp(δA)·h[t-1]
+  float bias, D;
+  float dD, dbias;            // this thread's items' Σ dy'·u, Σ ddt
+};
+
+__device__ __forceinline__ int64_t at_seq(const GradSeq& s, int64_t bi, int64_t t, int64_t k) {
+  return bi * s.sb + t * s.sl + k;
+}
+
+template <class Tl>
+__device__ __forceinline__ float* global_ckpt(const Scratch& w, const Pos& at, int64_t e, int64_t k) {
+  return w.ckpt + (((at.bi * w.ckpts + k) * Tl::G + at.g) * e + at.c) * Tl::P;
+}
+
+template <class Tl>
+__device__ __forceinline__ float* local_ckpt(const Scratch& w, const Pos& at, int64_t j) {
+  return w.local + ((int64_t(blockIdx.x) * w.per_ckpt + j) * Tl::NT + at.tid) * Tl::P;
+}
+
+// B (and C when `with_c`) of steps [t0, t0 + T) into shared memory; rows past tl and slots past n are 0.
+template <class Tl>
+__device__ __forceinline__ void stage_bc(const ScanGradKernelParams& p, const Pos& at, int64_t t0, int tl,
+                                         bool with_c, float* smem) {
+  for (int i = at.tid; i < Tl::T * Tl::NPAD; i += Tl::NT) {
+    const int t = i / Tl::NPAD, s = i % Tl::NPAD;
+    const bool ok = t < tl && s < p.n;
+    smem[Tl::B_OFF + i] = ok ? p.B.p[at_seq(p.B, at.bi, t0 + t, s)] : 0.0f;
+    if (with_c) smem[Tl::C_OFF + i] = ok ? p.C.p[at_seq(p.C, at.bi, t0 + t, s)] : 0.0f;
+  }
+}
+
+// δ and dδ/d(dt) for the raw dt + dt_bias value x: softplus (linear above 20, as the reference) or identity.
+__device__ __forceinline__ void delta_of(bool softplus, float x, float* delta, float* dsoft) {
+  if (!softplus) {
+    *delta = x, *dsoft = 1.0f;
+  } else if (x > 20.0f) {
+    *delta = x, *dsoft = 1.0f;
+  } else {
+    *delta = log1pf(expf(x)), *dsoft = sigmoid(x);
+  }
+}
+
+// The forward recurrence over chunks [ci_begin, ci_end) starting from h. LOCAL: the state at the start of every
+// chunk goes to the block's scratch; otherwise at the start of every K-th chunk to the global checkpoints, and
+// with Z (a gate) y' is formed and dz written.
+template <class Tl, bool LOCAL, bool Z>
+__device__ void forward_pass(const ScanGradKernelParams& p, const Scratch& w, const Pos& at, const TileRegs<Tl>& r,
+                             float (&h)[Tl::P], int64_t ci_begin, int64_t ci_end, float* smem) {
+  constexpr int T = Tl::T, G = Tl::G, CB = Tl::CB, P = Tl::P;
+  float4* tc = reinterpret_cast<float4*>(smem + Tl::TC_OFF);
+  float* part = smem + Tl::PART_OFF;
+  for (int64_t ci = ci_begin; ci < ci_end; ++ci) {
+    const int64_t t0 = ci * T;
+    const int tl = int(min(p.l - t0, int64_t(T)));
+    if (at.c_ok) {
+      if (LOCAL)
+        store4<P>(local_ckpt<Tl>(w, at, ci - ci_begin), h);
+      else if (ci % w.per_ckpt == 0)
+        store4<P>(global_ckpt<Tl>(w, at, p.e, ci / w.per_ckpt), h);
+    }
+    float keep_u[Tl::ITEMS], keep_dy[Tl::ITEMS], keep_z[Tl::ITEMS];
+#pragma unroll
+    for (int k = 0; k < Tl::ITEMS; ++k) {
+      const int t = at.g + k * G;
+      if (T % G != 0 && t >= T) continue;
+      const bool ok = at.c_ok && t < tl;
+      const float uv = ok ? p.u.p[at_seq(p.u, at.bi, t0 + t, at.c)] : 0.0f;
+      float delta = 0.0f, dsoft;
+      if (ok) delta_of(p.dt_softplus, p.dt.p[at_seq(p.dt, at.bi, t0 + t, at.c)] + r.bias, &delta, &dsoft);
+      tc[t * CB + at.cl] = make_float4(delta, delta * uv, 0.0f, 0.0f);
+      if (Z) {
+        keep_u[k] = uv;
+        keep_dy[k] = ok ? p.dy.p[at_seq(p.dy, at.bi, t0 + t, at.c)] : 0.0f;
+        keep_z[k] = ok ? p.z.p[at_seq(p.z, at.bi, t0 + t, at.c)] : 0.0f;
+      }
+    }
+    stage_bc<Tl>(p, at, t0, tl, Z, smem);
+    __syncthreads();
+    const float* sB = smem + Tl::B_OFF + at.g * P;
+    const float* sC = smem + Tl::C_OFF + at.g * P;
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+      const float4 d = tc[t * CB + at.cl];
+      float bv[P];
+      load4<P>(bv, sB + t * Tl::NPAD);
+#pragma unroll
+      for (int j = 0; j < P; ++j) h[j] = fmaf(ex2(d.x * r.a2[j]), h[j], d.y * bv[j]);
+      if (Z) {
+        float cv[P];
+        load4<P>(cv, sC + t * Tl::NPAD);
+        float y = 0.0f;
+#pragma unroll
+        for (int j = 0; j < P; ++j) y = fmaf(h[j], cv[j], y);
+        part[(t * G + at.g) * CB + at.cl] = y;
+      }
+    }
+    __syncthreads();
+    if (Z) {
+#pragma unroll
+      for (int k = 0; k < Tl::ITEMS; ++k) {
+        const int t = at.g + k * G;
+        if ((T % G != 0 && t >= T) || !at.c_ok || t >= tl) continue;
+        float y = r.D * keep_u[k];
+#pragma unroll 8
+        for (int gg = 0; gg < G; ++gg) y += part[(t * G + gg) * CB + at.cl];
+        const float zv = keep_z[k], sig = sigmoid(zv);
+        p.dz.p[at_seq(p.dz, at.bi, t0 + t, at.c)] = keep_dy[k] * y * sig * fmaf(zv, 1.0f - sig, 1.0f);
+      }
+    }
+  }
+}
+
+// Sums 2P values over the CB lanes of a channel group by halving exchanges: after log2(CB) rounds the lane
+// holds V values (V = max(1, 2P/CB)), the totals of the original indices base … base + V − 1.
+template <int V, int O>
+__device__ __forceinline__ void reduce_lanes(float* v, int cl, int& base) {
+  if constexpr (O >= 1) {
+    if constexpr (V > 1) {
+      constexpr int H = V / 2;
+      const bool upper = (cl & O) != 0;
+#pragma unroll
+      for (int i = 0; i < H; ++i) {
+        const float keep = upper ? v[i + H] : v[i], send = upper ? v[i] : v[i + H];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+      }
+      if (upper) base += H;
+      reduce_lanes<H, O / 2>(v, cl, base);
+    } else {
+      v[0] += __shfl_xor_sync(0xffffffffu, v[0], O);
+      reduce_lanes<1, O / 2>(v, cl, base);
+    }
+  }
+}
+
+__host__ __device__ constexpr int ilog2(int x) { return x <= 1 ? 0 : 1 + ilog2(x / 2); }
+
+// One chunk of the backward: recompute its states from h0, walk its steps in reverse, write du and ddt, and
+// leave the block's dB and dC of the chunk in the partial sums of its group.
+template <class Tl>
+__device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, const Pos& at, TileRegs<Tl>& r,
+                               const float* h0, int64_t ci, bool first_tile, float* smem) {
+  constexpr int T = Tl::T, G = Tl::G, CB = Tl::CB, P = Tl::P, NPAD = Tl::NPAD;
+  constexpr int V = 2 * P > CB ? 2 * P / CB : 1;                       // values per lane after the reduction
+  constexpr int WRITER_MASK = (CB >> ilog2(2 * P > CB ? CB : 2 * P)) - 1;  // lanes holding a copy
+  float4* tc = reinterpret_cast<float4*>(smem + Tl::TC_OFF);
+  float* part = smem + Tl::PART_OFF;
+  float* bc = smem + Tl::BC_OFF;
+  const int64_t t0 = ci * T;
+  const int tl = int(min(p.l - t0, int64_t(T)));
+
+  float hist[T + 1][P];
+  if (at.c_ok)
+    load4<P>(hist[0], h0);
+  else
+#pragma unroll
+    for (int j = 0; j < P; ++j) hist[0][j] = 0.0f;
+  float keep_delta[Tl::ITEMS], keep_u[Tl::ITEMS], keep_dyp[Tl::ITEMS], keep_dsoft[Tl::ITEMS];
+#pragma unroll
+  for (int k = 0; k < Tl::ITEMS; ++k) {
+    const int t = at.g + k * G;
+    if (T % G != 0 && t >= T) continue;
+    const bool ok = at.c_ok && t < tl;
+    const float uv = ok ? p.u.p[at_seq(p.u, at.bi, t0 + t, at.c)] : 0.0f;
+    float delta = 0.0f, dsoft = 0.0f, dyp = 0.0f;
+    if (ok) {
+      delta_of(p.dt_softplus, p.dt.p[at_seq(p.dt, at.bi, t0 + t, at.c)] + r.bias, &delta, &dsoft);
+      dyp = p.dy.p[at_seq(p.dy, at.bi, t0 + t, at.c)];
+      if (p.z.p != nullptr) {
+        const float zv = p.z.p[at_seq(p.z, at.bi, t0 + t, at.c)];
+        dyp *= zv * sigmoid(zv);
+      }
+    }
+    tc[t * CB + at.cl] = make_float4(delta, delta * uv, dyp, 0.0f);
+    keep_delta[k] = delta, keep_u[k] = uv, keep_dyp[k] = dyp, keep_dsoft[k] = dsoft;
+  }
+  stage_bc<Tl>(p, at, t0, tl, true, smem);
+  __syncthreads();
+
+  const float* sB = smem + Tl::B_OFF + at.g * P;
+  const float* sC = smem + Tl::C_OFF + at.g * P;
+#pragma unroll
+  for (int t = 0; t < T; ++t) {
+    const float4 d = tc[t * CB + at.cl];
+    float bv[P];
+    load4<P>(bv, sB + t * NPAD);
+#pragma unroll
+    for (int j = 0; j < P; ++j) hist[t + 1][j] = fmaf(ex2(d.x * r.a2[j]), hist[t][j], d.y * bv[j]);
+  }
+#pragma unroll
+  for (int t = T - 1; t >= 0; --t) {
+    const float4 d = tc[t * CB + at.cl];  // δ, δ·u, dy'
+    float bv[P], cv[P], v[2 * P];
+    load4<P>(bv, sB + t * NPAD);
+    load4<P>(cv, sC + t * NPAD);
+    float sgb = 0.0f, sdd = 0.0f;
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+      const float g = fmaf(d.z, cv[j], r.g[j]);
+      v[P + j] = d.z * hist[t + 1][j];  // dC term
+      v[j] = g * d.y;                   // dB term
+      sgb = fmaf(g, bv[j], sgb);
+      const float decay = ex2(d.x * r.a2[j]);
+      const float gd = g * (decay * hist[t][j]);
+      sdd = fmaf(gd, r.A[j], sdd);
+      r.dA[j] = fmaf(gd, d.x, r.dA[j]);
+      r.g[j] = decay * g;
+    }
+    part[(t * G + at.g) * CB + at.cl] = sgb;
+    part[T * G * CB + (t * G + at.g) * CB + at.cl] = sdd;
+    int base = 0;
+    reduce_lanes<2 * P, CB / 2>(v, at.cl, base);
+    if ((at.cl & WRITER_MASK) == 0) {
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        const int j = base + i;
+        bc[t * 2 * NPAD + (j < P ? at.g * P + j : NPAD + at.g * P + j - P)] = v[i];
+      }
+    }
+  }
+  __syncthreads();
+
+#pragma unroll
+  for (int k = 0; k < Tl::ITEMS; ++k) {
+    const int t = at.g + k * G;
+    if ((T % G != 0 && t >= T) || !at.c_ok || t >= tl) continue;
+    float sgb = 0.0f, sdd = 0.0f;
+#pragma unroll 8
+    for (int gg = 0; gg < G; ++gg) {
+      sgb += part[(t * G + gg) * CB + at.cl];
+      sdd += part[T * G * CB + (t * G + gg) * CB + at.cl];
+    }
+    const float du = fmaf(keep_delta[k], sgb, keep_dyp[k] * r.D);
+    const float ddt = fmaf(keep_u[k], sgb, sdd) * keep_dsoft[k];
+    p.du.p[at_seq(p.du, at.bi, t0 + t, at.c)] = du;
+    p.ddt.p[at_seq(p.ddt, at.bi, t0 + t, at.c)] = ddt;
+    r.dD = fmaf(keep_dyp[k], keep_u[k], r.dD);
+    r.dbias += ddt;
+  }
+  const int64_t grp = int64_t(blockIdx.x) % w.groups;
+  float* out = w.bc + ((grp * p.b + at.bi) * p.l + t0) * 2 * NPAD;
+  for (int i = at.tid; i < tl * 2 * NPAD; i += Tl::NT) out[i] = first_tile ? bc[i] : out[i] + bc[i];
+}
+
+// The whole backward of one tile (CB channels of batch row at.bi).
+template <class Tl>
+__device__ void tile_backward(const ScanGradKernelParams& p, const Scratch& w, const Pos& at, bool first_tile,
+                              float* smem) {
+  constexpr int P = Tl::P, G = Tl::G, CB = Tl::CB;
+  TileRegs<Tl> r;
+  float h[P];
+#pragma unroll
+  for (int j = 0; j < P; ++j) {
+    const int s = at.g * P + j;
+    const bool ok = at.c_ok && s < p.n;
+    const int64_t is = (at.bi * p.e + at.c) * p.n + s;
+    r.A[j] = ok ? p.A[at.c * p.n + s] : 0.0f;
+    r.a2[j] = r.A[j] * kLog2e;
+    r.g[j] = ok && p.dstate_out != nullptr ? p.dstate_out[is] : 0.0f;
+    r.dA[j] = 0.0f;
+    h[j] = ok && p.state_in != nullptr ? p.state_in[is] : 0.0f;
+  }
+  r.bias = at.c_ok && p.dt_bias != nullptr ? p.dt_bias[at.c] : 0.0f;
+  r.D = at.c_ok && p.D != nullptr ? p.D[at.c] : 0.0f;
+  r.dD = 0.0f, r.dbias = 0.0f;
+
+  if (p.z.p != nullptr)
+    forward_pass<Tl, false, true>(p, w, at, r, h, 0, w.chunks, smem);
+  else
+    forward_pass<Tl, false, false>(p, w, at, r, h, 0, w.chunks, smem);
+  for (int64_t k = w.ckpts - 1; k >= 0; --k) {
+    const int64_t ci_begin = k * w.per_ckpt, ci_end = min(w.chunks, ci_begin + w.per_ckpt);
+    if (w.per_ckpt > 1) {
+      if (at.c_ok) load4<P>(h, global_ckpt<Tl>(w, at, p.e, k));
+      forward_pass<Tl, true, false>(p, w, at, r, h, ci_begin, ci_end, smem);
+    }
+    for (int64_t ci = ci_end - 1; ci >= ci_begin; --ci) {
+      const float* h0 = w.per_ckpt > 1 ? local_ckpt<Tl>(w, at, ci - ci_begin) : global_ckpt<Tl>(w, at, p.e, k);
+      chunk_backward<Tl>(p, w, at, r, h0, ci, first_tile, smem);
+    }
+  }
+
+#pragma unroll
+  for (int j = 0; j < P; ++j) {
+    const int s = at.g * P + j;
+    if (!at.c_ok || s >= p.n) continue;
+    const int64_t is = (at.bi * p.e + at.c) * p.n + s;
+    if (p.dstate_in != nullptr) p.dstate_in[is] = r.g[j];
+    w.dA[is] = r.dA[j];
+  }
+  float* part = smem + Tl::PART_OFF;
+  __syncthreads();
+  part[at.g * CB + at.cl] = r.dD;
+  part[G * CB + at.g * CB + at.cl] = r.dbias;
+  __syncthreads();
+  if (at.g == 0 && at.c_ok) {
+    float dD = 0.0f, dbias = 0.0f;
+    for (int gg = 0; gg < G; ++gg) dD += part[gg * CB + at.cl], dbias += part[G * CB + gg * CB + at.cl];
+    w.dD[at.bi * p.e + at.c] = dD;
+    w.dbias[at.bi * p.e + at.c] = dbias;
+  }
+}
+
+template <class Tl>
+__global__ void __launch_bounds__(Tl::NT) scan_bwd_kernel(const ScanGradKernelParams p, const Scratch w) {
+  extern __shared__ float4 smem_f4[];
+  float* smem = reinterpret_cast<float*>(smem_f4);
+  const int64_t tiles = (p.e + Tl::CB - 1) / Tl::CB;
+  const int64_t grp = int64_t(blockIdx.x) % w.groups;
+  const int64_t first = grp * tiles / w.groups, last = (grp + 1) * tiles / w.groups;
+  Pos at;
+  at.tid = int(threadIdx.x);
+  at.cl = at.tid % Tl::CB;
+  at.g = at.tid / Tl::CB;
+  at.bi = int64_t(blockIdx.x) / w.groups;
+  for (int64_t tile = first; tile < last; ++tile) {
+    at.c = tile * Tl::CB + at.cl;
+    at.c_ok = at.c < p.e;
+    __syncthreads();  // the previous tile's last reads of shared memory are done
+    tile_backward<Tl>(p, w, at, tile == first, smem);
+  }
+}
+
+// dB[bi, t, s] and dC[bi, t, s] = the groups' partial sums, added in group order.
+__global__ void reduce_bc_kernel(const ScanGradKernelParams p, const float* bc, int64_t groups, int npad) {
+  const int64_t rows = p.b * p.l, count = rows * p.n;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t row = i / p.n, s = i % p.n;
+    float dB = 0.0f, dC = 0.0f;
+    for (int64_t grp = 0; grp < groups; ++grp) {
+      const float* src = bc + (grp * rows + row) * 2 * npad;
+      dB += src[s], dC += src[npad + s];
+    }
+    const int64_t bi = row / p.l, t = row % p.l;
+    p.dB.p[at_seq(p.dB, bi, t, s)] = dB;
+    p.dC.p[at_seq(p.dC, bi, t, s)] = dC;
+  }
+}
+
+// dA, dD and the Δ-bias gradient += the batch rows' partial sums, added in batch-row order.
+__global__ void reduce_param_kernel(const ScanGradKernelParams p, const float* dA, const float* dD,
+                                    const float* dbias) {
+  const int64_t en = p.e * p.n, count = en + p.e;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x) {
+    if (i < en) {
+      if (p.dA == nullptr) continue;
+      float acc = p.dA[i];
+      for (int64_t bi = 0; bi < p.b; ++bi) acc += dA[bi * en + i];
+      p.dA[i] = acc;
+    } else {
+      const int64_t c = i - en;
+      if (p.dD != nullptr) {
+        float acc = p.dD[c];
+        for (int64_t bi = 0; bi < p.b; ++bi) acc += dD[bi * p.e + c];
+        p.dD[c] = acc;
+      }
+      if (p.ddt_bias != nullptr) {
+        float acc = p.ddt_bias[c];
+        for (int64_t bi = 0; bi < p.b; ++bi) acc += dbias[bi * p.e + c];
+        p.ddt_bias[c] = acc;
+      }
+    }
+  }
+}
+
+template <class Tl>
+void launch_main(const ScanGradKernelParams& p, const Scratch& w, cudaStream_t stream) {
+  const int64_t blocks = p.b * w.groups;
+  scan_bwd_kernel<Tl><<<unsigned(blocks), Tl::NT, Tl::smem_bytes, stream>>>(p, w);
+  CUDA_CHECK_LAUNCH("selective_scan_backward", stream);
+}
+
+unsigned grid_for(int64_t count, int threads) {
+  return unsigned(std::clamp<int64_t>((count + threads - 1) / threads, 1, 65536));
+}
+
+bool refuse(std::string* why, const std::string& msg) {
+  if (why != nullptr) *why = msg;
+  return false;
+}
+
+}  // namespace
+
+bool scan_backward_kernel_supports(const ScanGradKernelParams& p, std::string* why) {
+  if (p.n < 1 || p.n > kScanBackwardMaxState)
+    return refuse(why, "state size n = " + std::to_string(p.n) + " is outside the supported range 1.." +
+                           std::to_string(kScanBackwardMaxState));
+  if (p.b < 0 || p.l < 0 || p.e < 0) return refuse(why, "negative size");
+  const Plan q = plan_for(p);
+  if (p.b * q.groups > int64_t(INT32_MAX))
+    return refuse(why, "b = " + std::to_string(p.b) + " batch rows is more than one launch covers");
+  return true;
+}
+
+size_t scan_backward_scratch_bytes(const ScanGradKernelParams& p) {
+  return size_t(plan_for(p).total) * sizeof(float);
+}
+
+void scan_backward_kernel_launch(const ScanGradKernelParams& p, void* scratch, cudaStream_t stream) {
+  if (p.b == 0 || p.e == 0) return;
+  const Plan q = plan_for(p);
+  float* base = static_cast<float*>(scratch);
+  const Scratch w{base + q.ckpt, base + q.local, base + q.bc, base + q.dA, base + q.dD, base + q.dbias,
+                  q.groups,      q.chunks,       q.per_ckpt,  q.ckpts};
+  with_tile(p.n, [&]<class Tl>() { launch_main<Tl>(p, w, stream); });
+  const int npad = with_tile(p.n, [&]<class Tl>() { return Tl::NPAD; });
+  if (p.l > 0) {
+    reduce_bc_kernel<<<grid_for(p.b * p.l * p.n, 256), 256, 0, stream>>>(p, w.bc, q.groups, npad);
+    CUDA_CHECK_LAUNCH("selective_scan_backward (dB, dC)", stream);
+  }
+  reduce_param_kernel<<<grid_for(p.e * (p.n + 1), 256), 256, 0, stream>>>(p, w.dA, w.dD, w.dbias);
+  CUDA_CHECK_LAUNCH("selective_scan_backward (dA, dD, dt_bias)", stream);
+}
+
+}  // namespace mambacpp::cuda

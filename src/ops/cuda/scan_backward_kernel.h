@@ -1,0 +1,56 @@
+// The fused selective-scan backward kernel on raw device pointers (the Tensor-level entry point is
+// cuda_scan_backward.h). Included by .cu files and by host code; needs only the CUDA runtime.
+//
+// Mathematics: ops_backward.h, selective_scan_backward. Layout as in the forward (scan_kernel.h): (b, l, e) and
+// (b, l, n) sequences with a contiguous last dimension and arbitrary batch and token strides; A (e, n), D,
+// dt_bias (e), the states (b, e, n): contiguous. Everything is f32.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace mambacpp::cuda {
+
+// An f32 sequence tensor: element (bi, t, k) at p[bi·sb + t·sl + k]; strides in elements.
+struct GradSeq {
+  float* p = nullptr;
+  int64_t sb = 0, sl = 0;
+};
+
+struct ScanGradKernelParams {
+  int64_t b = 0, l = 0, e = 0, n = 0;
+  GradSeq du, ddt, dz;                // (b, l, e) written; dz.p == nullptr exactly when there is no gate
+  GradSeq dB, dC;                     // (b, l, n) written
+  float* dA = nullptr;                // (e, n) added to, or nullptr
+  float* dD = nullptr;                // (e) added to, or nullptr
+  float* ddt_bias = nullptr;          // (e) added to, or nullptr
+  float* dstate_in = nullptr;         // (b, e, n) written, or nullptr
+  GradSeq dy;                         // (b, l, e)
+  const float* dstate_out = nullptr;  // (b, e, n) or nullptr for zero
+  GradSeq u, dt, z;                   // (b, l, e); z.p == nullptr: no gate
+  GradSeq B, C;                       // (b, l, n)
+  const float* A = nullptr;           // (e, n)
+  const float* D = nullptr;           // (e) or nullptr
+  const float* dt_bias = nullptr;     // (e) or nullptr
+  const float* state_in = nullptr;    // (b, e, n) or nullptr for zeros
+  bool dt_softplus = true;
+  // Budgets, in floats, of the state checkpoints and of the dB/dC partial sums; 0 takes the defaults. Smaller
+  // budgets reach the paths that long sequences take (checkpoints every K chunks, several tiles per block).
+  int64_t checkpoint_budget = 0, partial_budget = 0;
+};
+
+// The largest state size the kernel handles.
+constexpr int64_t kScanBackwardMaxState = 256;
+
+// Whether the kernel handles `p`; if not, *why (when given) names the limit that is exceeded.
+bool scan_backward_kernel_supports(const ScanGradKernelParams& p, std::string* why);
+// Bytes of device scratch memory the launch needs (state checkpoints and the partial sums of the reductions).
+size_t scan_backward_scratch_bytes(const ScanGradKernelParams& p);
+// Queues the backward on `stream`, using `scratch` (at least scan_backward_scratch_bytes(p), 256-byte
+// aligned). `p` must be supported (checked by the caller).
+void scan_backward_kernel_launch(const ScanGradKernelParams& p, void* scratch, cudaStream_t stream);
+
+}  // namespace mambacpp::cuda
