@@ -32,10 +32,10 @@ namespace mambacpp::cuda {
 namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
-// Default budgets, in floats, of the state checkpoints and of the dB/dC partial sums: beyond them K grows and
-// the number of groups shrinks (at b = 8, e = 1024, n = 16 from L = 16,384 on).
-constexpr int64_t kCheckpointBudget = int64_t(1) << 25;
-constexpr int64_t kPartialBudget = int64_t(1) << 27;
+// Default budgets, in floats, of the state checkpoints and of the dB/dC partial sums: the larger of a fixed
+// floor and the size of one (b, l, e) tensor (at n ≤ 16 that keeps K = 1 and one tile per block at every length,
+// the scratch then being twice the size of du). Beyond them K grows and the number of groups shrinks.
+constexpr int64_t kBudgetFloor = int64_t(1) << 25;
 
 // The block shape: P states per thread, G threads per channel, CB channels per block, T steps per chunk.
 template <int P_, int G_, int CB_, int T_>
@@ -89,8 +89,9 @@ Plan plan_tile(const ScanGradKernelParams& p) {
   Plan q;
   q.tiles = (p.e + Tl::CB - 1) / Tl::CB;
   q.chunks = (p.l + Tl::T - 1) / Tl::T;
-  const int64_t ckpt_budget = p.checkpoint_budget > 0 ? p.checkpoint_budget : kCheckpointBudget;
-  const int64_t partial_budget = p.partial_budget > 0 ? p.partial_budget : kPartialBudget;
+  const int64_t default_budget = std::max(kBudgetFloor, p.b * round_up(p.l, 16) * p.e);
+  const int64_t ckpt_budget = p.checkpoint_budget > 0 ? p.checkpoint_budget : default_budget;
+  const int64_t partial_budget = p.partial_budget > 0 ? p.partial_budget : default_budget;
   const int64_t state_floats = p.b * p.e * Tl::NPAD;  // one checkpoint of every state
   q.per_ckpt = std::max<int64_t>(1, (q.chunks * state_floats + ckpt_budget - 1) / ckpt_budget);
   q.ckpts = (q.chunks + q.per_ckpt - 1) / q.per_ckpt;
