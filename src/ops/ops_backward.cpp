@@ -1,6 +1,8 @@
 // The backward dispatchers of ops_backward.h: each validates its arguments once (shapes, dtypes, strides,
 // devices), throwing mambacpp::Error that names the op and the offending argument, then runs the CPU
-// implementation (cpu/cpu_backward.h), which assumes valid arguments.
+// implementation (cpu/cpu_backward.h), which assumes valid arguments, or, for tensors on the GPU, the CUDA one
+// (cuda/cuda_backward.h, cuda/cuda_scan_backward.h) after its *_supports check. Builds without the CUDA backend
+// refuse cuda tensors, naming the op.
 #include "ops/ops_backward.h"
 
 #include <fmt/format.h>
@@ -13,18 +15,50 @@
 
 #include "core/error.h"
 #include "ops/cpu/cpu_backward.h"
+#ifdef MAMBACPP_HAS_CUDA
+#include "ops/cuda/cuda_backward.h"
+#include "ops/cuda/cuda_scan_backward.h"
+#endif
 
 namespace mambacpp {
 namespace {
 
 using Named = std::pair<const char*, const Tensor*>;
 
-// Every defined tensor must be on the CPU (the only backend with backward ops so far).
-void require_cpu(const char* op, std::initializer_list<Named> tensors) {
-  for (const Named& t : tensors)
-    MAMBA_CHECK(!t.second->defined() || t.second->device == Device::cpu,
-                "{}: {} is on {}, and there is no {} implementation of this op", op, t.first,
-                device_name(t.second->device), device_name(t.second->device));
+// The device shared by all defined tensors (cpu when none is defined); an Error if they differ, or if it is
+// cuda in a build without the CUDA backend.
+Device common_device(const char* op, std::initializer_list<Named> tensors) {
+  const Named* first = nullptr;
+  for (const Named& t : tensors) {
+    if (!t.second->defined()) continue;
+    if (first && t.second->device != first->second->device)
+      fail("{}: {} is on {} but {} is on {}", op, t.first, device_name(t.second->device), first->first,
+           device_name(first->second->device));
+    if (!first) first = &t;
+  }
+  const Device dev = first ? first->second->device : Device::cpu;
+#ifndef MAMBACPP_HAS_CUDA
+  if (dev == Device::cuda)
+    fail("{}: {} is on cuda, but this build of mambacpp has no CUDA support; rebuild with nvcc available "
+         "(MAMBACPP_CUDA=ON)",
+         op, first->first);
+#endif
+  return dev;
+}
+
+#ifdef MAMBACPP_HAS_CUDA
+// Throws an Error naming the op and the CUDA implementation's limit when `supported` is false.
+void require_cuda_support(const char* op, bool supported, const std::string& why) {
+  MAMBA_CHECK(supported, "{}: the CUDA implementation does not handle this call: {}", op, why);
+}
+#endif
+
+// On cuda a weight matrix may also be bf16 or f16 (the CUDA products read it in its dtype): its shape and
+// strides are then checked as those of an f32 matrix.
+Tensor weight_shape(const Tensor& w, Device dev) {
+  Tensor t = w;
+  if (dev == Device::cuda) t.dtype = DType::f32;
+  return t;
 }
 
 bool defined_or_empty(const Tensor& t) { return t.defined() || (t.ndim > 0 && t.numel() == 0); }
@@ -76,23 +110,37 @@ P* optional_exact(const char* op, const char* name, const Tensor& t, std::initia
 
 void linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dy, Tensor x, Tensor w, Context& ctx) {
   constexpr const char* op = "linear_backward";
-  require_cpu(op, {{"dx", &dx}, {"dw", &dw}, {"dbias", &dbias}, {"dy", &dy}, {"x", &x}, {"w", &w}});
-  const cpu::MatF32 wm = matrix(op, "w", w, -1, -1);
+  [[maybe_unused]] const Device dev = common_device(op, {{"dx", &dx}, {"dw", &dw}, {"dbias", &dbias}, {"dy", &dy}, {"x", &x}, {"w", &w}});
+  const cpu::MatF32 wm = matrix(op, "w", weight_shape(w, dev), -1, -1);
   const cpu::MatF32 dym = matrix(op, "dy", dy, -1, wm.rows);
   const cpu::MatF32 dxm = optional_matrix(op, "dx", dx, dym.rows, wm.cols);
   const cpu::MatF32 xm = dw.defined() ? matrix(op, "x", x, dym.rows, wm.cols) : cpu::MatF32{};
   const cpu::MatF32 dwm = optional_matrix(op, "dw", dw, wm.rows, wm.cols);
   MAMBA_CHECK(!dw.defined() || dwm.ld == wm.cols, "{}: dw must be contiguous", op);
   float* db = optional_exact<float>(op, "dbias", dbias, {wm.rows});
+#ifdef MAMBACPP_HAS_CUDA
+  if (dev == Device::cuda) {
+    std::string why;
+    require_cuda_support(op, linear_backward_cuda_supports(dx, dw, dbias, dy, x, w, &why), why);
+    return linear_backward_cuda(dx, dw, dbias, dy, x, w, ctx);
+  }
+#endif
   cpu::linear_backward(dxm, dwm, db, dym, xm, wm, ctx.threads());
 }
 
 void embedding_backward(Tensor dtable, Tensor dout, const int32_t* ids, int64_t m, Context& ctx) {
   constexpr const char* op = "embedding_backward";
-  require_cpu(op, {{"dtable", &dtable}, {"dout", &dout}});
+  [[maybe_unused]] const Device dev = common_device(op, {{"dtable", &dtable}, {"dout", &dout}});
   const cpu::MatF32 tm = matrix(op, "dtable", dtable, -1, -1);
   const cpu::MatF32 om = matrix(op, "dout", dout, m, tm.cols);
   MAMBA_CHECK(m == 0 || ids != nullptr, "{}: ids is null but {} ids were given", op, m);
+#ifdef MAMBACPP_HAS_CUDA
+  if (dev == Device::cuda) {  // ids are in device memory: not read here
+    std::string why;
+    require_cuda_support(op, embedding_backward_cuda_supports(dtable, dout, &why), why);
+    return embedding_backward_cuda(dtable, dout, ids, m, ctx);
+  }
+#endif
   for (int64_t r = 0; r < m; ++r)
     MAMBA_CHECK(ids[r] >= 0 && ids[r] < tm.rows, "{}: ids[{}] = {} is out of range [0, {})", op, r, ids[r], tm.rows);
   cpu::embedding_backward(tm, om, ids, ctx.threads());
@@ -100,7 +148,7 @@ void embedding_backward(Tensor dtable, Tensor dout, const int32_t* ids, int64_t 
 
 void rmsnorm_backward(Tensor dresidual, Tensor dw, Tensor dout, Tensor residual, Tensor w, float eps, Context& ctx) {
   constexpr const char* op = "rmsnorm_backward";
-  require_cpu(op, {{"dresidual", &dresidual}, {"dw", &dw}, {"dout", &dout}, {"residual", &residual}, {"w", &w}});
+  [[maybe_unused]] const Device dev = common_device(op, {{"dresidual", &dresidual}, {"dw", &dw}, {"dout", &dout}, {"residual", &residual}, {"w", &w}});
   const cpu::MatF32 rm = matrix(op, "residual", residual, -1, -1);
   const cpu::MatF32 om = matrix(op, "dout", dout, rm.rows, rm.cols);
   const cpu::MatF32 drm = matrix(op, "dresidual", dresidual, rm.rows, rm.cols);
@@ -108,13 +156,20 @@ void rmsnorm_backward(Tensor dresidual, Tensor dw, Tensor dout, Tensor residual,
   MAMBA_CHECK(wp || rm.cols == 0, "{}: w is required but undefined", op);
   float* dwp = optional_exact<float>(op, "dw", dw, {rm.cols});
   MAMBA_CHECK(eps >= 0.0f, "{}: eps = {} must be non-negative", op, eps);
+#ifdef MAMBACPP_HAS_CUDA
+  if (dev == Device::cuda) {
+    std::string why;
+    require_cuda_support(op, rmsnorm_backward_cuda_supports(dresidual, dw, dout, residual, w, &why), why);
+    return rmsnorm_backward_cuda(dresidual, dw, dout, residual, w, eps, ctx);
+  }
+#endif
   cpu::rmsnorm_backward(drm, dwp, om, rm, wp, eps, ctx.threads());
 }
 
 void conv1d_causal_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dstate_in, Tensor dout, Tensor x, Tensor w,
                             Tensor bias, Tensor state_in, bool apply_silu, Context& ctx) {
   constexpr const char* op = "conv1d_causal_backward";
-  require_cpu(op, {{"dx", &dx}, {"dw", &dw}, {"dbias", &dbias}, {"dstate_in", &dstate_in}, {"dout", &dout},
+  [[maybe_unused]] const Device dev = common_device(op, {{"dx", &dx}, {"dw", &dw}, {"dbias", &dbias}, {"dstate_in", &dstate_in}, {"dout", &dout},
                    {"x", &x}, {"w", &w}, {"bias", &bias}, {"state_in", &state_in}});
   MAMBA_CHECK(defined_or_empty(x) && x.ndim == 3, "{}: x must have shape [b, l, e], got {}", op, x.shape_str());
   MAMBA_CHECK(w.defined() && w.ndim == 2, "{}: w must have shape [e, k], got {}", op, w.shape_str());
@@ -132,12 +187,19 @@ void conv1d_causal_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dstate_in
   p.state_in = optional_exact<const float>(op, "state_in", state_in, {p.b, p.e, p.k - 1});
   p.dstate_in = optional_exact<float>(op, "dstate_in", dstate_in, {p.b, p.e, p.k - 1});
   p.silu = apply_silu;
+#ifdef MAMBACPP_HAS_CUDA
+  if (dev == Device::cuda) {
+    std::string why;
+    require_cuda_support(op, conv1d_backward_cuda_supports(dx, dw, dbias, dstate_in, dout, x, w, bias, state_in, &why), why);
+    return conv1d_causal_backward_cuda(dx, dw, dbias, dstate_in, dout, x, w, bias, state_in, apply_silu, ctx);
+  }
+#endif
   cpu::conv1d_causal_backward(p, ctx.threads());
 }
 
 void selective_scan_backward(const ScanGradArgs& a, Context& ctx) {
   constexpr const char* op = "selective_scan_backward";
-  require_cpu(op, {{"du", &a.du}, {"ddt", &a.ddt}, {"dB", &a.dB}, {"dC", &a.dC}, {"dz", &a.dz},
+  [[maybe_unused]] const Device dev = common_device(op, {{"du", &a.du}, {"ddt", &a.ddt}, {"dB", &a.dB}, {"dC", &a.dC}, {"dz", &a.dz},
                    {"dstate_in", &a.dstate_in}, {"dA", &a.dA}, {"dD", &a.dD}, {"ddt_bias", &a.ddt_bias},
                    {"dy", &a.dy}, {"dstate_out", &a.dstate_out}, {"u", &a.u}, {"dt", &a.dt}, {"A", &a.A},
                    {"B", &a.B}, {"C", &a.C}, {"D", &a.D}, {"z", &a.z}, {"dt_bias", &a.dt_bias},
@@ -173,21 +235,35 @@ void selective_scan_backward(const ScanGradArgs& a, Context& ctx) {
   p.dstate_in = optional_exact<float>(op, "dstate_in", a.dstate_in, {p.b, p.e, p.n});
   p.dstate_out = optional_exact<const float>(op, "dstate_out", a.dstate_out, {p.b, p.e, p.n});
   p.dt_softplus = a.dt_softplus;
+#ifdef MAMBACPP_HAS_CUDA
+  if (dev == Device::cuda) {
+    std::string why;
+    require_cuda_support(op, selective_scan_backward_cuda_supports(a, &why), why);
+    return selective_scan_backward_cuda(a, ctx);
+  }
+#endif
   cpu::selective_scan_backward(p, ctx.threads());
 }
 
 double linear_cross_entropy(Tensor dx, Tensor dw, Tensor x, Tensor w, const int32_t* targets, float scale,
                             Context& ctx) {
   constexpr const char* op = "linear_cross_entropy";
-  require_cpu(op, {{"dx", &dx}, {"dw", &dw}, {"x", &x}, {"w", &w}});
-  const cpu::MatF32 wm = matrix(op, "w", w, -1, -1);
+  [[maybe_unused]] const Device dev = common_device(op, {{"dx", &dx}, {"dw", &dw}, {"x", &x}, {"w", &w}});
+  const cpu::MatF32 wm = matrix(op, "w", weight_shape(w, dev), -1, -1);
   const cpu::MatF32 xm = matrix(op, "x", x, -1, wm.cols);
   const cpu::MatF32 dxm = optional_matrix(op, "dx", dx, xm.rows, wm.cols);
   const cpu::MatF32 dwm = optional_matrix(op, "dw", dw, wm.rows, wm.cols);
   MAMBA_CHECK(xm.rows == 0 || targets != nullptr, "{}: targets is null", op);
+  MAMBA_CHECK(std::isfinite(scale), "{}: scale = {} must be finite", op, scale);
+#ifdef MAMBACPP_HAS_CUDA
+  if (dev == Device::cuda) {  // targets are in device memory: not read here
+    std::string why;
+    require_cuda_support(op, linear_cross_entropy_cuda_supports(dx, dw, x, w, &why), why);
+    return linear_cross_entropy_cuda(dx, dw, x, w, targets, scale, ctx);
+  }
+#endif
   for (int64_t r = 0; r < xm.rows; ++r)
     MAMBA_CHECK(targets[r] < wm.rows, "{}: targets[{}] = {} is out of range [0, {})", op, r, targets[r], wm.rows);
-  MAMBA_CHECK(std::isfinite(scale), "{}: scale = {} must be finite", op, scale);
   return cpu::linear_cross_entropy(dxm, dwm, xm, wm, targets, scale, ctx.threads());
 }
 
