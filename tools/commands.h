@@ -13,5 +13,6 @@ void add_generate_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
+void add_task_command(CLI::App& app);
 
 }  // namespace mambacpp::cli

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   mambacpp::cli::add_bench_command(app);
   mambacpp::cli::add_train_command(app);
   mambacpp::cli::add_eval_command(app);
+  mambacpp::cli::add_task_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,72 @@
+// Training on a synthetic task (task_train.h).
+#include "tasks/task_train.h"
+
+#include <chrono>
+#include <cmath>
+#include <vector>
+
+#include "core/error.h"
+#include "model/lm_train.h"
+#include "train/schedule.h"
+#include "train/trainer.h"
+
+namespace mambacpp {
+
+MambaConfig task_model_config(Task task, const std::string& ssm) {
+  MambaConfig c;
+  c.d_model = 64;
+  c.n_layer = 2;
+  c.vocab_size = task_vocab(task);
+  c.d_state = 16;
+  c.d_conv = 4;
+  c.expand = 2;
+  MAMBA_CHECK(ssm == "s6", "--ssm {}: this build has only the selective SSM (s6)", ssm);
+  c.fill_derived();
+  c.validate(std::string(task_name(task)) + " model");
+  return c;
+}
+
+void TaskTrainOptions::validate(Task task) const {
+  MAMBA_CHECK(steps >= 1, "--steps must be at least 1, got {}", steps);
+  MAMBA_CHECK(batch >= 1, "--batch must be at least 1, got {}", batch);
+  MAMBA_CHECK(length >= task_min_length(task), "--train-length must be at least {} for {}, got {}",
+              task_min_length(task), task_name(task), length);
+  MAMBA_CHECK(std::isfinite(clip) && clip >= 0, "--clip must be ≥ 0, got {}", clip);
+  LrSchedule{lr, std::min(warmup, steps), steps, min_lr_ratio}.validate();
+  adam.validate();
+}
+
+void train_task(ModelWeights& w, Task task, const TaskTrainOptions& o, Context& ctx,
+                const std::function<void(const TaskTrainStep&)>& on_step) {
+  o.validate(task);
+  MAMBA_CHECK(w.config.vocab_size == task_vocab(task), "{} needs a model with a vocabulary of {}, this one has {}",
+              task_name(task), task_vocab(task), w.config.vocab_size);
+  const LrSchedule sched{o.lr, std::min(o.warmup, o.steps), o.steps, o.min_lr_ratio};
+  AdamW adam(w.named_parameters(), o.adam);
+  ParamGrads grads(w);
+  TrainWorkspace ws;
+  const int64_t l = o.length, n = o.batch * l;
+  std::vector<int32_t> ids(static_cast<size_t>(n)), targets(static_cast<size_t>(n));
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t s = 0; s < o.steps; ++s) {
+    for (int64_t i = 0; i < o.batch; ++i) {
+      const TaskSequence seq(task, o.seed, s * o.batch + i, l);
+      seq.fill(0, l, ids.data() + i * l);
+      seq.fill_targets(targets.data() + i * l);
+    }
+    grads.zero();
+    const double loss = lm_loss_targets(&grads, w, ids.data(), targets.data(), o.batch, l, ws, ctx);
+    const double norm = clip_grad_norm(grads.grads, o.clip);
+    MAMBA_CHECK(std::isfinite(loss) && std::isfinite(norm),
+                "step {}: the training loss is {} and the gradient norm {}; try a lower --lr", s + 1, loss, norm);
+    const double lr = sched.at(s);
+    adam.step(grads.grads, lr);
+    refresh_derived(w);
+    if (on_step) {
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      on_step({s + 1, o.steps, loss, lr, double(n) * double(s + 1) / secs, secs});
+    }
+  }
+}
+
+}  // namespace mambacpp
