@@ -199,6 +199,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, ConvBackward,
 struct ScanCase {
   int64_t b, l, e, n;
   bool z, D, dt_bias, softplus, state_in, dstate_out;
+  bool B_lti = false, C_lti = false;  // B / C time-invariant (e, n), their gradients added to
+  bool dt_zero = false;               // dt a zero-stride view of zeros (a time-invariant Δ in dt_bias)
 };
 
 struct ScanData {
@@ -208,9 +210,10 @@ struct ScanData {
     const size_t ble = size_t(k.b * k.l * k.e), bln = size_t(k.b * k.l * k.n), ben = size_t(k.b * k.e * k.n);
     u = random_vector(ble, 1);
     dt = random_vector(ble, 2, k.softplus ? -3.0f : 0.01f, k.softplus ? 1.0f : 0.3f);
+    if (k.dt_zero) dt.assign(ble, 0.0f);
     z = maybe(k.z, ble, 3, -2.0f, 2.0f);
-    B = random_vector(bln, 4);
-    C = random_vector(bln, 5);
+    B = random_vector(k.B_lti ? size_t(k.e * k.n) : bln, 4);
+    C = random_vector(k.C_lti ? size_t(k.e * k.n) : bln, 5);
     A = random_vector(size_t(k.e * k.n), 6, -2.0f, -0.1f);
     D = maybe(k.D, size_t(k.e), 7);
     // Without softplus, δ = dt + dt_bias itself: kept positive, so that exp(δA) decays as it does in a model.
@@ -232,18 +235,22 @@ ScanGrads run_scan_backward(ScanData& s, const ScanGrads& prior, Context& ctx) {
   g.du.assign(ble, kNaN);
   g.ddt.assign(ble, kNaN);
   g.dz.assign(c.z ? ble : 0, kNaN);
-  g.dB.assign(bln, kNaN);
-  g.dC.assign(bln, kNaN);
+  if (!c.B_lti) g.dB.assign(bln, kNaN);
+  if (!c.C_lti) g.dC.assign(bln, kNaN);
   g.dstate_in.assign(size_t(c.b * c.e * c.n), kNaN);
   ScanGradArgs a;
-  a.du = t3(g.du, c.b, c.l, c.e), a.ddt = t3(g.ddt, c.b, c.l, c.e), a.dB = t3(g.dB, c.b, c.l, c.n);
-  a.dC = t3(g.dC, c.b, c.l, c.n), a.dstate_in = t3(g.dstate_in, c.b, c.e, c.n);
+  a.du = t3(g.du, c.b, c.l, c.e), a.ddt = t3(g.ddt, c.b, c.l, c.e), a.dstate_in = t3(g.dstate_in, c.b, c.e, c.n);
+  a.dB = c.B_lti ? t2(g.dB, c.e, c.n) : t3(g.dB, c.b, c.l, c.n);
+  a.dC = c.C_lti ? t2(g.dC, c.e, c.n) : t3(g.dC, c.b, c.l, c.n);
   if (c.z) a.dz = t3(g.dz, c.b, c.l, c.e), a.z = t3(s.z, c.b, c.l, c.e);
   a.dA = t2(g.dA, c.e, c.n), a.dD = t1(g.dD), a.ddt_bias = t1(g.ddt_bias);
   a.dy = t3(s.dy, c.b, c.l, c.e);
   if (c.dstate_out) a.dstate_out = t3(s.dstate_out, c.b, c.e, c.n);
   a.u = t3(s.u, c.b, c.l, c.e), a.dt = t3(s.dt, c.b, c.l, c.e), a.A = t2(s.A, c.e, c.n);
-  a.B = t3(s.B, c.b, c.l, c.n), a.C = t3(s.C, c.b, c.l, c.n), a.D = t1(s.D), a.dt_bias = t1(s.dt_bias);
+  a.B = c.B_lti ? t2(s.B, c.e, c.n) : t3(s.B, c.b, c.l, c.n);
+  a.C = c.C_lti ? t2(s.C, c.e, c.n) : t3(s.C, c.b, c.l, c.n);
+  a.D = t1(s.D), a.dt_bias = t1(s.dt_bias);
+  if (c.dt_zero) a.dt.stride[0] = a.dt.stride[1] = 0;  // s.dt is all zeros
   if (c.state_in) a.state_in = t3(s.state_in, c.b, c.e, c.n);
   a.dt_softplus = c.softplus;
   selective_scan_backward(a, ctx);
@@ -255,6 +262,8 @@ ScanGrads scan_prior(const ScanCase& c) {
   p.dA = random_vector(size_t(c.e * c.n), 20);
   p.dD = maybe(c.D, size_t(c.e), 21);
   p.ddt_bias = maybe(c.dt_bias, size_t(c.e), 22);
+  p.dB = maybe(c.B_lti, size_t(c.e * c.n), 23);
+  p.dC = maybe(c.C_lti, size_t(c.e * c.n), 24);
   return p;
 }
 
@@ -272,6 +281,7 @@ TEST_P(ScanBackward, MatchesFiniteDifferences) {
   in.u = ref::to_double(s.u), in.dt = ref::to_double(s.dt), in.z = ref::to_double(s.z);
   in.B = ref::to_double(s.B), in.C = ref::to_double(s.C), in.A = ref::to_double(s.A), in.D = ref::to_double(s.D);
   in.dt_bias = ref::to_double(s.dt_bias), in.state_in = ref::to_double(s.state_in), in.dt_softplus = c.softplus;
+  in.B_lti = c.B_lti, in.C_lti = c.C_lti;
   Vd proj = ref::to_double(s.dy);
   const Vd zeros(size_t(c.b * c.e * c.n), 0.0);
   const Vd state_proj = c.dstate_out ? ref::to_double(s.dstate_out) : zeros;
@@ -279,8 +289,8 @@ TEST_P(ScanBackward, MatchesFiniteDifferences) {
   auto f = [&] { return ref::scan_d(in); };
   EXPECT_TRUE(grad_close(g.du, ref::numeric_grad(f, in.u, proj))) << "du";
   EXPECT_TRUE(grad_close(g.ddt, ref::numeric_grad(f, in.dt, proj))) << "ddt";
-  EXPECT_TRUE(grad_close(g.dB, ref::numeric_grad(f, in.B, proj))) << "dB";
-  EXPECT_TRUE(grad_close(g.dC, ref::numeric_grad(f, in.C, proj))) << "dC";
+  EXPECT_TRUE(grad_close(c.B_lti ? added(g.dB, prior.dB) : g.dB, ref::numeric_grad(f, in.B, proj))) << "dB";
+  EXPECT_TRUE(grad_close(c.C_lti ? added(g.dC, prior.dC) : g.dC, ref::numeric_grad(f, in.C, proj))) << "dC";
   EXPECT_TRUE(grad_close(added(g.dA, prior.dA), ref::numeric_grad(f, in.A, proj))) << "dA";
   if (c.z) {
     EXPECT_TRUE(grad_close(g.dz, ref::numeric_grad(f, in.z, proj))) << "dz";
@@ -309,20 +319,32 @@ INSTANTIATE_TEST_SUITE_P(
                       ScanCase{1, 12, 9, 4, true, false, true, false, false, true},
                       ScanCase{3, 4, 17, 7, false, true, false, true, true, true}));
 
+// The ablations: B and/or C time-invariant (e, n), Δ time-invariant (zero dt, Δ from dt_bias).
+INSTANTIATE_TEST_SUITE_P(
+    TimeInvariant, ScanBackward,
+    ::testing::Values(ScanCase{2, 7, 20, 5, true, true, true, true, true, true, true, false, false},
+                      ScanCase{1, 45, 16, 16, true, true, true, true, false, false, false, true, false},
+                      ScanCase{2, 33, 18, 3, false, false, true, true, true, false, true, true, false},
+                      ScanCase{1, 12, 9, 4, true, true, true, true, false, true, false, false, true},
+                      ScanCase{3, 4, 17, 7, true, true, true, true, true, true, true, true, true},
+                      ScanCase{2, 40, 21, 6, true, true, true, false, false, true, false, true, true}));
+
 TEST(ScanBackward, BitwiseEqualForAnyThreadCount) {
-  const ScanCase c{3, 75, 150, 16, true, true, true, true, true, true};
-  ScanData s(c);
-  const ScanGrads prior = scan_prior(c);
-  Context one(1);
-  const ScanGrads ref = run_scan_backward(s, prior, one);
-  for (int threads : {2, 3}) {
-    Context ctx(threads);
-    const ScanGrads g = run_scan_backward(s, prior, ctx);
-    EXPECT_TRUE(bitwise_equal(g.du, ref.du) && bitwise_equal(g.ddt, ref.ddt) && bitwise_equal(g.dz, ref.dz) &&
-                bitwise_equal(g.dB, ref.dB) && bitwise_equal(g.dC, ref.dC) && bitwise_equal(g.dA, ref.dA) &&
-                bitwise_equal(g.dD, ref.dD) && bitwise_equal(g.ddt_bias, ref.ddt_bias) &&
-                bitwise_equal(g.dstate_in, ref.dstate_in))
-        << threads << " threads";
+  for (const ScanCase c : {ScanCase{3, 75, 150, 16, true, true, true, true, true, true},
+                           ScanCase{3, 75, 150, 16, true, true, true, true, true, true, true, true, true}}) {
+    ScanData s(c);
+    const ScanGrads prior = scan_prior(c);
+    Context one(1);
+    const ScanGrads ref = run_scan_backward(s, prior, one);
+    for (int threads : {2, 3}) {
+      Context ctx(threads);
+      const ScanGrads g = run_scan_backward(s, prior, ctx);
+      EXPECT_TRUE(bitwise_equal(g.du, ref.du) && bitwise_equal(g.ddt, ref.ddt) && bitwise_equal(g.dz, ref.dz) &&
+                  bitwise_equal(g.dB, ref.dB) && bitwise_equal(g.dC, ref.dC) && bitwise_equal(g.dA, ref.dA) &&
+                  bitwise_equal(g.dD, ref.dD) && bitwise_equal(g.ddt_bias, ref.ddt_bias) &&
+                  bitwise_equal(g.dstate_in, ref.dstate_in))
+          << threads << " threads";
+    }
   }
 }
 

@@ -233,5 +233,60 @@ TEST(Config, TransformersJsonRoundTrips) {
   EXPECT_EQ(back.norm_eps, c.norm_eps);
 }
 
+// The selection ablations: names, the JSON "selectivity" object (written only when not S6, read in both
+// dialects), and a config without it being the S6 model.
+TEST(Config, SelectivityVariantsRoundTrip) {
+  MambaConfig c = MambaConfig::from_json_text(kSsm130m, "config.json");
+  EXPECT_TRUE(c.selective_dt && c.selective_B && c.selective_C);
+  EXPECT_EQ(c.ssm_variant(), "s6");
+  EXPECT_EQ(c.x_proj_rows(), 48 + 2 * 16);
+  EXPECT_FALSE(json::parse(c.to_hf_json()).contains("selectivity"));
+  const struct {
+    const char* name;
+    bool dt, B, C;
+    int64_t rows;
+  } variants[] = {{"s6", true, true, true, 80},  {"lti", false, false, false, 0}, {"dt", true, false, false, 48},
+                  {"b", false, true, false, 16}, {"c", false, false, true, 16},   {"dt+c", true, false, true, 64}};
+  for (const auto& v : variants) {
+    SCOPED_TRACE(v.name);
+    c.set_ssm_variant(v.name);
+    EXPECT_EQ(c.selective_dt, v.dt);
+    EXPECT_EQ(c.selective_B, v.B);
+    EXPECT_EQ(c.selective_C, v.C);
+    EXPECT_EQ(c.ssm_variant(), v.name);
+    EXPECT_EQ(c.x_proj_rows(), v.rows);
+    const std::string text = c.to_hf_json();
+    const json j = json::parse(text);
+    if (std::string(v.name) != "s6") {
+      EXPECT_EQ(j["selectivity"], (json{{"dt", v.dt}, {"B", v.B}, {"C", v.C}}));
+    }
+    const MambaConfig back = MambaConfig::from_json_text(text, "round trip");
+    EXPECT_EQ(back.ssm_variant(), v.name);
+  }
+  const MambaConfig ssm = MambaConfig::from_json_text(
+      R"({"d_model": 64, "n_layer": 2, "vocab_size": 100, "selectivity": {"dt": true, "B": false}})", "ssm");
+  EXPECT_EQ(ssm.ssm_variant(), "dt+c");
+  expect_error([&] { c.set_ssm_variant("s4"); }, {"unknown SSM variant 's4'", "lti", "dt+b"});
+  expect_error([&] { c.set_ssm_variant("dt+dt"); }, {"'dt+dt'"});
+  expect_error([&] { c.set_ssm_variant(""); }, {"unknown SSM variant"});
+  expect_error(
+      [&] {
+        MambaConfig::from_json_text(R"({"d_model": 64, "n_layer": 2, "vocab_size": 100, "selectivity": true})", "f");
+      },
+      {"f", "selectivity", "object"});
+  expect_error(
+      [&] {
+        MambaConfig::from_json_text(R"({"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 100,
+                                        "selectivity": {"delta": false}})", "f");
+      },
+      {"f", "selectivity.delta"});
+  expect_error(
+      [&] {
+        MambaConfig::from_json_text(R"({"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 100,
+                                        "selectivity": {"B": 0}})", "f");
+      },
+      {"f", "selectivity.B", "true or false"});
+}
+
 }  // namespace
 }  // namespace mambacpp

@@ -273,6 +273,13 @@ Tensor seq_slice(float* base, int64_t b, int64_t l, int64_t c, int64_t ld, int64
   return t;
 }
 
+// A (b, l, e) view of zeros (e) with zero batch and token strides: a time-invariant Δ's dt.
+Tensor zero_seq(const std::vector<float>& zeros, int64_t b, int64_t l, int64_t e) {
+  Tensor t(const_cast<float*>(zeros.data()), DType::f32, {b, l, e});
+  t.stride[0] = t.stride[1] = 0;
+  return t;
+}
+
 // Splits l tokens into consecutive chunks of the given sizes (cycled); sizes {l} is one call, and l = 0 is one
 // empty call.
 std::vector<std::pair<int64_t, int64_t>> chunks_of(int64_t l, std::initializer_list<int64_t> sizes) {
@@ -370,6 +377,8 @@ TEST(Conv1d, ChunkedAndStepwiseEqualOneCall) {
 struct ScanCase {
   int64_t b, l, e, n;
   bool z, D, dt_bias, softplus, state_in;
+  bool B_lti = false, C_lti = false;  // B / C time-invariant (e, n)
+  bool dt_zero = false;               // dt a zero-stride view of zeros (a time-invariant Δ in dt_bias)
 };
 
 // Inputs laid out as the model produces them: u and z the halves of a (b, l, 2e) buffer, B and C slices of
@@ -383,8 +392,9 @@ struct ScanData {
     u = random_vector(ble, 21);
     if (c.z) z = random_vector(ble, 22, -3.0f, 3.0f);
     dt = c.softplus ? random_vector(ble, 23, -5.0f, 0.5f) : random_vector(ble, 23, 0.001f, 0.2f);
-    B = random_vector(bln, 24);
-    C = random_vector(bln, 25);
+    if (c.dt_zero) dt.assign(ble, 0.0f);
+    B = random_vector(c.B_lti ? size_t(c.e * c.n) : bln, 24);
+    C = random_vector(c.C_lti ? size_t(c.e * c.n) : bln, 25);
     A = random_vector(size_t(c.e * c.n), 26, -0.7f, 2.8f);
     for (float& a : A) a = -std::exp(a);
     if (c.D) D = random_vector(size_t(c.e), 27);
@@ -397,6 +407,7 @@ struct ScanData {
     in.u = u, in.dt = dt, in.z = z, in.B = B, in.C = C, in.A = A, in.D = D, in.dt_bias = dt_bias;
     in.state_in = state0;
     in.dt_softplus = c.softplus;
+    in.B_lti = c.B_lti, in.C_lti = c.C_lti;
     return ref::selective_scan(in);
   }
 };
@@ -412,10 +423,11 @@ SeqResult run_scan(ScanData& d, int threads, std::initializer_list<int64_t> size
       if (c.z) uz[t * 2 * c.e + c.e + j] = d.z[t * c.e + j];
     }
     for (int64_t s = 0; s < c.n; ++s) {
-      bc[t * xw + ScanData::r + s] = d.B[t * c.n + s];
-      bc[t * xw + ScanData::r + c.n + s] = d.C[t * c.n + s];
+      if (!c.B_lti) bc[t * xw + ScanData::r + s] = d.B[t * c.n + s];
+      if (!c.C_lti) bc[t * xw + ScanData::r + c.n + s] = d.C[t * c.n + s];
     }
   }
+  const std::vector<float> zeros(size_t(c.e), 0.0f);
   Strided dt(c.b, c.l, c.e, c.e + 1, d.dt), y(c.b, c.l, c.e, c.e);
   y.poison();
   std::vector<float> state(size_t(c.b * c.e * c.n), kNaN);
@@ -429,8 +441,11 @@ SeqResult run_scan(ScanData& d, int threads, std::initializer_list<int64_t> size
     a.u = seq_slice(uz.data(), c.b, c.l, c.e, 2 * c.e, t0, len);
     if (c.z) a.z = seq_slice(uz.data() + c.e, c.b, c.l, c.e, 2 * c.e, t0, len);
     a.dt = seq_slice(dt.mem.data(), c.b, c.l, c.e, c.e + 1, t0, len);
-    a.B = seq_slice(bc.data() + ScanData::r, c.b, c.l, c.n, xw, t0, len);
-    a.C = seq_slice(bc.data() + ScanData::r + c.n, c.b, c.l, c.n, xw, t0, len);
+    if (c.dt_zero) a.dt = zero_seq(zeros, c.b, len, c.e);
+    a.B = c.B_lti ? Tensor(d.B.data(), DType::f32, {c.e, c.n})
+                  : seq_slice(bc.data() + ScanData::r, c.b, c.l, c.n, xw, t0, len);
+    a.C = c.C_lti ? Tensor(d.C.data(), DType::f32, {c.e, c.n})
+                  : seq_slice(bc.data() + ScanData::r + c.n, c.b, c.l, c.n, xw, t0, len);
     a.A = Tensor(d.A.data(), DType::f32, {c.e, c.n});
     a.D = vec_tensor(d.D);
     a.dt_bias = vec_tensor(d.dt_bias);
@@ -546,6 +561,31 @@ TEST(OpErrors, Conv1dChecksStateAndWidth) {
                {"conv1d_causal_forward", "out", "[2, 3, 5]"});
 }
 
+// The ablations' scans: B and/or C time-invariant (e, n), Δ time-invariant (dt zero, Δ from dt_bias).
+TEST(SelectiveScan, TimeInvariantPartsMatchReference) {
+  const ScanCase shapes[] = {
+      {1, 1, 16, 16, true, true, true, true, true},  {2, 7, 37, 16, true, true, true, true, false},
+      {1, 13, 20, 3, false, true, true, true, true}, {2, 70, 33, 5, true, false, true, false, false},
+  };
+  for (ScanCase c : shapes)
+    for (int variant = 1; variant < 8; ++variant) {
+      c.B_lti = variant & 1, c.C_lti = variant & 2, c.dt_zero = variant & 4;
+      if (c.dt_zero) c.dt_bias = true;
+      SCOPED_TRACE(testing::Message() << "b=" << c.b << " l=" << c.l << " e=" << c.e << " n=" << c.n
+                                      << " B_lti=" << c.B_lti << " C_lti=" << c.C_lti << " dt_zero=" << c.dt_zero);
+      ScanData d(c);
+      const auto ref = d.reference();
+      const SeqResult got = run_scan(d, 2, {c.l});
+      EXPECT_CLOSE(got.y.data(), ref.y.data(), got.y.size(), kTolScan);
+      EXPECT_CLOSE(got.state.data(), ref.state.data(), got.state.size(), kTolScan);
+      const SeqResult one = run_scan(d, 1, {c.l});
+      EXPECT_TRUE(bitwise_equal(got.y, one.y) && bitwise_equal(got.state, one.state)) << "1 vs 2 threads";
+      const SeqResult parts = run_scan(d, 2, {5, 1, 9});
+      EXPECT_CLOSE(parts.y.data(), got.y.data(), got.y.size(), kTolChunked);
+      EXPECT_CLOSE(parts.state.data(), got.state.data(), got.state.size(), kTolChunked);
+    }
+}
+
 TEST(OpErrors, ScanNamesTheBadArgument) {
   const int64_t b = 1, l = 2, e = 3, n = 4;
   std::vector<float> u(b * l * e), dt(b * l * e), y(b * l * e), B(b * l * n), C(b * l * n), A(e * n), st(b * e * n);
@@ -572,6 +612,12 @@ TEST(OpErrors, ScanNamesTheBadArgument) {
   bad = a;
   bad.u.device = Device::cuda;
   expect_error([&] { selective_scan_forward(bad, ctx); }, {"selective_scan_forward", "u is on cuda", "y is on cpu"});
+  bad = a;
+  bad.B = Tensor(A.data(), DType::f32, {e, n - 1});
+  expect_error([&] { selective_scan_forward(bad, ctx); }, {"selective_scan_forward", "B (time-invariant)", "[3, 4]"});
+  bad = a;
+  bad.C = Tensor(A.data(), DType::f32, {e, n});
+  EXPECT_NO_THROW(selective_scan_forward(bad, ctx));
   EXPECT_NO_THROW(selective_scan_forward(a, ctx));
 }
 

@@ -65,6 +65,15 @@ TEST(TrainAdamW, DecaysMatricesOnlyAsTheReference) {
     EXPECT_EQ(n.find("norm"), std::string::npos);
     EXPECT_EQ(n.find("embedding"), std::string::npos);
   }
+  // A time-invariant SSM's B and C (e, n) are SSM parameters: not decayed, like A_log.
+  MambaConfig lti = preset_config("tiny");
+  lti.set_ssm_variant("lti");
+  size_t count = 0;
+  for (const auto& [name, t] : ModelWeights::random(lti, DType::f32, 1).named_parameters()) {
+    count += decays(name, t);
+    if (name.ends_with("mixer.B") || name.ends_with("mixer.C")) EXPECT_FALSE(decays(name, t)) << name;
+  }
+  EXPECT_EQ(count, size_t(3 * 4));  // in_proj, conv1d, out_proj
 }
 
 TEST(TrainAdamW, StateRoundTripsAndIsChecked) {

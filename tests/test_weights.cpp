@@ -49,10 +49,13 @@ std::vector<std::pair<std::string, Shape>> checkpoint_shapes(const MambaConfig& 
     if (c.use_bias) out.push_back({p + "mixer.in_proj.bias", {2 * e}});
     out.push_back({p + "mixer.conv1d.weight", {e, 1, k}});
     if (c.use_conv_bias) out.push_back({p + "mixer.conv1d.bias", {e}});
-    out.push_back({p + "mixer.x_proj.weight", {r + 2 * n, e}});
-    out.push_back({p + "mixer.dt_proj.weight", {e, r}});
+    const int64_t x = (c.selective_dt ? r : 0) + (c.selective_B ? n : 0) + (c.selective_C ? n : 0);
+    if (x > 0) out.push_back({p + "mixer.x_proj.weight", {x, e}});
+    if (c.selective_dt) out.push_back({p + "mixer.dt_proj.weight", {e, r}});
     out.push_back({p + "mixer.dt_proj.bias", {e}});
     out.push_back({p + "mixer.A_log", {e, n}});
+    if (!c.selective_B) out.push_back({p + "mixer.B", {e, n}});
+    if (!c.selective_C) out.push_back({p + "mixer.C", {e, n}});
     out.push_back({p + "mixer.D", {e}});
     out.push_back({p + "mixer.out_proj.weight", {d, e}});
     if (c.use_bias) out.push_back({p + "mixer.out_proj.bias", {d}});
@@ -453,6 +456,73 @@ TEST(Weights, ParameterCountAndBytes) {
   const int64_t vectors_per_layer = 768 + 1536 * 4 + 1536 + 1536 + 1536 * 16 + 1536;
   const int64_t vectors = 24 * vectors_per_layer + 768;
   EXPECT_EQ(m.weight_bytes(), 2 * (129135360 - vectors) + 4 * vectors);
+}
+
+// The selection ablations: x_proj holds only the selective parts, dt_proj.weight goes with a selective Δ,
+// mixer.B / mixer.C (e, n) stand for a time-invariant B / C; every variant saves and loads back bit for bit.
+TEST(Weights, SelectivityVariantsSaveAndLoadBack) {
+  for (const char* variant : {"lti", "dt", "b", "c", "dt+b"}) {
+    SCOPED_TRACE(variant);
+    TempDir dir;
+    MambaConfig c = small_config(false, true, true);
+    c.set_ssm_variant(variant);
+    const ModelWeights w = ModelWeights::random(c, DType::f32, 5);
+    std::map<std::string, Tensor> tensors;
+    for (const auto& [name, t] : w.named_parameters()) tensors[name] = t;
+    const auto shapes = checkpoint_shapes(c, false, false);
+    EXPECT_EQ(tensors.size(), shapes.size());
+    for (const auto& [name, shape] : shapes) {
+      ASSERT_TRUE(tensors.count(name)) << name;
+      EXPECT_EQ(tensors[name].shape_str(), Tensor(nullptr, DType::f32, shape).shape_str()) << name;
+    }
+    const LayerWeights& l = w.layers[1];
+    EXPECT_EQ(l.x_proj.defined(), c.x_proj_rows() > 0);
+    EXPECT_EQ(l.dt_proj.defined(), c.selective_dt);
+    EXPECT_EQ(l.B.defined(), !c.selective_B);
+    EXPECT_EQ(l.C.defined(), !c.selective_C);
+    int64_t count = 0;
+    for (const auto& [name, t] : tensors) count += t.numel();
+    EXPECT_EQ(w.parameter_count(), count);
+    EXPECT_EQ(w.weight_bytes(), 4 * count);
+    save_safetensors(dir.file("model.safetensors"), tensors);
+    test::write_file(dir.file("config.json"), c.to_hf_json());
+    const ModelWeights back = load_dir(dir, DType::f32);
+    EXPECT_EQ(back.config.ssm_variant(), variant);
+    for (const auto& [name, t] : back.named_parameters())
+      EXPECT_EQ(std::memcmp(t.data, tensors[name].data, t.nbytes()), 0) << name;
+  }
+  // A time-invariant model refuses an S6 checkpoint, naming the missing parameter.
+  TempDir dir;
+  MambaConfig c = small_config(false, true, true);
+  const ModelWeights s6 = ModelWeights::random(c, DType::f32, 5);
+  std::map<std::string, Tensor> tensors;
+  for (const auto& [name, t] : s6.named_parameters()) tensors[name] = t;
+  save_safetensors(dir.file("model.safetensors"), tensors);
+  c.set_ssm_variant("dt");
+  test::write_file(dir.file("config.json"), c.to_hf_json());
+  expect_error([&] { load_dir(dir, DType::f32); }, {"backbone.layers.0.mixer.x_proj.weight", "[3, 16]", "(r, e)"});
+}
+
+TEST(Weights, TimeInvariantBAndCInitialisedAsS4D) {
+  MambaConfig c = small_config(false, true, true);
+  c.d_inner = 256;
+  c.d_state = 16;
+  c.set_ssm_variant("lti");
+  const ModelWeights w = ModelWeights::random(c, DType::bf16, 3);
+  const LayerWeights& l = w.layers[0];
+  EXPECT_EQ(l.B.dtype, DType::f32);
+  EXPECT_EQ(l.C.dtype, DType::f32);
+  for (float b : to_f32(l.B)) EXPECT_EQ(b, 1.0f);
+  const std::vector<float> C = to_f32(l.C);
+  double sum = 0, sq = 0;
+  for (float x : C) sum += x, sq += double(x) * x;
+  EXPECT_NEAR(sum / double(C.size()), 0.0, 0.05);
+  EXPECT_NEAR(std::sqrt(sq / double(C.size())), 1.0, 0.05);
+  for (float b : to_f32(l.dt_bias)) {
+    const double dt = std::log1p(std::exp(double(b)));
+    EXPECT_GE(dt, 0.001 * (1 - 1e-5));
+    EXPECT_LE(dt, 0.1 * (1 + 1e-5));
+  }
 }
 
 }  // namespace

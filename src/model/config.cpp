@@ -3,8 +3,10 @@
 #include "model/config.h"
 
 #include <cmath>
+#include <algorithm>
 #include <cstdlib>
 #include <limits>
+#include <utility>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -163,6 +165,21 @@ MambaConfig from_mamba_ssm(const Fields& top, const json& j) {
   return c;
 }
 
+// The "selectivity" object (see config.h): keys dt, B, C, each true or false, absent meaning true.
+void read_selectivity(const Fields& top, const json& j, MambaConfig& c) {
+  if (!top.has("selectivity")) return;
+  const json& sel = j.at("selectivity");
+  MAMBA_CHECK(sel.is_object(), "{}: field 'selectivity' must be an object with keys dt, B, C, found {}",
+              top.source(), sel.type_name());
+  for (const auto& item : sel.items())
+    MAMBA_CHECK(item.key() == "dt" || item.key() == "B" || item.key() == "C",
+                "{}: field 'selectivity.{}' is not known (the keys are dt, B and C)", top.source(), item.key());
+  const Fields f(sel, top.source(), "selectivity.");
+  c.selective_dt = f.boolean("dt", true);
+  c.selective_B = f.boolean("B", true);
+  c.selective_C = f.boolean("C", true);
+}
+
 void check_range(const std::string& source, const char* field, int64_t v, int64_t lo, int64_t hi) {
   MAMBA_CHECK(v >= lo && v <= hi, "{}: {} = {} is out of range [{}, {}]", source, field, v, lo, hi);
 }
@@ -187,6 +204,7 @@ MambaConfig MambaConfig::from_json_text(const std::string& text, const std::stri
   else
     fail("{}: neither 'hidden_size' (transformers) nor 'd_model' (mamba_ssm) is present: not a Mamba config",
          source);
+  read_selectivity(f, j, c);
   c.fill_derived();
   c.validate(source);
   return c;
@@ -218,10 +236,45 @@ void MambaConfig::validate(const std::string& source) const {
   check_range(source, "pad_token_id", pad_token_id, 0, vocab_size - 1);
 }
 
+int64_t MambaConfig::x_proj_rows() const {
+  return (selective_dt ? dt_rank : 0) + (selective_B ? d_state : 0) + (selective_C ? d_state : 0);
+}
+
+std::string MambaConfig::ssm_variant() const {
+  if (selective_dt && selective_B && selective_C) return "s6";
+  if (!selective_dt && !selective_B && !selective_C) return "lti";
+  std::string name;
+  for (const auto& [on, part] :
+       {std::pair{selective_dt, "dt"}, std::pair{selective_B, "b"}, std::pair{selective_C, "c"}})
+    if (on) name += (name.empty() ? "" : "+") + std::string(part);
+  return name;
+}
+
+void MambaConfig::set_ssm_variant(const std::string& name) {
+  if (name == "s6" || name == "lti") {
+    selective_dt = selective_B = selective_C = name == "s6";
+    return;
+  }
+  bool dt = false, B = false, C = false;
+  size_t at = 0;
+  while (at <= name.size()) {
+    const size_t plus = std::min(name.find('+', at), name.size());
+    const std::string part = name.substr(at, plus - at);
+    bool* flag = part == "dt" ? &dt : part == "b" ? &B : part == "c" ? &C : nullptr;
+    MAMBA_CHECK(flag != nullptr && !*flag,
+                "unknown SSM variant '{}': the names are s6 (Δ, B, C selective), lti (none), dt, b, c (only that "
+                "one), or selective parts joined with '+' (e.g. dt+b)",
+                name);
+    *flag = true;
+    at = plus + 1;
+  }
+  selective_dt = dt, selective_B = B, selective_C = C;
+}
+
 std::string MambaConfig::to_hf_json() const {
   // The shortest decimal that reads back as the same float (1e-05, not 9.99999974737875e-06).
   const double eps = std::strtod(fmt::format("{}", norm_eps).c_str(), nullptr);
-  const json j = {
+  json j = {
       {"architectures", json::array({"MambaForCausalLM"})},
       {"model_type", "mamba"},
       {"bos_token_id", bos_token_id},
@@ -251,6 +304,8 @@ std::string MambaConfig::to_hf_json() const {
       {"use_mambapy", false},
       {"vocab_size", vocab_size},
   };
+  if (!(selective_dt && selective_B && selective_C))
+    j["selectivity"] = {{"dt", selective_dt}, {"B", selective_B}, {"C", selective_C}};
   return j.dump(2) + "\n";
 }
 

@@ -10,6 +10,12 @@
 // does not implement are refused by name: model_type other than "mamba" (e.g. "mamba2", "falcon_mamba"),
 // ssm_cfg.layer other than "Mamba1", rms_norm false (LayerNorm), MLP (d_intermediate) or attention layers, and a
 // hidden_act other than "silu". A JSON null counts as an absent field.
+//
+// Selectivity (the ablations of the Mamba paper, §4.6): which of Δ, B and C depend on the input. The S6 model
+// (every checkpoint published) has all three; "lti" none (a time-invariant SSM, as S4D: Δ, B and C learned per
+// channel); "dt", "b" and "c" one each. In JSON (both dialects read it; to_hf_json writes it only when not S6)
+// it is an object {"selectivity": {"dt": bool, "B": bool, "C": bool}}; an absent key counts as true, so a
+// config without it is the S6 model.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +40,18 @@ struct MambaConfig {
   int64_t eos_token_id = 0;
   int64_t bos_token_id = 0;
   int64_t pad_token_id = 0;
+  bool selective_dt = true;  // Δ = softplus(dt_proj(x_proj(x)) + bias); else softplus(bias) per channel
+  bool selective_B = true;   // B (b, l, n) from x_proj; else a parameter (e, n)
+  bool selective_C = true;   // C (b, l, n) from x_proj; else a parameter (e, n)
+
+  // x_proj's output rows: r if Δ is selective, n for a selective B, n for a selective C, in that order
+  // (0: the model has no x_proj).
+  int64_t x_proj_rows() const;
+  // The variant's name: "s6" (all selective), "lti" (none), "dt", "b" or "c" (only that one); other
+  // combinations are named by their selective parts joined with '+' (e.g. "dt+b").
+  std::string ssm_variant() const;
+  // Sets the three flags from a name ssm_variant() gives (or "dt+c" etc.); throws Error listing the names.
+  void set_ssm_variant(const std::string& name);
 
   // Throws Error naming the file and field when a field is missing, of the wrong type or out of range.
   static MambaConfig from_json_file(const std::string& path);

@@ -51,6 +51,8 @@ ModelWeights ModelWeights::to_device(Device device, DType dtype) const {
     d.dt_bias = vec(l.dt_bias);
     d.A_log = vec(l.A_log);
     d.A = vec(l.A);
+    d.B = vec(l.B);
+    d.C = vec(l.C);
     d.D = vec(l.D);
     d.out_proj = mat(l.out_proj);
     d.out_proj_bias = vec(l.out_proj_bias);

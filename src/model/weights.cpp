@@ -16,8 +16,8 @@ namespace {
 
 // Where a parameter lives in ModelWeights.
 enum class Slot {
-  embedding, norm_f, lm_head, norm, in_proj, in_proj_bias, conv_w, conv_b, x_proj, dt_proj, dt_bias, A_log, D,
-  out_proj, out_proj_bias
+  embedding, norm_f, lm_head, norm, in_proj, in_proj_bias, conv_w, conv_b, x_proj, dt_proj, dt_bias, A_log, B, C,
+  D, out_proj, out_proj_bias
 };
 // How random() initialises a parameter (`scale` is the std or the bound).
 enum class Init { normal, uniform, ones, zeros, a_log, dt_bias };
@@ -37,6 +37,13 @@ struct ParamSpec {
 constexpr const char* kEmbedding = "backbone.embeddings.weight";
 constexpr const char* kEmbeddingAlt = "backbone.embedding.weight";  // mamba_ssm's name
 
+// x_proj's shape in the legend, for messages: "(r + 2n, e)" for S6, "(n, e)" with only B selective, etc.
+const char* x_proj_legend(const MambaConfig& c) {
+  static const char* const kLegends[8] = {"(0, e)",  "(n, e)",      "(n, e)",      "(2n, e)",
+                                          "(r, e)",  "(r + n, e)",  "(r + n, e)",  "(r + 2n, e)"};
+  return kLegends[(c.selective_dt ? 4 : 0) + (c.selective_B ? 2 : 0) + (c.selective_C ? 1 : 0)];
+}
+
 void add_layer_specs(std::vector<ParamSpec>& out, const MambaConfig& c, int i) {
   const int64_t d = c.d_model, e = c.d_inner, n = c.d_state, k = c.d_conv, r = c.dt_rank;
   const std::string p = "backbone.layers." + std::to_string(i) + ".";
@@ -51,12 +58,17 @@ void add_layer_specs(std::vector<ParamSpec>& out, const MambaConfig& c, int i) {
   out.push_back({m + "conv1d.weight", Slot::conv_w, i, {e, 1, k}, {e, k}, "(e, 1, k)", false, Init::uniform, conv});
   if (c.use_conv_bias)
     out.push_back({m + "conv1d.bias", Slot::conv_b, i, {e}, {e}, "(e)", false, Init::uniform, conv});
-  out.push_back({m + "x_proj.weight", Slot::x_proj, i, {r + 2 * n, e}, {r + 2 * n, e}, "(r + 2n, e)", true,
-                 Init::uniform, lin_e});
-  out.push_back({m + "dt_proj.weight", Slot::dt_proj, i, {e, r}, {e, r}, "(e, r)", true, Init::uniform,
-                 1.0 / std::sqrt(double(r))});
+  const int64_t x = c.x_proj_rows();
+  if (x > 0)
+    out.push_back({m + "x_proj.weight", Slot::x_proj, i, {x, e}, {x, e}, x_proj_legend(c), true, Init::uniform,
+                   lin_e});
+  if (c.selective_dt)
+    out.push_back({m + "dt_proj.weight", Slot::dt_proj, i, {e, r}, {e, r}, "(e, r)", true, Init::uniform,
+                   1.0 / std::sqrt(double(r))});
   out.push_back({m + "dt_proj.bias", Slot::dt_bias, i, {e}, {e}, "(e)", false, Init::dt_bias, 0});
   out.push_back({m + "A_log", Slot::A_log, i, {e, n}, {e, n}, "(e, n)", false, Init::a_log, 0});
+  if (!c.selective_B) out.push_back({m + "B", Slot::B, i, {e, n}, {e, n}, "(e, n)", false, Init::ones, 0});
+  if (!c.selective_C) out.push_back({m + "C", Slot::C, i, {e, n}, {e, n}, "(e, n)", false, Init::normal, 1.0});
   out.push_back({m + "D", Slot::D, i, {e}, {e}, "(e)", false, Init::ones, 0});
   out.push_back({m + "out_proj.weight", Slot::out_proj, i, {d, e}, {d, e}, "(d, e)", true, Init::uniform,
                  lin_e / std::sqrt(double(c.n_layer))});
@@ -97,6 +109,8 @@ auto& slot_ref(W& w, const ParamSpec& p) {
     case Slot::dt_proj: return l.dt_proj;
     case Slot::dt_bias: return l.dt_bias;
     case Slot::A_log: return l.A_log;
+    case Slot::B: return l.B;
+    case Slot::C: return l.C;
     case Slot::D: return l.D;
     case Slot::out_proj: return l.out_proj;
     default: return l.out_proj_bias;
@@ -180,8 +194,8 @@ void finish(ModelWeights& w) {
 }
 
 std::string config_summary(const MambaConfig& c) {
-  return fmt::format("d={} e={} n={} k={} r={} v={}", c.d_model, c.d_inner, c.d_state, c.d_conv, c.dt_rank,
-                     c.vocab_size);
+  return fmt::format("d={} e={} n={} k={} r={} v={} ssm={}", c.d_model, c.d_inner, c.d_state, c.d_conv, c.dt_rank,
+                     c.vocab_size, c.ssm_variant());
 }
 
 // The checkpoint tensor for `p`, present and of the expected shape.

@@ -284,8 +284,18 @@ void selective_scan_forward(const ScanArgs& a, Context& ctx) {
   p.u = as_seq(op, "u", a.u, p.b, p.l, p.e);
   p.dt = as_seq(op, "dt", a.dt, p.b, p.l, p.e);
   p.y = as_seq(op, "y", a.y, p.b, p.l, p.e);
-  p.B = as_seq(op, "B", a.B, p.b, p.l, p.n);
-  p.C = as_seq(op, "C", a.C, p.b, p.l, p.n);
+  if (a.B.ndim == 2) {
+    require_f32_shape(op, "B (time-invariant)", a.B, {p.e, p.n});
+    p.B_lti = a.B.f32();
+  } else {
+    p.B = as_seq(op, "B", a.B, p.b, p.l, p.n);
+  }
+  if (a.C.ndim == 2) {
+    require_f32_shape(op, "C (time-invariant)", a.C, {p.e, p.n});
+    p.C_lti = a.C.f32();
+  } else {
+    p.C = as_seq(op, "C", a.C, p.b, p.l, p.n);
+  }
   if (a.z.defined()) p.z = as_seq(op, "z", a.z, p.b, p.l, p.e);
   p.A = a.A.f32();
   p.D = optional_vector(op, "D", a.D, p.e);

@@ -212,13 +212,24 @@ void selective_scan_backward(const ScanGradArgs& a, Context& ctx) {
   p.A = optional_exact<const float>(op, "A", a.A, {p.e, p.n});
   p.u = sequence(op, "u", a.u, p.b, p.l, p.e);
   p.dt = sequence(op, "dt", a.dt, p.b, p.l, p.e);
-  p.B = sequence(op, "B", a.B, p.b, p.l, p.n);
-  p.C = sequence(op, "C", a.C, p.b, p.l, p.n);
+  // B, C: (b, l, n), or (e, n) when time-invariant; then dB / dC are (e, n), added to, or undefined.
+  if (a.B.ndim == 2) {
+    p.B_lti = optional_exact<const float>(op, "B (time-invariant)", a.B, {p.e, p.n});
+    p.dB_lti = optional_exact<float>(op, "dB (of a time-invariant B)", a.dB, {p.e, p.n});
+  } else {
+    p.B = sequence(op, "B", a.B, p.b, p.l, p.n);
+    p.dB = sequence(op, "dB", a.dB, p.b, p.l, p.n);
+  }
+  if (a.C.ndim == 2) {
+    p.C_lti = optional_exact<const float>(op, "C (time-invariant)", a.C, {p.e, p.n});
+    p.dC_lti = optional_exact<float>(op, "dC (of a time-invariant C)", a.dC, {p.e, p.n});
+  } else {
+    p.C = sequence(op, "C", a.C, p.b, p.l, p.n);
+    p.dC = sequence(op, "dC", a.dC, p.b, p.l, p.n);
+  }
   p.dy = sequence(op, "dy", a.dy, p.b, p.l, p.e);
   p.du = sequence(op, "du", a.du, p.b, p.l, p.e);
   p.ddt = sequence(op, "ddt", a.ddt, p.b, p.l, p.e);
-  p.dB = sequence(op, "dB", a.dB, p.b, p.l, p.n);
-  p.dC = sequence(op, "dC", a.dC, p.b, p.l, p.n);
   MAMBA_CHECK(a.z.defined() == a.dz.defined(), "{}: dz must be given exactly when z is", op);
   if (a.z.defined()) {
     p.z = sequence(op, "z", a.z, p.b, p.l, p.e);

@@ -54,8 +54,11 @@ void conv1d_causal_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dstate_in
 // du, ddt, dz: (b, l, e) written; dB, dC: (b, l, n) written (row-strided views allowed); dA (e, n), dD (e),
 // ddt_bias (e): added to; dstate_in (b, e, n) written. dz is required exactly when z is defined; dD only with
 // D, ddt_bias only with dt_bias; dA, dD, ddt_bias and dstate_in may be undefined.
+// A time-invariant B or C (e, n) (see ops.h) has its gradient dB / dC (e, n) ADDED to, like dA (the sums over
+// t of the terms above, per channel); it may be undefined. A time-invariant Δ (dt zero) takes its gradient
+// through ddt_bias; ddt is still written.
 struct ScanGradArgs {
-  Tensor du, ddt, dB, dC, dz, dstate_in;  // written
+  Tensor du, ddt, dB, dC, dz, dstate_in;  // written (dB, dC added to when (e, n), see above)
   Tensor dA, dD, ddt_bias;                // added to
   Tensor dy, dstate_out;                  // incoming gradients; dstate_out may be undefined (zero)
   Tensor u, dt, A, B, C, D, z, dt_bias;   // the forward's inputs

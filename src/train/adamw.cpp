@@ -20,7 +20,9 @@ bool decays(const std::string& name, const Tensor& param) {
     const size_t n = std::strlen(s);
     return name.size() >= n && name.compare(name.size() - n, n, s) == 0;
   };
-  if (ends_with("A_log") || ends_with("embeddings.weight") || ends_with("embedding.weight")) return false;
+  if (ends_with("A_log") || ends_with("mixer.B") || ends_with("mixer.C") || ends_with("embeddings.weight") ||
+      ends_with("embedding.weight"))
+    return false;
   return param.ndim >= 2;
 }
 

@@ -24,7 +24,8 @@ struct AdamWOptions {
   void validate() const;
 };
 
-// Whether the reference decays this parameter: tensors of rank ≥ 2 except A_log and the embedding.
+// Whether the reference decays this parameter: tensors of rank ≥ 2 except the embedding and the SSM parameters
+// A_log and (time-invariant models) mixer.B, mixer.C, which S4D does not decay either.
 bool decays(const std::string& name, const Tensor& param);
 
 // Scales `grads` so that their global L2 norm (over all tensors, in double) is at most `max_norm`, as

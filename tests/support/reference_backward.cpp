@@ -69,8 +69,9 @@ Vd scan_d(const ScanD& in) {
         const double delta = in.dt_softplus ? softplus(raw) : raw;
         double y = in.D.empty() ? 0.0 : in.D[c] * in.u[tc];
         for (int64_t s = 0; s < n; ++s) {
-          h[s] = std::exp(delta * in.A[c * n + s]) * h[s] + delta * in.B[ts + s] * in.u[tc];
-          y += h[s] * in.C[ts + s];
+          const double B = in.B[in.B_lti ? c * n + s : ts + s], C = in.C[in.C_lti ? c * n + s : ts + s];
+          h[s] = std::exp(delta * in.A[c * n + s]) * h[s] + delta * B * in.u[tc];
+          y += h[s] * C;
         }
         out[tc] = in.z.empty() ? y : y * silu(in.z[tc]);
       }

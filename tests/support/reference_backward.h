@@ -27,7 +27,8 @@ Vd conv1d_d(const Vd& x, const Vd& w, const Vd& bias, const Vd& state_in, int64_
 struct ScanD {
   int64_t b = 0, l = 0, e = 0, n = 0;
   Vd u, dt, z;       // (b, l, e); z may be empty
-  Vd B, C;           // (b, l, n)
+  Vd B, C;           // (b, l, n), or (e, n) when B_lti / C_lti (time-invariant)
+  bool B_lti = false, C_lti = false;
   Vd A;              // (e, n)
   Vd D, dt_bias;     // (e) or empty
   Vd state_in;       // (b, e, n) or empty

@@ -78,8 +78,9 @@ ScanResult selective_scan(const ScanInputs& in) {
         const double u = in.u[tc];
         double y = 0;
         for (int64_t s = 0; s < n; ++s) {
-          h[s] = std::exp(delta * double(in.A[c * n + s])) * h[s] + delta * double(in.B[ts + s]) * u;
-          y += h[s] * double(in.C[ts + s]);
+          const double B = in.B[in.B_lti ? c * n + s : ts + s], C = in.C[in.C_lti ? c * n + s : ts + s];
+          h[s] = std::exp(delta * double(in.A[c * n + s])) * h[s] + delta * B * u;
+          y += h[s] * C;
         }
         if (!in.D.empty()) y += double(in.D[c]) * u;
         if (!in.z.empty()) y *= silu(double(in.z[tc]));

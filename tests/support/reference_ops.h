@@ -42,7 +42,8 @@ ConvResult conv1d_causal(std::span<const float> x, std::span<const float> w, std
 struct ScanInputs {
   int64_t b = 0, l = 0, e = 0, n = 0;
   std::span<const float> u, dt, z;  // (b, l, e); z may be empty
-  std::span<const float> B, C;      // (b, l, n)
+  std::span<const float> B, C;      // (b, l, n), or (e, n) when B_lti / C_lti (time-invariant)
+  bool B_lti = false, C_lti = false;
   std::span<const float> A;         // (e, n)
   std::span<const float> D, dt_bias;  // (e) or empty
   std::span<const float> state_in;    // (b, e, n) or empty

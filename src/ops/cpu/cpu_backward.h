@@ -38,14 +38,18 @@ void conv1d_causal_backward(const ConvGradParams& p, int threads);
 struct ScanGradParams {
   int64_t b = 0, l = 0, e = 0, n = 0;
   SeqF32 du, ddt, dz, dy;             // (b, l, e); dz.p null when there is no gate
-  SeqF32 dB, dC;                      // (b, l, n)
+  SeqF32 dB, dC;                      // (b, l, n); p null when that one is time-invariant
+  float* dB_lti = nullptr;            // (e, n) added to, with a time-invariant B; or null (not wanted)
+  float* dC_lti = nullptr;            // (e, n) added to, with a time-invariant C; or null (not wanted)
   float* dA = nullptr;                // (e, n) or null
   float* dD = nullptr;                // (e) or null
   float* ddt_bias = nullptr;          // (e) or null
   float* dstate_in = nullptr;         // (b, e, n) contiguous, or null
   const float* dstate_out = nullptr;  // (b, e, n) contiguous, or null for zero
   SeqF32 u, dt, z;                    // (b, l, e); z.p null means no gate
-  SeqF32 B, C;                        // (b, l, n)
+  SeqF32 B, C;                        // (b, l, n); p null when that one is time-invariant
+  const float* B_lti = nullptr;       // (e, n) contiguous: a time-invariant B, or null
+  const float* C_lti = nullptr;       // (e, n) contiguous: a time-invariant C, or null
   const float* A = nullptr;           // (e, n)
   const float* D = nullptr;           // (e) or null
   const float* dt_bias = nullptr;     // (e) or null

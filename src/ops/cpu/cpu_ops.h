@@ -59,7 +59,9 @@ void conv1d_causal(const ConvParams& p, int threads);
 struct ScanParams {
   int64_t b = 0, l = 0, e = 0, n = 0;
   SeqF32 y, u, dt, z;                 // (b, l, e); z.p null means no gate
-  SeqF32 B, C;                        // (b, l, n)
+  SeqF32 B, C;                        // (b, l, n); B.p / C.p null when that one is time-invariant
+  const float* B_lti = nullptr;       // (e, n) contiguous: a time-invariant B, or null
+  const float* C_lti = nullptr;       // (e, n) contiguous: a time-invariant C, or null
   const float* A = nullptr;           // (e, n)
   const float* D = nullptr;           // (e) or null
   const float* dt_bias = nullptr;     // (e) or null

@@ -10,8 +10,9 @@
 //
 // Determinism. Work items are (batch row, group of channel blocks), the groups a fixed split of the channel
 // blocks (kGroups of them, whatever the thread count). dB and dC, sums over channels, are summed per item in
-// block order into the item's own partial rows, then the groups' partials are added in group order; dA, dD
-// and the Δ-bias gradient, sums over batch rows, get one partial per batch row, added in batch-row order.
+// block order into the item's own partial rows, then the groups' partials are added in group order; dA, dD,
+// the Δ-bias gradient and the gradients of a time-invariant B or C (e, n), sums over batch rows, get one
+// partial per batch row, added in batch-row order.
 #include <algorithm>
 
 #include "core/buffer.h"
@@ -42,6 +43,7 @@ struct Terms {
 // Per-item scratch and the block's gradient accumulators, all n-vector arrays unless noted.
 struct Work {
   Vec *a, *A, *h, *g, *dA;  // A·log2(e), A, running state, state gradient, dA accumulator
+  Vec *B, *C, *dB, *dC;     // a time-invariant B and C, and their gradient accumulators (when used)
   Vec *ckpt, *hs;           // chunk-start states ((chunks + 1) · n), one chunk's states ((kChunk + 1) · n)
   Terms* terms;             // kChunk
 };
@@ -52,6 +54,8 @@ struct Partials {
   float* dA;      // (b, e, n)
   float* dD;      // (b, e)
   float* dbias;   // (b, e)
+  float* dB;      // (b, e, n) with a time-invariant B
+  float* dC;      // (b, e, n) with a time-invariant C
 };
 
 void chunk_terms(const ScanGradParams& p, const Block& k, int64_t t0, int64_t len, Terms* out) {
@@ -73,25 +77,28 @@ void chunk_terms(const ScanGradParams& p, const Block& k, int64_t t0, int64_t le
 void advance(const ScanGradParams& p, const Block& k, int64_t t0, int64_t len, const Terms* terms, const Work& w,
              Vec* keep) {
   for (int64_t i = 0; i < len; ++i) {
-    const float* Bt = p.B.at(k.bi, t0 + i);
+    const float* Bt = p.B_lti ? nullptr : p.B.at(k.bi, t0 + i);
     for (int64_t s = 0; s < p.n; ++s) {
-      w.h[s] = fma(exp2(terms[i].delta * w.a[s]), w.h[s], terms[i].du * Vec::broadcast(Bt[s]));
+      const Vec B = Bt ? Vec::broadcast(Bt[s]) : w.B[s];
+      w.h[s] = fma(exp2(terms[i].delta * w.a[s]), w.h[s], terms[i].du * B);
       if (keep) keep[(i + 1) * p.n + s] = w.h[s];
     }
   }
 }
 
 // Token t = t0 + i, walking backward: consumes g (the gradient of h[t] from later tokens), leaves the gradient
-// of h[t-1] in it, writes du, ddt, dz and adds this block's share of dB[t], dC[t] to `bc`.
+// of h[t-1] in it, writes du, ddt, dz and adds this block's share of dB[t], dC[t] to `bc` (or, for a
+// time-invariant B or C, this token's term to w.dB / w.dC).
 void token_backward(const ScanGradParams& p, const Block& k, int64_t t, const Terms& tt, const Vec* h_prev,
                     const Vec* h_cur, const Work& w, Vec& dD, Vec& dbias, float* bc) {
   const Vec D = p.D ? Vec::load_partial(p.D + k.c0, k.width) : Vec::zero();
-  const float* Bt = p.B.at(k.bi, t);
-  const float* Ct = p.C.at(k.bi, t);
+  const float* Bt = p.B_lti ? nullptr : p.B.at(k.bi, t);
+  const float* Ct = p.C_lti ? nullptr : p.C.at(k.bi, t);
+  const auto coef_C = [&](int64_t s) { return Ct ? Vec::broadcast(Ct[s]) : w.C[s]; };
   Vec dyp = Vec::load_partial(p.dy.at(k.bi, t) + k.c0, k.width);
   if (p.z.p) {
     Vec y = D * tt.u;
-    for (int64_t s = 0; s < p.n; ++s) y = fma(h_cur[s], Vec::broadcast(Ct[s]), y);
+    for (int64_t s = 0; s < p.n; ++s) y = fma(h_cur[s], coef_C(s), y);
     const Vec z = Vec::load_partial(p.z.at(k.bi, t) + k.c0, k.width), one = Vec::broadcast(1.0f);
     const Vec sig = one / (one + exp(Vec::zero() - z));
     (dyp * y * sig * fma(z, one - sig, one)).store_partial(p.dz.at(k.bi, t) + k.c0, k.width);
@@ -100,10 +107,16 @@ void token_backward(const ScanGradParams& p, const Block& k, int64_t t, const Te
   dD = fma(dyp, tt.u, dD);
   Vec du = dyp * D, ddelta = Vec::zero();
   for (int64_t s = 0; s < p.n; ++s) {
-    const Vec B = Vec::broadcast(Bt[s]);
-    const Vec g = fma(dyp, Vec::broadcast(Ct[s]), w.g[s]);
-    bc[p.n + s] += reduce_add(dyp * h_cur[s]);
-    bc[s] += reduce_add(g * tt.du);
+    const Vec B = Bt ? Vec::broadcast(Bt[s]) : w.B[s];
+    const Vec g = fma(dyp, coef_C(s), w.g[s]);
+    if (Ct)
+      bc[p.n + s] += reduce_add(dyp * h_cur[s]);
+    else
+      w.dC[s] = fma(dyp, h_cur[s], w.dC[s]);
+    if (Bt)
+      bc[s] += reduce_add(g * tt.du);
+    else
+      w.dB[s] = fma(g, tt.du, w.dB[s]);
     du = fma(g, tt.delta * B, du);
     const Vec decay = exp2(tt.delta * w.a[s]);
     const Vec dh_prev = decay * h_prev[s];
@@ -121,6 +134,10 @@ void block_backward(const ScanGradParams& p, const Block& k, const Work& w, floa
   const int64_t n = p.n, chunks = (p.l + kChunk - 1) / kChunk;
   gather_channels(w.A, p.A + k.c0 * n, n, k.width);
   for (int64_t s = 0; s < n; ++s) w.a[s] = w.A[s] * Vec::broadcast(kLog2e);
+  if (p.B_lti) gather_channels(w.B, p.B_lti + k.c0 * n, n, k.width);
+  if (p.C_lti) gather_channels(w.C, p.C_lti + k.c0 * n, n, k.width);
+  std::fill(w.dB, w.dB + n, Vec::zero());
+  std::fill(w.dC, w.dC + n, Vec::zero());
   if (p.state_in)
     gather_channels(w.h, p.state_in + (k.bi * p.e + k.c0) * n, n, k.width);
   else
@@ -149,42 +166,50 @@ void block_backward(const ScanGradParams& p, const Block& k, const Work& w, floa
   }
   if (p.dstate_in) scatter_channels(p.dstate_in + (k.bi * p.e + k.c0) * n, w.g, n, k.width);
   scatter_channels(part.dA + (k.bi * p.e + k.c0) * n, w.dA, n, k.width);
+  if (p.B_lti) scatter_channels(part.dB + (k.bi * p.e + k.c0) * n, w.dB, n, k.width);
+  if (p.C_lti) scatter_channels(part.dC + (k.bi * p.e + k.c0) * n, w.dC, n, k.width);
   dD.store_partial(part.dD + k.bi * p.e + k.c0, k.width);
   dbias.store_partial(part.dbias + k.bi * p.e + k.c0, k.width);
 }
 
 Work carve_scratch(const ScanGradParams& p) {
   const int64_t n = p.n, chunks = (p.l + kChunk - 1) / kChunk;
-  const int64_t vecs = 5 * n + (chunks + 1) * n + (kChunk + 1) * n + 4 * kChunk;
+  const int64_t vecs = 9 * n + (chunks + 1) * n + (kChunk + 1) * n + 4 * kChunk;
   Vec* v = reinterpret_cast<Vec*>(thread_scratch(size_t(vecs) * kLanes));
   Work w;
   w.a = v, w.A = v + n, w.h = v + 2 * n, w.g = v + 3 * n, w.dA = v + 4 * n;
-  w.ckpt = v + 5 * n;
+  w.B = v + 5 * n, w.C = v + 6 * n, w.dB = v + 7 * n, w.dC = v + 8 * n;
+  w.ckpt = v + 9 * n;
   w.hs = w.ckpt + (chunks + 1) * n;
   w.terms = reinterpret_cast<Terms*>(w.hs + (kChunk + 1) * n);
   return w;
 }
 
-// Adds the partials in their fixed order: dB, dC over the groups, dA, dD, dΔbias over the batch rows.
+// Adds the partials in their fixed order: dB, dC over the groups (time-invariant ones over the batch rows),
+// dA, dD, dΔbias over the batch rows.
 void reduce_partials(const ScanGradParams& p, const Partials& part, int64_t groups, int threads) {
   const int64_t n = p.n, rows = p.b * p.l;
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t bi = r / p.l, t = r % p.l;
-    float* dB = p.dB.at(bi, t);
-    float* dC = p.dC.at(bi, t);
-    for (int64_t s = 0; s < n; ++s) dB[s] = dC[s] = 0.0f;
-    for (int64_t g = 0; g < groups; ++g) {
-      const float* src = part.dBC + (g * rows + r) * 2 * n;
-      for (int64_t s = 0; s < n; ++s) {
-        dB[s] += src[s];
-        dC[s] += src[n + s];
+    for (int64_t half = 0; half < 2; ++half) {
+      const SeqF32& grad = half == 0 ? p.dB : p.dC;
+      if (!grad.p) continue;
+      float* dst = grad.at(bi, t);
+      for (int64_t s = 0; s < n; ++s) dst[s] = 0.0f;
+      for (int64_t g = 0; g < groups; ++g) {
+        const float* src = part.dBC + (g * rows + r) * 2 * n + half * n;
+        for (int64_t s = 0; s < n; ++s) dst[s] += src[s];
       }
     }
   }
   for (int64_t bi = 0; bi < p.b; ++bi) {
     if (p.dA)
       for (int64_t i = 0; i < p.e * n; ++i) p.dA[i] += part.dA[bi * p.e * n + i];
+    if (p.dB_lti)
+      for (int64_t i = 0; i < p.e * n; ++i) p.dB_lti[i] += part.dB[bi * p.e * n + i];
+    if (p.dC_lti)
+      for (int64_t i = 0; i < p.e * n; ++i) p.dC_lti[i] += part.dC[bi * p.e * n + i];
     for (int64_t c = 0; c < p.e; ++c) {
       if (p.dD) p.dD[c] += part.dD[bi * p.e + c];
       if (p.ddt_bias) p.ddt_bias[c] += part.dbias[bi * p.e + c];
@@ -199,9 +224,12 @@ void selective_scan_backward(const ScanGradParams& p, int threads) {
   const int64_t rows = p.b * p.l;
   thread_local Buffer bc_mem, per_row_mem;  // kept between calls (kept_buffer.h)
   float* bc = grown(bc_mem, size_t(groups * rows * 2 * p.n));
-  float* per_row = grown(per_row_mem, size_t(p.b * p.e * (p.n + 2)));
+  const int64_t lti_parts = (p.B_lti ? 1 : 0) + (p.C_lti ? 1 : 0);
+  float* per_row = grown(per_row_mem, size_t(p.b * p.e * ((1 + lti_parts) * p.n + 2)));
   std::fill_n(bc, groups * rows * 2 * p.n, 0.0f);
-  const Partials part{bc, per_row, per_row + p.b * p.e * p.n, per_row + p.b * p.e * (p.n + 1)};
+  float* lti = per_row + p.b * p.e * (p.n + 2);
+  const Partials part{bc, per_row, per_row + p.b * p.e * p.n, per_row + p.b * p.e * (p.n + 1), lti,
+                      lti + (p.B_lti ? p.b * p.e * p.n : 0)};
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t it = 0; it < p.b * groups; ++it) {
     const int64_t bi = it / groups, g = it % groups;

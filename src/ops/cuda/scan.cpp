@@ -80,6 +80,8 @@ bool make_params(const ScanArgs& a, cuda::ScanKernelParams* p, std::string* why)
       return refuse(why, fmt::format("{} is required but undefined", name));
   if (a.u.ndim != 3) return refuse(why, fmt::format("u must have shape [b, l, e], got {}", a.u.shape_str()));
   if (a.A.ndim != 2) return refuse(why, fmt::format("A must have shape [e, n], got {}", a.A.shape_str()));
+  if (a.B.ndim == 2 || a.C.ndim == 2)
+    return refuse(why, "time-invariant B/C (shape [e, n], the non-selective SSM variants) run only on the CPU");
   const int64_t b = a.u.shape[0], l = a.u.shape[1], e = a.u.shape[2], n = a.A.shape[1];
   const DType in = a.u.dtype;
   if (!check_seq("u", a.u, in, b, l, e, why) || !check_seq("dt", a.dt, in, b, l, e, why) ||

@@ -43,6 +43,8 @@ bool make_params(const ScanGradArgs& a, cuda::ScanGradKernelParams* p, std::stri
   }
   if (a.u.ndim != 3) return refuse(why, fmt::format("u must have shape [b, l, e], got {}", a.u.shape_str()));
   if (a.A.ndim != 2) return refuse(why, fmt::format("A must have shape [e, n], got {}", a.A.shape_str()));
+  if (a.B.ndim == 2 || a.C.ndim == 2)
+    return refuse(why, "time-invariant B/C (shape [e, n], the non-selective SSM variants) run only on the CPU");
   const int64_t b = a.u.shape[0], l = a.u.shape[1], e = a.u.shape[2], n = a.A.shape[1];
   const std::array<std::pair<Named, int64_t>, 11> seqs{{{{"u", &a.u}, e},
                                                         {{"dt", &a.dt}, e},
