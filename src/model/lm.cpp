@@ -6,6 +6,8 @@
 //     xdbl = x_proj(xc)                (m, r + 2n): dt_low = [:, :r], B = [:, r:r+n], C = [:, r+n:]
 //     dt  = dt_proj(dt_low)            (m, e), its bias applied inside the scan before softplus
 //     y   = scan(xc, dt, A, B, C, D, z) (b, lc, e), SSM state carried in `state`
+//   The ablations without selection (config.h) keep only the selective parts in xdbl; a time-invariant B or C
+//   is the layer's (e, n) parameter, and a time-invariant Δ a dt of zeros (Δ = softplus(dt_bias)).
 //     mixer_out = out_proj(y)          (m, d)
 //   hidden = RMSNorm_f(residual += mixer_out); logits = head(hidden) for the positions asked for.
 #include "model/lm.h"
@@ -40,9 +42,23 @@ void ensure(Buffer& buf, size_t bytes, Device dev) {
   if (buf.bytes() < bytes) buf = Buffer(bytes, dev);
 }
 
+// The scan's dt, B and C for the m = b·lc rows of xdbl (x_proj's output, x = x_proj_rows() columns) and ws.dt:
+// views into them where selective, else the time-invariant forms.
+void ssm_inputs(ScanArgs& a, const LayerWeights& lw, Workspace& ws, int64_t b, int64_t lc, const MambaConfig& c) {
+  const Views vw{ws.device()};
+  const int64_t e = c.d_inner, n = c.d_state, x = c.x_proj_rows();
+  float* xdbl = ws.xdbl.as<float>();
+  int64_t col = c.selective_dt ? c.dt_rank : 0;
+  // A time-invariant Δ: every token reads the same zeros (a view with zero strides), and dt_bias is Δ.
+  a.dt = c.selective_dt ? vw.sequence(ws.dt.data(), b, lc, e, e) : vw.sequence(ws.zeros.data(), b, lc, e, 0);
+  a.B = c.selective_B ? vw.sequence(xdbl + col, b, lc, n, x) : lw.B;
+  col += c.selective_B ? n : 0;
+  a.C = c.selective_C ? vw.sequence(xdbl + col, b, lc, n, x) : lw.C;
+}
+
 void mixer_forward(const LayerWeights& lw, int64_t layer, RecurrentState& state, Workspace& ws, int64_t b,
                    int64_t lc, const MambaConfig& c, Context& ctx) {
-  const int64_t m = b * lc, d = c.d_model, e = c.d_inner, n = c.d_state, r = c.dt_rank;
+  const int64_t m = b * lc, d = c.d_model, e = c.d_inner, r = c.dt_rank, x = c.x_proj_rows();
   const Views vw{ws.device()};
   const auto matrix = [&](void* p, int64_t rows, int64_t cols, int64_t ld) { return vw.matrix(p, rows, cols, ld); };
   const auto sequence = [&](void* p, int64_t bb, int64_t l, int64_t cols, int64_t ld) {
@@ -56,18 +72,17 @@ void mixer_forward(const LayerWeights& lw, int64_t layer, RecurrentState& state,
   conv1d_causal_forward(xc, state.conv(layer), sequence(xz, b, lc, e, 2 * e), lw.conv_w, lw.conv_b,
                         state.conv(layer), /*apply_silu=*/true, ctx);
 
-  linear_forward(matrix(xdbl, m, r + 2 * n, r + 2 * n), matrix(ws.xc.data(), m, e, e), lw.x_proj, Tensor{}, ctx);
-  linear_forward(matrix(ws.dt.data(), m, e, e), matrix(xdbl, m, r, r + 2 * n), lw.dt_proj, Tensor{}, ctx);
+  if (x > 0) linear_forward(matrix(xdbl, m, x, x), matrix(ws.xc.data(), m, e, e), lw.x_proj, Tensor{}, ctx);
+  if (c.selective_dt)
+    linear_forward(matrix(ws.dt.data(), m, e, e), matrix(xdbl, m, r, x), lw.dt_proj, Tensor{}, ctx);
 
   ScanArgs a;
   a.y = sequence(ws.y.data(), b, lc, e, e);
   a.state_out = state.ssm(layer);
   a.state_in = state.ssm(layer);
   a.u = xc;
-  a.dt = sequence(ws.dt.data(), b, lc, e, e);
+  ssm_inputs(a, lw, ws, b, lc, c);
   a.A = lw.A;
-  a.B = sequence(xdbl + r, b, lc, n, r + 2 * n);
-  a.C = sequence(xdbl + r + n, b, lc, n, r + 2 * n);
   a.D = lw.D;
   a.z = sequence(xz + e, b, lc, e, 2 * e);
   a.dt_bias = lw.dt_bias;
@@ -176,6 +191,10 @@ void RecurrentState::copy_row_from(const RecurrentState& src, int64_t src_row, i
 }
 
 void Workspace::reserve(const MambaConfig& c, int64_t rows) {
+  if (!c.selective_dt && zeros.bytes() < size_t(c.d_inner) * sizeof(float)) {
+    zeros = Buffer(size_t(c.d_inner) * sizeof(float), device_);
+    zero_memory(zeros.data(), device_, zeros.bytes());
+  }
   if (rows <= rows_) return;
   const size_t m = size_t(rows), f = sizeof(float);
   ensure(residual, m * c.d_model * f, device_);

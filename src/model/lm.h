@@ -49,6 +49,7 @@ class Workspace {
   Device device() const { return device_; }
   Buffer residual, hidden, xz, xc, xdbl, dt, y, mixer_out;
   Buffer ids;  // (rows) int32: the chunk's token ids, on the workspace's device
+  Buffer zeros;  // (e) f32 zeros: the dt of a model whose Δ is not selective (see config.h)
 
  private:
   Device device_;
