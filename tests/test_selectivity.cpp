@@ -1,6 +1,7 @@
 // The selection ablations (config.h: s6, lti, dt, b, c) as whole models, on a tiny random configuration: the
-// forward pass against a double-precision forward written out here from the reference ops (support/), and
-// recurrent steps and chunks against the parallel forward.
+// forward pass against a double-precision forward written out here from the reference ops (support/), recurrent
+// steps and chunks against the parallel forward, and lm_loss's gradient of every parameter against central
+// finite differences of the double-precision loss.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -150,6 +151,23 @@ TEST_P(Selectivity, RecurrentStepsAndChunksEqualParallelForward) {
     for (int64_t bi = 0; bi < b; ++bi) std::copy_n(step.begin() + bi * v, v, stepped.begin() + (bi * l + t) * v);
   }
   EXPECT_CLOSE(stepped.data(), parallel.data(), parallel.size(), 1e-5);
+}
+
+TEST_P(Selectivity, LossGradientsMatchFiniteDifferences) {
+  TrainWorkspace ws;
+  ParamGrads grads(w);
+  const double loss = lm_loss(&grads, w, ids.data(), b, l, ws, ctx);
+  Params p = to_double(w);
+  EXPECT_NEAR(loss, loss_d(c, p, ids, b, l), 1e-5 * loss);
+  const auto f = [&] { return Vd{loss_d(c, p, ids, b, l)}; };
+  for (size_t i = 0; i < grads.names.size(); ++i) {
+    const std::string& name = grads.names[i];
+    const Vd want = ref::numeric_grad(f, p[name], {1.0});
+    // Relative error, except for gradients as small as the central difference's own rounding (~1e-10 here:
+    // A_log's, scaled by the small initial Δ).
+    const Closeness cl = compare(grads.grads[i].f32(), want.data(), want.size());
+    EXPECT_TRUE(!cl.any_nan && (cl.rel_l2 <= 2e-4 || cl.max_abs <= 2e-9)) << name << ": " << cl.describe();
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, Selectivity, ::testing::Values("s6", "lti", "dt", "b", "c"));

@@ -7,6 +7,9 @@
 //   scan:      dxc, ddt, dB, dC, dz, dA, dD, dΔbias   (dA_log += dA ⊙ A, as A = −exp(A_log))
 //   dt_proj:   d dt_low = ddt · W_dt,             dW_dt += ddtᵀ · dt_low
 //   x_proj:    dxc    += dxdbl · W_x,             dW_x += dxdblᵀ · xc
+// The selection ablations (config.h): x_proj's output holds only the selective parts (dt_low, B, C in that
+// order); a time-invariant B / C is the (e, n) parameter mixer.B / mixer.C, its gradient added to by the scan;
+// a time-invariant Δ runs the scan on a dt of zeros (no dt_proj), its gradient reaching dt_proj.bias alone.
 //   conv1d:    dx (first half of dxz), dconv_w, dconv_b
 //   in_proj:   dhidden = dxz · W_in,              dW_in += dxzᵀ · hidden
 //   norm:      dres   += RMSNorm backward of dhidden
@@ -48,7 +51,8 @@ void ensure(Buffer& buf, size_t floats) {
 // The gradients of one layer's parameters, viewing ParamGrads' storage (undefined where the model has no such
 // parameter). conv_w is viewed as (e, k).
 struct LayerGrads {
-  Tensor norm, in_proj, in_proj_bias, conv_w, conv_b, x_proj, dt_proj, dt_bias, A_log, D, out_proj, out_proj_bias;
+  Tensor norm, in_proj, in_proj_bias, conv_w, conv_b, x_proj, dt_proj, dt_bias, A_log, B, C, D, out_proj,
+      out_proj_bias;
 };
 
 struct ModelGrads {
@@ -80,6 +84,8 @@ ModelGrads map_grads(ParamGrads& g, const MambaConfig& c) {
     l.dt_proj = get(p + "mixer.dt_proj.weight");
     l.dt_bias = get(p + "mixer.dt_proj.bias");
     l.A_log = get(p + "mixer.A_log");
+    l.B = get(p + "mixer.B");
+    l.C = get(p + "mixer.C");
     l.D = get(p + "mixer.D");
     l.out_proj = get(p + "mixer.out_proj.weight");
     l.out_proj_bias = get(p + "mixer.out_proj.bias");
@@ -128,23 +134,44 @@ LayerActs layer_acts(TrainWorkspace& ws, const MambaConfig& c, int64_t m, int64_
           ws.y.as<float>() + i * m * e};
 }
 
+// Where B and C sit in x_proj's output (x = x_proj_rows() columns): column offsets, or -1 when time-invariant.
+struct SsmColumns {
+  int64_t x, B, C;
+};
+
+SsmColumns ssm_columns(const MambaConfig& c) {
+  const int64_t b0 = c.selective_dt ? c.dt_rank : 0;
+  return {c.x_proj_rows(), c.selective_B ? b0 : -1, c.selective_C ? b0 + (c.selective_B ? c.d_state : 0) : -1};
+}
+
+// Run `run`'s view of the scan's B or C: the columns of xdbl at `col`, or the time-invariant parameter.
+Tensor ssm_part(float* xdbl, int64_t col, const Run& run, const MambaConfig& c, const Tensor& lti) {
+  const int64_t x = c.x_proj_rows();
+  return col >= 0 ? run_view(xdbl + col, run, c.d_state, x) : lti;
+}
+
 void mixer_forward(const LayerWeights& lw, const LayerActs& a, float* mixer_out, int64_t m,
                    const std::vector<Run>& runs, const MambaConfig& c, Context& ctx) {
-  const int64_t d = c.d_model, e = c.d_inner, n = c.d_state, r = c.dt_rank, x = r + 2 * n;
+  const int64_t d = c.d_model, e = c.d_inner, r = c.dt_rank;
+  const SsmColumns col = ssm_columns(c);
+  const int64_t x = col.x;
   linear_forward(matrix(a.xz, m, 2 * e, 2 * e), matrix(a.hidden, m, d, d), lw.in_proj, lw.in_proj_bias, ctx);
   for (const Run& run : runs)
     conv1d_causal_forward(run_view(a.xc, run, e, e), Tensor{}, run_view(a.xz, run, e, 2 * e), lw.conv_w, lw.conv_b,
                           Tensor{}, /*apply_silu=*/true, ctx);
-  linear_forward(matrix(a.xdbl, m, x, x), matrix(a.xc, m, e, e), lw.x_proj, Tensor{}, ctx);
-  linear_forward(matrix(a.dt, m, e, e), matrix(a.xdbl, m, r, x), lw.dt_proj, Tensor{}, ctx);
+  if (x > 0) linear_forward(matrix(a.xdbl, m, x, x), matrix(a.xc, m, e, e), lw.x_proj, Tensor{}, ctx);
+  if (c.selective_dt)
+    linear_forward(matrix(a.dt, m, e, e), matrix(a.xdbl, m, r, x), lw.dt_proj, Tensor{}, ctx);
+  else
+    std::fill_n(a.dt, m * e, 0.0f);  // Δ = softplus(dt_bias) per channel
   for (const Run& run : runs) {
     ScanArgs s;
     s.y = run_view(a.y, run, e, e);
     s.u = run_view(a.xc, run, e, e);
     s.dt = run_view(a.dt, run, e, e);
     s.A = lw.A;
-    s.B = run_view(a.xdbl + r, run, n, x);
-    s.C = run_view(a.xdbl + r + n, run, n, x);
+    s.B = ssm_part(a.xdbl, col.B, run, c, lw.B);
+    s.C = ssm_part(a.xdbl, col.C, run, c, lw.C);
     s.D = lw.D;
     s.z = run_view(a.xz + e, run, e, 2 * e);
     s.dt_bias = lw.dt_bias;
@@ -174,7 +201,9 @@ void model_forward(const ModelWeights& w, const int32_t* ids, int64_t m, const s
 // leaves in it the gradient of the residual before the layer.
 void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs& a, TrainWorkspace& ws, int64_t m,
                     const std::vector<Run>& runs, const MambaConfig& c, Context& ctx) {
-  const int64_t d = c.d_model, e = c.d_inner, n = c.d_state, r = c.dt_rank, x = r + 2 * n;
+  const int64_t d = c.d_model, e = c.d_inner, n = c.d_state, r = c.dt_rank;
+  const SsmColumns col = ssm_columns(c);
+  const int64_t x = col.x;
   float* dres = ws.dresidual.as<float>();
   float* dxz = ws.dxz.as<float>();
   float* dxdbl = ws.dxdbl.as<float>();
@@ -188,8 +217,8 @@ void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs
     ScanGradArgs s;
     s.du = run_view(dxc, run, e, e);
     s.ddt = run_view(ws.ddt.as<float>(), run, e, e);
-    s.dB = run_view(dxdbl + r, run, n, x);
-    s.dC = run_view(dxdbl + r + n, run, n, x);
+    s.dB = ssm_part(dxdbl, col.B, run, c, g.B);
+    s.dC = ssm_part(dxdbl, col.C, run, c, g.C);
     s.dz = run_view(dxz + e, run, e, 2 * e);
     s.dA = Tensor(dA, DType::f32, {e, n});
     s.dD = g.D;
@@ -198,8 +227,8 @@ void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs
     s.u = run_view(a.xc, run, e, e);
     s.dt = run_view(a.dt, run, e, e);
     s.A = lw.A;
-    s.B = run_view(a.xdbl + r, run, n, x);
-    s.C = run_view(a.xdbl + r + n, run, n, x);
+    s.B = ssm_part(a.xdbl, col.B, run, c, lw.B);
+    s.C = ssm_part(a.xdbl, col.C, run, c, lw.C);
     s.D = lw.D;
     s.z = run_view(a.xz + e, run, e, 2 * e);
     s.dt_bias = lw.dt_bias;
@@ -209,12 +238,15 @@ void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs
   float* dA_log = g.A_log.f32();
   for (int64_t i = 0; i < e * n; ++i) dA_log[i] += dA[i] * A[i];
 
-  linear_backward(matrix(dxdbl, m, r, x), g.dt_proj, Tensor{}, matrix(ws.ddt.as<float>(), m, e, e),
-                  matrix(a.xdbl, m, r, x), lw.dt_proj, ctx);
-  float* dxc_proj = ws.dxc_proj.as<float>();
-  linear_backward(matrix(dxc_proj, m, e, e), g.x_proj, Tensor{}, matrix(dxdbl, m, x, x), matrix(a.xc, m, e, e),
-                  lw.x_proj, ctx);
-  for (int64_t i = 0; i < m * e; ++i) dxc[i] += dxc_proj[i];
+  if (c.selective_dt)
+    linear_backward(matrix(dxdbl, m, r, x), g.dt_proj, Tensor{}, matrix(ws.ddt.as<float>(), m, e, e),
+                    matrix(a.xdbl, m, r, x), lw.dt_proj, ctx);
+  if (x > 0) {
+    float* dxc_proj = ws.dxc_proj.as<float>();
+    linear_backward(matrix(dxc_proj, m, e, e), g.x_proj, Tensor{}, matrix(dxdbl, m, x, x), matrix(a.xc, m, e, e),
+                    lw.x_proj, ctx);
+    for (int64_t i = 0; i < m * e; ++i) dxc[i] += dxc_proj[i];
+  }
   for (const Run& run : runs)
     conv1d_causal_backward(run_view(dxz, run, e, 2 * e), g.conv_w, g.conv_b, Tensor{}, run_view(dxc, run, e, e),
                            run_view(a.xz, run, e, 2 * e), lw.conv_w, lw.conv_b, Tensor{}, /*apply_silu=*/true, ctx);
