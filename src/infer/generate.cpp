@@ -45,49 +45,53 @@ void prefill(Buffer& logits, RecurrentState& state, const ModelWeights& w,
   }
 }
 
-// How the next ids are chosen and the next step is run, on the model's device.
+// How the next ids are chosen and the next step is run, on the model's device. On cuda every sampling setting
+// is chosen on the GPU (sample_rows_cuda; argmax_rows_cuda when greedy without a penalty), right after the step
+// that made the logits, so that both are recorded in one graph. Its draws are the host Samplers': row i's Rng
+// is seeded with seed + i and gives one uniform per token it samples, copied to the device before each step.
 class Decoder {
  public:
   Decoder(const ModelWeights& w, RecurrentState& state, Workspace& ws, Buffer& logits, const GenerateOptions& opt,
-          Context& ctx)
+          const std::vector<std::vector<int32_t>>& prompts, Context& ctx)
       : w_(w), state_(state), ws_(ws), logits_(logits), opt_(opt), ctx_(ctx), b_(state.batch()),
         v_(w.config.vocab_size), dev_(state.device()) {
-    for (int64_t i = 0; i < b_; ++i) samplers_.emplace_back(opt.sampling, opt.seed + uint64_t(i));
-    greedy_on_device_ = dev_ == Device::cuda && opt.sampling.temperature == 0.0f &&
-                        opt.sampling.repetition_penalty == 1.0f;
-    if (dev_ == Device::cuda) {
-      ids_ = Buffer(size_t(b_) * sizeof(int32_t), dev_);
-      host_logits_ = Buffer(size_t(b_ * v_) * sizeof(float));
-      ws_.reserve(w.config, b_);
+    if (dev_ == Device::cpu) {
+      for (int64_t i = 0; i < b_; ++i) samplers_.emplace_back(opt.sampling, opt.seed + uint64_t(i));
+      return;
     }
-    if (greedy_on_device_) choose_on_device();
+    ids_ = Buffer(size_t(b_) * sizeof(int32_t), dev_);
+    ws_.reserve(w.config, b_);
+    for (int64_t i = 0; i < b_; ++i) rngs_.emplace_back(opt.seed + uint64_t(i));
+    if (opt.sampling.temperature > 0.0f) {
+      uniforms_ = Buffer(size_t(b_) * sizeof(double), dev_);
+      host_uniforms_.assign(size_t(b_), 0.0);
+    }
+    if (opt.sampling.repetition_penalty != 1.0f) mark_seen(prompts);
+    draw_uniforms(std::vector<char>(size_t(b_), 0));
+    choose_on_device();
   }
 
   // The next id of every sequence (for finished ones, whatever the model produced), given each history.
   void next_ids(std::vector<int32_t>& next, const std::vector<std::vector<int32_t>>& history,
                 const std::vector<char>& done) {
-    if (greedy_on_device_) {
+    if (dev_ == Device::cuda) {
       copy_memory_async(next.data(), Device::cpu, ids_.data(), dev_, size_t(b_) * sizeof(int32_t), ctx_);
       return;
     }
     const float* host = logits_.as<float>();
-    if (dev_ == Device::cuda) {
-      copy_memory_async(host_logits_.data(), Device::cpu, logits_.data(), dev_, logits_.bytes(), ctx_);
-      host = host_logits_.as<float>();
-    }
     for (int64_t i = 0; i < b_; ++i)
       if (!done[size_t(i)]) next[size_t(i)] = samplers_[size_t(i)].sample(host + i * v_, v_, history[size_t(i)]);
   }
 
-  // Runs the model one token further on `next`, leaving the new logits (and, greedy on the GPU, the new ids).
-  void step(const std::vector<int32_t>& next) {
+  // Runs the model one token further on `next`, leaving the new logits (and, on cuda, the ids chosen from them
+  // for the sequences not `done`).
+  void step(const std::vector<int32_t>& next, const std::vector<char>& done) {
     if (dev_ == Device::cpu) {
       ForwardOptions fo;
       lm_forward(logits_tensor(), state_, w_, next.data(), 1, fo, ws_, ctx_);
       return;
     }
-    if (!greedy_on_device_)
-      copy_memory_async(ids_.data(), dev_, next.data(), Device::cpu, size_t(b_) * sizeof(int32_t), ctx_);
+    draw_uniforms(done);
     if (!opt_.cuda_graph || steps_ == 0) {
       device_step();  // the first step also sizes every buffer the recorded steps use
     } else {
@@ -106,12 +110,39 @@ class Decoder {
 
   void device_step() {
     lm_step_device(logits_tensor(), state_, w_, ids_.as<int32_t>(), ws_, ctx_);
-    if (greedy_on_device_) choose_on_device();
+    choose_on_device();
+  }
+
+  // seen (b, v) on the device: 1 for every id of each prompt (the chosen ids are marked by the sampling kernel).
+  void mark_seen(const std::vector<std::vector<int32_t>>& prompts) {
+    std::vector<unsigned char> host(size_t(b_ * v_), 0);
+    for (int64_t i = 0; i < b_; ++i)
+      for (int32_t id : prompts[size_t(i)])
+        if (id >= 0 && id < v_) host[size_t(i * v_ + id)] = 1;
+    seen_ = Buffer(host.size(), dev_);
+    copy_memory(seen_.data(), dev_, host.data(), Device::cpu, host.size());
+  }
+
+  // One uniform per unfinished row for the next choice, as the host Sampler would draw it, queued to the device.
+  void draw_uniforms(const std::vector<char>& done) {
+    if (host_uniforms_.empty()) return;
+    for (int64_t i = 0; i < b_; ++i)
+      if (!done[size_t(i)]) host_uniforms_[size_t(i)] = rngs_[size_t(i)].uniform();
+    copy_memory_async(uniforms_.data(), dev_, host_uniforms_.data(), Device::cpu, uniforms_.bytes(), ctx_);
   }
 
   void choose_on_device() {
 #ifdef MAMBACPP_HAS_CUDA
-    argmax_rows_cuda(ids_.as<int32_t>(), logits_tensor(), ctx_);
+    const SamplingParams& s = opt_.sampling;
+    if (s.temperature == 0.0f && s.repetition_penalty == 1.0f) {
+      argmax_rows_cuda(ids_.as<int32_t>(), logits_tensor(), ctx_);
+      return;
+    }
+    SampleFilters f;
+    f.temperature = s.temperature, f.top_k = s.top_k, f.top_p = s.top_p, f.min_p = s.min_p;
+    f.repetition_penalty = s.repetition_penalty;
+    sample_rows_cuda(ids_.as<int32_t>(), logits_tensor(), seen_.as<unsigned char>(), uniforms_.as<double>(), f,
+                     ctx_);
 #endif
   }
 
@@ -123,9 +154,10 @@ class Decoder {
   Context& ctx_;
   const int64_t b_, v_;
   const Device dev_;
-  bool greedy_on_device_ = false;
-  std::vector<Sampler> samplers_;
-  Buffer ids_, host_logits_;
+  std::vector<Sampler> samplers_;  // cpu
+  std::vector<Rng> rngs_;          // cuda: the Samplers' generators
+  std::vector<double> host_uniforms_;
+  Buffer ids_, seen_, uniforms_;
   StreamGraph graph_;
   int64_t steps_ = 0;
 };
@@ -154,7 +186,7 @@ std::vector<std::vector<int32_t>> generate(const ModelWeights& w, const std::vec
   st.prompt_seconds = seconds_since(t0);
 
   t0 = std::chrono::steady_clock::now();
-  Decoder decoder(w, state, ws, logits, opt, ctx);
+  Decoder decoder(w, state, ws, logits, opt, prompts, ctx);
   std::vector<std::vector<int32_t>> history(prompts);
   std::vector<std::vector<int32_t>> out(static_cast<size_t>(b));
   std::vector<char> done(size_t(b), 0);
@@ -175,7 +207,7 @@ std::vector<std::vector<int32_t>> generate(const ModelWeights& w, const std::vec
         ++active;
     }
     if (active == 0) break;
-    decoder.step(next);
+    decoder.step(next, done);
   }
   st.generate_seconds = seconds_since(t0);
   if (stats) *stats = st;

@@ -2,9 +2,9 @@
 // one token per step for every unfinished sequence with the recurrent state, sampling each token.
 //
 // The model runs on the device its weights are on (ModelWeights::to_device). On cuda, decoding steps after
-// the first are recorded once as a CUDA graph and replayed; greedy sampling (temperature 0, no repetition
-// penalty) stays on the GPU and only the chosen ids come back to the host; other settings bring each step's
-// logits to the host's Sampler.
+// the first are recorded once as a CUDA graph and replayed, the choice of the next ids included: every sampling
+// setting runs on the GPU with the host Sampler's random draws (the same ids for the same seed), and only the
+// chosen ids come back to the host.
 #pragma once
 
 #include <cstdint>

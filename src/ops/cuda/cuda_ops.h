@@ -43,4 +43,20 @@ void argmax_rows_cuda(int32_t* ids, Tensor logits, Context& ctx);
 bool selective_scan_cuda_supports(const ScanArgs& args, std::string* why);
 void selective_scan_forward_cuda(const ScanArgs& args, Context& ctx);
 
+// The filters of a draw (infer/sampler.h's SamplingParams, as plain numbers).
+struct SampleFilters {
+  float temperature = 0.0f;  // 0 = greedy
+  int64_t top_k = 0;         // 0 = off
+  float top_p = 1.0f;        // 1 = off
+  float min_p = 0.0f;        // 0 = off
+  float repetition_penalty = 1.0f;
+};
+
+// ids (m) on the device = one token drawn from each row of logits (m, v) f32 on the device, with the CPU
+// Sampler's filters in its order (sample_kernel.h), given one uniform number in [0, 1) per row (uniforms (m) on
+// the device; unused when the temperature is 0): the Sampler's choice for the Sampler's draw. The penalty
+// applies to the ids marked non-zero in seen (m, v) on the device (nullptr: none), and the chosen id is marked.
+void sample_rows_cuda(int32_t* ids, Tensor logits, unsigned char* seen, const double* uniforms,
+                      const SampleFilters& f, Context& ctx);
+
 }  // namespace mambacpp
