@@ -211,5 +211,15 @@ TEST(TaskCli, ATinyExperimentPrintsItsTable) {
   EXPECT_NE(test::read_file(dir.file("run/config.json")).find("\"vocab_size\": 17"), std::string::npos);
 }
 
+TEST(TaskCli, TheSelectionAblationsTrain) {
+  for (const std::string ssm : {"lti", "dt", "b", "c"}) {
+    const test::RunResult r = test::run_cli({"task", "selective-copying", "--ssm", ssm, "--steps", "2", "--batch",
+                                             "2", "--train-length", "40", "--eval-samples", "2", "-t", "1"});
+    ASSERT_EQ(r.code, 0) << ssm << ": " << r.err;
+    EXPECT_NE(r.out.find(ssm + " model"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("| 40 | 2 |"), std::string::npos) << r.out;
+  }
+}
+
 }  // namespace
 }  // namespace mambacpp

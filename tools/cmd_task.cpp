@@ -39,7 +39,7 @@ struct TaskCmdOptions {
   std::vector<int64_t> lengths;    // empty: the task's default
   int64_t max_length = 0;          // 0: the task's default
   int64_t eval_samples = 64;       // sequences per length at most
-  int64_t eval_tokens = 1 << 22;   // tokens per length: fewer sequences at long lengths
+  int64_t eval_tokens = 1 << 20;   // tokens per length: fewer sequences at long lengths (at least 4)
   int64_t eval_batch = 16;
   int64_t chunk = 1024;
   int64_t log_every = 0;           // 0: a bar redrawn in place on a terminal, else ~20 lines
@@ -60,7 +60,7 @@ std::vector<int64_t> test_lengths(Task task, const TaskCmdOptions& o) {
 }
 
 int64_t sequences_at(const TaskCmdOptions& o, int64_t length) {
-  return std::clamp<int64_t>(o.eval_tokens / length, 1, o.eval_samples);
+  return std::min(o.eval_samples, std::max<int64_t>(o.eval_tokens / length, 4));
 }
 
 void validate(Task task, const TaskCmdOptions& o, const std::vector<int64_t>& lengths) {
@@ -192,7 +192,7 @@ void add_task_command(CLI::App& app) {
   cmd->add_option("--lengths", o->lengths, "test lengths, comma-separated (default: powers of two)")->delimiter(',');
   cmd->add_option("--max-length", o->max_length, "longest test length (default 2^20; selective copying: 4096)");
   cmd->add_option("--eval-samples", o->eval_samples, "sequences scored per length, at most")->capture_default_str();
-  cmd->add_option("--eval-tokens", o->eval_tokens, "tokens scored per length (fewer sequences at long lengths)")
+  cmd->add_option("--eval-tokens", o->eval_tokens, "tokens scored per length (fewer sequences at long lengths, at least 4)")
       ->capture_default_str();
   cmd->add_option("--eval-batch", o->eval_batch, "sequences run at once when scoring")->capture_default_str();
   cmd->add_option("--chunk", o->chunk, "tokens per sequence per forward call when scoring")->capture_default_str();

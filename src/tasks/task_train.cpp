@@ -20,7 +20,7 @@ MambaConfig task_model_config(Task task, const std::string& ssm) {
   c.d_state = 16;
   c.d_conv = 4;
   c.expand = 2;
-  MAMBA_CHECK(ssm == "s6", "--ssm {}: this build has only the selective SSM (s6)", ssm);
+  c.set_ssm_variant(ssm);
   c.fill_derived();
   c.validate(std::string(task_name(task)) + " model");
   return c;

@@ -22,11 +22,11 @@ namespace mambacpp {
 MambaConfig task_model_config(Task task, const std::string& ssm);
 
 struct TaskTrainOptions {
-  int64_t steps = 600;
+  int64_t steps = 2000;
   int64_t batch = 16;       // sequences per step
   int64_t length = 256;     // tokens per training sequence
   double lr = 3e-3;         // peak learning rate
-  int64_t warmup = 50;      // linear warm-up steps
+  int64_t warmup = 100;     // linear warm-up steps
   double min_lr_ratio = 0.1;
   double clip = 1.0;        // global gradient-norm limit (0: none)
   AdamWOptions adam{0.9, 0.98, 1e-8, 0.0};
