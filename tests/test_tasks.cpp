@@ -156,6 +156,22 @@ TEST(TaskEval, RefusesAModelOfAnotherVocabulary) {
   test::expect_error([&] { evaluate_task(w, Task::induction_heads, o, ctx); }, {"at least 4", "2"});
 }
 
+TEST(TaskTrain, TheCurriculumDoublesTheLengthOverEqualShares) {
+  TaskTrainOptions t;
+  t.steps = 8;
+  t.start_length = 32;
+  t.length = 256;
+  const std::vector<int64_t> want = {32, 32, 64, 64, 128, 128, 256, 256};
+  for (int64_t s = 0; s < 8; ++s) EXPECT_EQ(t.length_at(s), want[size_t(s)]) << "step " << s;
+  t.length = 200;  // the last phase is the training length
+  EXPECT_EQ(t.length_at(7), 200);
+  EXPECT_EQ(t.length_at(5), 128);
+  t.start_length = 0;
+  EXPECT_EQ(t.length_at(0), 200);
+  t.start_length = 512;
+  EXPECT_EQ(t.length_at(0), 200);
+}
+
 // A short run on short sequences learns the induction-heads task (fixed seed; a few seconds).
 TEST(TaskTrain, LearnsInductionHeadsOnShortSequences) {
   Context ctx(1);
@@ -190,6 +206,7 @@ TEST(TaskCli, BadOptionsExitWithAMessage) {
       {{"task", "induction-heads", "--ssm", "s7"}, "s7"},
       {{"task", "induction-heads", "--eval-samples", "0"}, "--eval-samples"},
       {{"task", "induction-heads", "--chunk", "0"}, "--chunk"},
+      {{"task", "induction-heads", "--start-length", "2"}, "--start-length"},
   };
   for (const auto& [args, message] : cases) {
     const test::RunResult r = test::run_cli(args);

@@ -101,10 +101,10 @@ class Progress {
   void operator()(const TaskTrainStep& s) {
     if (!tty_ && s.step % every_ != 0 && s.step != s.steps) return;
     const int width = 30, filled = int(width * s.step / s.steps);
-    const double left = s.seconds / double(s.step) * double(s.steps - s.step);
-    std::printf("%s[%s%s] step %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | %s left%s", tty_ ? "\r" : "",
-                std::string(size_t(filled), '#').c_str(), std::string(size_t(width - filled), '.').c_str(),
-                (long long)s.step, (long long)s.steps, s.loss, s.lr, s.tokens_per_s, duration(left).c_str(),
+    std::printf("%s[%s%s] step %lld/%lld | length %lld | loss %.4f | lr %.2e | %.0f tok/s | %s left%s",
+                tty_ ? "\r" : "", std::string(size_t(filled), '#').c_str(),
+                std::string(size_t(width - filled), '.').c_str(), (long long)s.step, (long long)s.steps,
+                (long long)s.length, s.loss, s.lr, s.tokens_per_s, duration(s.seconds_left).c_str(),
                 tty_ && s.step != s.steps ? "   " : "\n");
     std::fflush(stdout);
   }
@@ -134,8 +134,9 @@ void run_task(TaskCmdOptions o) {
   std::printf("%s: %s model, 2 layers, d_model 64, vocabulary %lld, %lld parameters; %s, %d threads\n",
               task_name(task), o.ssm.c_str(), (long long)w.config.vocab_size, (long long)w.parameter_count(),
               o.device.c_str(), ctx.threads());
-  std::printf("training: %lld steps of %lld sequences of %lld tokens, lr %.1e\n", (long long)o.train.steps,
-              (long long)o.train.batch, (long long)o.train.length, o.train.lr);
+  const std::string from = o.train.start_length > 0 ? fmt::format("{} doubling to ", o.train.start_length) : "";
+  std::printf("training: %lld steps of %lld sequences of %s%lld tokens, lr %.1e\n", (long long)o.train.steps,
+              (long long)o.train.batch, from.c_str(), (long long)o.train.length, o.train.lr);
   std::fflush(stdout);
   Progress progress(o.train.steps, o.log_every);
   train_task(w, task, o.train, ctx, [&](const TaskTrainStep& s) { progress(s); });
@@ -165,7 +166,8 @@ void run_task(TaskCmdOptions o) {
   if (!o.out.empty()) {
     const nlohmann::json results = {
         {"task", task_name(task)}, {"ssm", o.ssm}, {"device", o.device}, {"seed", o.train.seed},
-        {"steps", o.train.steps}, {"batch", o.train.batch}, {"train_length", o.train.length}, {"lr", o.train.lr},
+        {"steps", o.train.steps}, {"batch", o.train.batch}, {"train_length", o.train.length},
+        {"start_length", o.train.start_length}, {"lr", o.train.lr},
         {"parameters", w.parameter_count()}, {"results", rows}};
     save_outputs(o, task, w, results);
   }
@@ -186,13 +188,17 @@ void add_task_command(CLI::App& app) {
   cmd->add_option("--train-length", t.length, "tokens per training sequence (selective copying: 4096)")
       ->capture_default_str()
       ->each([o](const std::string&) { o->train_length_given = true; });
+  cmd->add_option("--start-length", t.start_length,
+                  "length curriculum: start at this length, doubling up to --train-length (0: none)")
+      ->capture_default_str();
   cmd->add_option("--lr", t.lr, "peak learning rate")->capture_default_str();
   cmd->add_option("--warmup", t.warmup, "linear warm-up steps")->capture_default_str();
   cmd->add_option("--seed", t.seed, "seed of the weights and the sequences")->capture_default_str();
   cmd->add_option("--lengths", o->lengths, "test lengths, comma-separated (default: powers of two)")->delimiter(',');
   cmd->add_option("--max-length", o->max_length, "longest test length (default 2^20; selective copying: 4096)");
   cmd->add_option("--eval-samples", o->eval_samples, "sequences scored per length, at most")->capture_default_str();
-  cmd->add_option("--eval-tokens", o->eval_tokens, "tokens scored per length (fewer sequences at long lengths, at least 4)")
+  cmd->add_option("--eval-tokens", o->eval_tokens,
+                  "tokens scored per length (fewer sequences at long lengths, at least 4)")
       ->capture_default_str();
   cmd->add_option("--eval-batch", o->eval_batch, "sequences run at once when scoring")->capture_default_str();
   cmd->add_option("--chunk", o->chunk, "tokens per sequence per forward call when scoring")->capture_default_str();

@@ -31,9 +31,20 @@ void TaskTrainOptions::validate(Task task) const {
   MAMBA_CHECK(batch >= 1, "--batch must be at least 1, got {}", batch);
   MAMBA_CHECK(length >= task_min_length(task), "--train-length must be at least {} for {}, got {}",
               task_min_length(task), task_name(task), length);
+  MAMBA_CHECK(start_length == 0 || start_length >= task_min_length(task),
+              "--start-length must be 0 or at least {} for {}, got {}", task_min_length(task), task_name(task),
+              start_length);
   MAMBA_CHECK(std::isfinite(clip) && clip >= 0, "--clip must be ≥ 0, got {}", clip);
   LrSchedule{lr, std::min(warmup, steps), steps, min_lr_ratio}.validate();
   adam.validate();
+}
+
+int64_t TaskTrainOptions::length_at(int64_t step) const {
+  if (start_length <= 0 || start_length >= length) return length;
+  std::vector<int64_t> phases;
+  for (int64_t l = start_length; l < length; l *= 2) phases.push_back(l);
+  phases.push_back(length);
+  return phases[size_t(step * int64_t(phases.size()) / steps)];
 }
 
 void train_task(ModelWeights& w, Task task, const TaskTrainOptions& o, Context& ctx,
@@ -45,10 +56,13 @@ void train_task(ModelWeights& w, Task task, const TaskTrainOptions& o, Context& 
   AdamW adam(w.named_parameters(), o.adam);
   ParamGrads grads(w);
   TrainWorkspace ws;
-  const int64_t l = o.length, n = o.batch * l;
-  std::vector<int32_t> ids(static_cast<size_t>(n)), targets(static_cast<size_t>(n));
+  std::vector<int32_t> ids(static_cast<size_t>(o.batch * o.length)), targets(ids.size());
   const auto start = std::chrono::steady_clock::now();
+  double tokens = 0, total_tokens = 0;
+  for (int64_t s = 0; s < o.steps; ++s) total_tokens += double(o.batch * o.length_at(s));
   for (int64_t s = 0; s < o.steps; ++s) {
+    const int64_t l = o.length_at(s);
+    tokens += double(o.batch * l);
     for (int64_t i = 0; i < o.batch; ++i) {
       const TaskSequence seq(task, o.seed, s * o.batch + i, l);
       seq.fill(0, l, ids.data() + i * l);
@@ -64,7 +78,7 @@ void train_task(ModelWeights& w, Task task, const TaskTrainOptions& o, Context& 
     refresh_derived(w);
     if (on_step) {
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      on_step({s + 1, o.steps, loss, lr, double(n) * double(s + 1) / secs, secs});
+      on_step({s + 1, o.steps, l, loss, lr, tokens / secs, secs, secs / tokens * (total_tokens - tokens)});
     }
   }
 }

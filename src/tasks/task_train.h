@@ -22,26 +22,35 @@ namespace mambacpp {
 MambaConfig task_model_config(Task task, const std::string& ssm);
 
 struct TaskTrainOptions {
-  int64_t steps = 2000;
-  int64_t batch = 16;       // sequences per step
-  int64_t length = 256;     // tokens per training sequence
-  double lr = 3e-3;         // peak learning rate
-  int64_t warmup = 100;     // linear warm-up steps
+  // The defaults are sized for a CPU (a few minutes on 2 cores for induction heads).
+  int64_t steps = 4000;
+  int64_t batch = 32;       // sequences per step
+  int64_t length = 256;     // tokens per training sequence (the last phase of the curriculum)
+  // A length curriculum when 0 < start_length < length: the training length starts here and doubles up to
+  // `length` over equal shares of the steps (short sequences cross the task's initial loss plateau in far
+  // fewer steps than long ones). 0: every step at `length`.
+  int64_t start_length = 32;
+  double lr = 1e-2;         // peak learning rate
+  int64_t warmup = 20;      // linear warm-up steps
   double min_lr_ratio = 0.1;
   double clip = 1.0;        // global gradient-norm limit (0: none)
   AdamWOptions adam{0.9, 0.98, 1e-8, 0.0};
   uint64_t seed = 0;        // initial weights and the training stream
   // Throws Error naming the option when a value is out of range.
   void validate(Task task) const;
+  // The training length at step `step` (0-based).
+  int64_t length_at(int64_t step) const;
 };
 
 struct TaskTrainStep {
   int64_t step = 0;         // steps done
   int64_t steps = 0;
+  int64_t length = 0;       // this step's training length
   double loss = 0;          // this step's mean loss over its answer positions (nats)
   double lr = 0;
   double tokens_per_s = 0;  // training tokens per second so far
   double seconds = 0;       // time so far
+  double seconds_left = 0;  // estimated from the tokens still to train on at this rate
 };
 
 // Trains `w` (f32, on the CPU) in place; `on_step` (optional) is called after every step. Throws Error on a
