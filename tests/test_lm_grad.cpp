@@ -65,10 +65,10 @@ TEST_P(LmGradTest, GradientsAccumulateAreBitwiseEqualForAnyThreadCountAndAgreeIn
   const double c = lm_loss(&threaded, w, ids.data(), b, l, ws, two);
   EXPECT_EQ(a, c);
   EXPECT_EQ(std::memcmp(once.storage.data(), threaded.storage.data(), once.storage.bytes()), 0);
-  twice.scale(0.5f);  // (g + g) / 2 = g up to the rounding of sums that one call adds in several parts
+  twice.scale(0.5f, one);  // (g + g) / 2 = g up to the rounding of sums that one call adds in several parts
   EXPECT_CLOSE(twice.storage.as<float>(), once.storage.as<float>(), once.storage.bytes() / sizeof(float), 1e-6);
   EXPECT_EQ(lm_loss(nullptr, w, ids.data(), b, l, ws, two), a);
-  EXPECT_GT(once.norm(), 0.0);
+  EXPECT_GT(once.norm(one), 0.0);
 
   TrainWorkspace one_by_one;  // each sequence forward and backward on its own
   one_by_one.rows_per_pass = l;
@@ -98,14 +98,14 @@ TEST_P(LmGradTest, PackedDocumentsNeverSeeEachOther) {
       starts.push_back(1);
       starts.insert(starts.end(), size_t(len - 1), 0);
       if (len < 2) continue;
-      part.zero();
+      part.zero(ctx);
       want_sum += double(len - 1) * lm_loss(&part, w, doc.data(), 1, len, ws, ctx);
-      part.scale(float(len - 1));
+      part.scale(float(len - 1), ctx);
       for (size_t i = 0; i < part.storage.bytes() / sizeof(float); ++i)
         want.storage.as<float>()[i] += part.storage.as<float>()[i];
       count += len - 1;
     }
-  want.scale(1.0f / float(count));
+  want.scale(1.0f / float(count), ctx);
   ParamGrads got(w);
   const double loss = lm_loss_packed(&got, w, packed.data(), starts.data(), 2, lp, ws, ctx);
   EXPECT_NEAR(loss, want_sum / double(count), 1e-6 * loss);

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "core/context.h"
 #include "core/error.h"
 #include "model/loader.h"
 #include "model/presets.h"
@@ -58,6 +59,7 @@ bool same_weights(const ModelWeights& a, const ModelWeights& b) {
 }
 
 TEST(TrainCheckpoint, SavesLoadableFoldersAndKeepsLatestAndBest) {
+  Context ctx(1);
   TempDir out;
   ModelWeights w = ModelWeights::random(small_config(), DType::f32, 3);
   AdamW opt(w.named_parameters(), AdamWOptions{});
@@ -68,7 +70,7 @@ TEST(TrainCheckpoint, SavesLoadableFoldersAndKeepsLatestAndBest) {
   st.settings = {{"lr", 0.002}};
   EXPECT_EQ(latest_checkpoint(out.path().string()), "");
   for (int step = 1; step <= 3; ++step) {
-    opt.step(g, 1e-3);
+    opt.step(g, 1e-3, ctx);
     st.step = step;
     st.next_batch = 2 * step;
     save_checkpoint(out.path().string(), w, opt, st, step != 2);
@@ -93,8 +95,8 @@ TEST(TrainCheckpoint, SavesLoadableFoldersAndKeepsLatestAndBest) {
   AdamW opt2(w2.named_parameters(), AdamWOptions{});
   load_optimizer_state(latest, opt2);
   EXPECT_EQ(opt2.steps(), 3);
-  opt.step(g, 1e-3);
-  opt2.step(g, 1e-3);
+  opt.step(g, 1e-3, ctx);
+  opt2.step(g, 1e-3, ctx);
   EXPECT_TRUE(same_weights(w, w2));
 }
 

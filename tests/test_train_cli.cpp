@@ -91,6 +91,8 @@ TEST(TrainCli, BadInputExitsWithAMessage) {
     EXPECT_FALSE(fs::exists(dir.file("out")));
   };
   fails(with(args, {"--device", "cuda"}), "--device cuda");
+  fails(with(args, {"--device", "tpu"}), "--device must be cpu or cuda");
+  fails(with(args, {"--dtype", "bf16"}), "--dtype bf16");
   fails(with(args, {"--steps", "-5"}), "--steps");
   fails(with(args, {"--batch", "0"}), "--batch");
   fails(with(args, {"--lr", "0"}), "--lr");

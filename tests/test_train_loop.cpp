@@ -107,20 +107,19 @@ TEST(TrainLoop, GradientAccumulationAveragesTheMicroBatches) {
   split_tokens(data.size(), 0.9, tr, va);
   const BatchSampler sampler(data, tr, o.batch, o.seq_len, o.seed);
   ParamGrads grads(w), g2(w);
-  grads.zero();
   TrainWorkspace ws;
   std::vector<int32_t> ids(size_t(o.batch * (o.seq_len + 1)));
   double loss = 0;
   for (int j = 0; j < 2; ++j) {
     sampler.fill(j, ids.data());
-    g2.zero();
+    g2.zero(ctx);
     loss += 0.5 * lm_loss(&g2, w, ids.data(), o.batch, o.seq_len + 1, ws, ctx);
     for (size_t p = 0; p < grads.grads.size(); ++p)
       for (int64_t i = 0; i < grads.grads[p].numel(); ++i) grads.grads[p].f32()[i] += 0.5f * g2.grads[p].f32()[i];
   }
   EXPECT_NEAR(train_losses(o.out).at(0).second, loss, 1e-12);
   AdamW adam(w.named_parameters(), o.adam);
-  adam.step(grads.grads, o.lr * o.min_lr_ratio);  // one step: the last, at the floor
+  adam.step(grads.grads, o.lr * o.min_lr_ratio, ctx);  // one step: the last, at the floor
   const auto a = w.named_parameters(), b = trained.named_parameters();
   for (size_t p = 0; p < a.size(); ++p)
     EXPECT_CLOSE(b[p].second.f32(), a[p].second.f32(), size_t(a[p].second.numel()), 1e-6) << a[p].first;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/context.h"
 #include "core/error.h"
 #include "model/presets.h"
 #include "model/weights.h"
@@ -19,6 +20,7 @@ using test::expect_error;
 
 // Two steps of AdamW on a decayed matrix and an undecayed vector, against the update written out in double.
 TEST(TrainAdamW, MatchesHandComputedStepsInDouble) {
+  Context ctx(1);
   std::vector<float> w = {0.5f, -1.0f, 2.0f, 0.25f}, d = {1.0f, -0.5f};
   const std::vector<std::vector<float>> gw = {{0.1f, -0.2f, 0.3f, 0.0f}, {-0.05f, 0.4f, 0.1f, 1.0f}};
   const std::vector<std::vector<float>> gd = {{0.2f, -0.3f}, {0.01f, 0.02f}};
@@ -33,7 +35,7 @@ TEST(TrainAdamW, MatchesHandComputedStepsInDouble) {
   for (int t = 1; t <= 2; ++t) {
     const double lr = lrs[t - 1];
     std::vector<float> g0 = gw[t - 1], g1 = gd[t - 1];
-    adam.step({Tensor(g0.data(), DType::f32, {2, 2}), Tensor(g1.data(), DType::f32, {2})}, lr);
+    adam.step({Tensor(g0.data(), DType::f32, {2, 2}), Tensor(g1.data(), DType::f32, {2})}, lr, ctx);
     const auto update = [&](std::vector<double>& p, std::vector<double>& m, std::vector<double>& v,
                             const std::vector<float>& g, double wd) {
       for (size_t i = 0; i < p.size(); ++i) {
@@ -77,15 +79,16 @@ TEST(TrainAdamW, DecaysMatricesOnlyAsTheReference) {
 }
 
 TEST(TrainAdamW, StateRoundTripsAndIsChecked) {
+  Context ctx(1);
   std::vector<float> w = {1, 2, 3}, g = {0.5f, -0.5f, 1};
   AdamW a({{"x.weight", Tensor(w.data(), DType::f32, {3})}}, AdamWOptions{});
-  a.step({Tensor(g.data(), DType::f32, {3})}, 0.1);
+  a.step({Tensor(g.data(), DType::f32, {3})}, 0.1, ctx);
   std::vector<float> w2 = {1, 2, 3};
   AdamW b({{"x.weight", Tensor(w2.data(), DType::f32, {3})}}, AdamWOptions{});
   b.load_state(a.state(), a.steps(), "state.safetensors");
   w2 = w;
-  a.step({Tensor(g.data(), DType::f32, {3})}, 0.1);
-  b.step({Tensor(g.data(), DType::f32, {3})}, 0.1);
+  a.step({Tensor(g.data(), DType::f32, {3})}, 0.1, ctx);
+  b.step({Tensor(g.data(), DType::f32, {3})}, 0.1, ctx);
   for (int i = 0; i < 3; ++i) EXPECT_EQ(w[i], w2[i]);
   expect_error([&] { b.load_state({}, 1, "state.safetensors"); }, {"state.safetensors", "exp_avg.x.weight"});
   AdamWOptions bad;
@@ -94,15 +97,16 @@ TEST(TrainAdamW, StateRoundTripsAndIsChecked) {
 }
 
 TEST(TrainClip, ScalesToTheGlobalNorm) {
-  std::vector<float> a = {3, 0}, b = {0, 4};
-  const std::vector<Tensor> g = {Tensor(a.data(), DType::f32, {2}), Tensor(b.data(), DType::f32, {2})};
-  EXPECT_DOUBLE_EQ(clip_grad_norm(g, 10.0), 5.0);
-  EXPECT_EQ(a[0], 3.0f);  // under the limit: untouched
-  EXPECT_DOUBLE_EQ(clip_grad_norm(g, 1.0), 5.0);
-  EXPECT_NEAR(std::hypot(a[0], b[1]), 1.0, 1e-6);
-  EXPECT_NEAR(a[0] / b[1], 0.75, 1e-6);
-  a[0] = NAN;
-  EXPECT_TRUE(std::isnan(clip_grad_norm(g, 1.0)));
+  Context ctx(1);
+  std::vector<float> g = {3, 0, 0, 4};  // two gradients of two elements, held in one block as ParamGrads does
+  const Tensor all(g.data(), DType::f32, {4});
+  EXPECT_DOUBLE_EQ(clip_grad_norm(all, 10.0, ctx), 5.0);
+  EXPECT_EQ(g[0], 3.0f);  // under the limit: untouched
+  EXPECT_DOUBLE_EQ(clip_grad_norm(all, 1.0, ctx), 5.0);
+  EXPECT_NEAR(std::hypot(g[0], g[3]), 1.0, 1e-6);
+  EXPECT_NEAR(g[0] / g[3], 0.75, 1e-6);
+  g[0] = NAN;
+  EXPECT_TRUE(std::isnan(clip_grad_norm(all, 1.0, ctx)));
 }
 
 TEST(TrainSchedule, WarmupThenCosineToTheFloor) {

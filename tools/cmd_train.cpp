@@ -15,15 +15,21 @@ struct TrainCmdOptions {
   TrainOptions t;
   bool bytes = false;
   std::string device = "cpu";
+  std::string dtype = "f32";
   int threads = 0;
 };
 
 void run_train(const TrainCmdOptions& o) {
   MAMBA_CHECK(!(o.bytes && !o.t.tokenizer.empty()), "train: give --tokenizer or --bytes, not both");
-  MAMBA_CHECK(o.device == "cpu", "--device {}: training runs on the CPU only for now; use --device cpu", o.device);
+  MAMBA_CHECK(o.device == "cpu" || o.device == "cuda", "--device must be cpu or cuda, got {}", o.device);
+  MAMBA_CHECK(o.dtype == "f32" || o.dtype == "bf16" || o.dtype == "f16", "--dtype must be f32, bf16 or f16, got {}",
+              o.dtype);
   MAMBA_CHECK(o.threads >= 0, "--threads must be ≥ 0, got {}", o.threads);
+  TrainOptions t = o.t;
+  t.device = o.device == "cuda" ? Device::cuda : Device::cpu;
+  t.dtype = o.dtype == "bf16" ? DType::bf16 : o.dtype == "f16" ? DType::f16 : DType::f32;
   Context ctx(o.threads);
-  const TrainSummary s = train(o.t, ctx, stdout);
+  const TrainSummary s = train(t, ctx, stdout);
   std::printf("trained steps %lld..%lld, last loss %.4f", (long long)s.first_step, (long long)s.step, s.last_loss);
   if (s.best_step >= 0)
     std::printf(", best validation loss %.4f at step %lld", s.best_val_loss, (long long)s.best_step);
@@ -66,6 +72,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--log-every", t.log_every, "steps between progress lines")->capture_default_str();
   cmd->add_flag("--resume", t.resume, "continue from the latest checkpoint in --out");
   cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
+  cmd->add_option("--dtype", o->dtype,
+                  "matrices in the forward and backward passes: f32, or bf16/f16 on cuda (f32 master weights)")
+      ->capture_default_str();
   cmd->add_option("--seed", t.seed, "seed of the initial weights and of the batches")->capture_default_str();
   cmd->add_option("-t,--threads", o->threads, "CPU threads (0 = all available)")->capture_default_str();
   cmd->callback([o] { run_train(*o); });

@@ -24,28 +24,33 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/cuda/device_memory.h"
 #include "core/error.h"
 #include "ops/ops.h"
 #include "ops/ops_backward.h"
+#include "ops/ops_train.h"
 
 namespace mambacpp {
 namespace {
 
-Tensor matrix(float* p, int64_t rows, int64_t cols, int64_t ld) {
-  Tensor t(p, DType::f32, {rows, cols});
+// Every activation and gradient lives on the device of the workspace; the views below carry it.
+Tensor matrix(float* p, int64_t rows, int64_t cols, int64_t ld, Device dev) {
+  Tensor t(p, DType::f32, {rows, cols}, dev);
   t.stride[0] = ld;
   return t;
 }
 
-Tensor sequence(float* p, int64_t b, int64_t l, int64_t cols, int64_t ld) {
-  Tensor t(p, DType::f32, {b, l, cols});
+Tensor sequence(float* p, int64_t b, int64_t l, int64_t cols, int64_t ld, Device dev) {
+  Tensor t(p, DType::f32, {b, l, cols}, dev);
   t.stride[1] = ld;
   t.stride[0] = l * ld;
   return t;
 }
 
-void ensure(Buffer& buf, size_t floats) {
-  if (buf.bytes() < floats * sizeof(float)) buf = Buffer(floats * sizeof(float));
+Tensor flat(float* p, int64_t count, Device dev) { return Tensor(p, DType::f32, {count}, dev); }
+
+void ensure(Buffer& buf, size_t bytes, Device dev) {
+  if (buf.bytes() < bytes || buf.device() != dev) buf = Buffer(bytes, dev);
 }
 
 // The gradients of one layer's parameters, viewing ParamGrads' storage (undefined where the model has no such
@@ -78,7 +83,7 @@ ModelGrads map_grads(ParamGrads& g, const MambaConfig& c) {
     l.in_proj = get(p + "mixer.in_proj.weight");
     l.in_proj_bias = get(p + "mixer.in_proj.bias");
     const Tensor conv = get(p + "mixer.conv1d.weight");
-    l.conv_w = Tensor(conv.data, DType::f32, {c.d_inner, c.d_conv});
+    l.conv_w = Tensor(conv.data, DType::f32, {c.d_inner, c.d_conv}, conv.device);
     l.conv_b = get(p + "mixer.conv1d.bias");
     l.x_proj = get(p + "mixer.x_proj.weight");
     l.dt_proj = get(p + "mixer.dt_proj.weight");
@@ -118,8 +123,8 @@ std::vector<Run> make_runs(const uint8_t* doc_start, int64_t b, int64_t l) {
 }
 
 // A (rows, len, cols) view of run `r` in the (m, ·) activation at p with row stride ld.
-Tensor run_view(float* p, const Run& r, int64_t cols, int64_t ld) {
-  return sequence(p + r.row0 * ld, r.rows, r.len, cols, ld);
+Tensor run_view(float* p, const Run& r, int64_t cols, int64_t ld, Device dev) {
+  return sequence(p + r.row0 * ld, r.rows, r.len, cols, ld, dev);
 }
 
 // Views of layer i's kept activations.
@@ -145,55 +150,56 @@ SsmColumns ssm_columns(const MambaConfig& c) {
 }
 
 // Run `run`'s view of the scan's B or C: the columns of xdbl at `col`, or the time-invariant parameter.
-Tensor ssm_part(float* xdbl, int64_t col, const Run& run, const MambaConfig& c, const Tensor& lti) {
-  const int64_t x = c.x_proj_rows();
-  return col >= 0 ? run_view(xdbl + col, run, c.d_state, x) : lti;
+Tensor ssm_part(float* xdbl, int64_t col, const Run& run, const MambaConfig& c, const Tensor& lti, Device dev) {
+  return col >= 0 ? run_view(xdbl + col, run, c.d_state, c.x_proj_rows(), dev) : lti;
 }
 
 void mixer_forward(const LayerWeights& lw, const LayerActs& a, float* mixer_out, int64_t m,
-                   const std::vector<Run>& runs, const MambaConfig& c, Context& ctx) {
+                   const std::vector<Run>& runs, const MambaConfig& c, Device dev, Context& ctx) {
   const int64_t d = c.d_model, e = c.d_inner, r = c.dt_rank;
   const SsmColumns col = ssm_columns(c);
   const int64_t x = col.x;
-  linear_forward(matrix(a.xz, m, 2 * e, 2 * e), matrix(a.hidden, m, d, d), lw.in_proj, lw.in_proj_bias, ctx);
+  linear_forward(matrix(a.xz, m, 2 * e, 2 * e, dev), matrix(a.hidden, m, d, d, dev), lw.in_proj, lw.in_proj_bias,
+                 ctx);
   for (const Run& run : runs)
-    conv1d_causal_forward(run_view(a.xc, run, e, e), Tensor{}, run_view(a.xz, run, e, 2 * e), lw.conv_w, lw.conv_b,
-                          Tensor{}, /*apply_silu=*/true, ctx);
-  if (x > 0) linear_forward(matrix(a.xdbl, m, x, x), matrix(a.xc, m, e, e), lw.x_proj, Tensor{}, ctx);
+    conv1d_causal_forward(run_view(a.xc, run, e, e, dev), Tensor{}, run_view(a.xz, run, e, 2 * e, dev), lw.conv_w,
+                          lw.conv_b, Tensor{}, /*apply_silu=*/true, ctx);
+  if (x > 0) linear_forward(matrix(a.xdbl, m, x, x, dev), matrix(a.xc, m, e, e, dev), lw.x_proj, Tensor{}, ctx);
   if (c.selective_dt)
-    linear_forward(matrix(a.dt, m, e, e), matrix(a.xdbl, m, r, x), lw.dt_proj, Tensor{}, ctx);
+    linear_forward(matrix(a.dt, m, e, e, dev), matrix(a.xdbl, m, r, x, dev), lw.dt_proj, Tensor{}, ctx);
   else
-    std::fill_n(a.dt, m * e, 0.0f);  // Δ = softplus(dt_bias) per channel
+    fill_zero(flat(a.dt, m * e, dev), ctx);  // Δ = softplus(dt_bias) per channel
   for (const Run& run : runs) {
     ScanArgs s;
-    s.y = run_view(a.y, run, e, e);
-    s.u = run_view(a.xc, run, e, e);
-    s.dt = run_view(a.dt, run, e, e);
+    s.y = run_view(a.y, run, e, e, dev);
+    s.u = run_view(a.xc, run, e, e, dev);
+    s.dt = run_view(a.dt, run, e, e, dev);
     s.A = lw.A;
-    s.B = ssm_part(a.xdbl, col.B, run, c, lw.B);
-    s.C = ssm_part(a.xdbl, col.C, run, c, lw.C);
+    s.B = ssm_part(a.xdbl, col.B, run, c, lw.B, dev);
+    s.C = ssm_part(a.xdbl, col.C, run, c, lw.C, dev);
     s.D = lw.D;
-    s.z = run_view(a.xz + e, run, e, 2 * e);
+    s.z = run_view(a.xz + e, run, e, 2 * e, dev);
     s.dt_bias = lw.dt_bias;
     selective_scan_forward(s, ctx);
   }
-  linear_forward(matrix(mixer_out, m, d, d), matrix(a.y, m, e, e), lw.out_proj, lw.out_proj_bias, ctx);
+  linear_forward(matrix(mixer_out, m, d, d, dev), matrix(a.y, m, e, e, dev), lw.out_proj, lw.out_proj_bias, ctx);
 }
 
-// Runs embedding → layers → final norm over all rows, keeping the activations in ws.
+// Runs embedding → layers → final norm over all rows (ids in the workspace's memory), keeping the activations.
 void model_forward(const ModelWeights& w, const int32_t* ids, int64_t m, const std::vector<Run>& runs,
                    TrainWorkspace& ws, Context& ctx) {
   const MambaConfig& c = w.config;
   const int64_t d = c.d_model;
+  const Device dev = ws.device();
   float* mixer_out = ws.mixer_out.as<float>();
-  embedding_forward(matrix(ws.residual.as<float>(), m, d, d), ids, m, w.embedding, ctx);
+  embedding_forward(matrix(ws.residual.as<float>(), m, d, d, dev), ids, m, w.embedding, ctx);
   for (int64_t i = 0; i <= c.n_layer; ++i) {
     const LayerActs a = layer_acts(ws, c, m, i);
-    if (i > 0) std::memcpy(a.residual, a.residual - m * d, size_t(m * d) * sizeof(float));
+    if (i > 0) copy_convert(flat(a.residual, m * d, dev), flat(a.residual - m * d, m * d, dev), ctx);
     const Tensor norm = i < c.n_layer ? w.layers[size_t(i)].norm : w.norm_f;
-    rmsnorm_forward(matrix(a.hidden, m, d, d), matrix(a.residual, m, d, d),
-                    i > 0 ? matrix(mixer_out, m, d, d) : Tensor{}, norm, c.norm_eps, ctx);
-    if (i < c.n_layer) mixer_forward(w.layers[size_t(i)], a, mixer_out, m, runs, c, ctx);
+    rmsnorm_forward(matrix(a.hidden, m, d, d, dev), matrix(a.residual, m, d, d, dev),
+                    i > 0 ? matrix(mixer_out, m, d, d, dev) : Tensor{}, norm, c.norm_eps, ctx);
+    if (i < c.n_layer) mixer_forward(w.layers[size_t(i)], a, mixer_out, m, runs, c, dev, ctx);
   }
 }
 
@@ -204,62 +210,68 @@ void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs
   const int64_t d = c.d_model, e = c.d_inner, n = c.d_state, r = c.dt_rank;
   const SsmColumns col = ssm_columns(c);
   const int64_t x = col.x;
+  const Device dev = ws.device();
   float* dres = ws.dresidual.as<float>();
   float* dxz = ws.dxz.as<float>();
   float* dxdbl = ws.dxdbl.as<float>();
   float* dxc = ws.dxc.as<float>();
-  linear_backward(matrix(ws.dy.as<float>(), m, e, e), g.out_proj, g.out_proj_bias, matrix(dres, m, d, d),
-                  matrix(a.y, m, e, e), lw.out_proj, ctx);
+  float* dy = ws.dy.as<float>();
+  float* ddt = ws.ddt.as<float>();
+  linear_backward(matrix(dy, m, e, e, dev), g.out_proj, g.out_proj_bias, matrix(dres, m, d, d, dev),
+                  matrix(a.y, m, e, e, dev), lw.out_proj, ctx);
 
-  float* dA = ws.dA.as<float>();
-  std::fill_n(dA, e * n, 0.0f);
+  const Tensor dA(ws.dA.data(), DType::f32, {e, n}, dev);
+  fill_zero(dA, ctx);
   for (const Run& run : runs) {
     ScanGradArgs s;
-    s.du = run_view(dxc, run, e, e);
-    s.ddt = run_view(ws.ddt.as<float>(), run, e, e);
-    s.dB = ssm_part(dxdbl, col.B, run, c, g.B);
-    s.dC = ssm_part(dxdbl, col.C, run, c, g.C);
-    s.dz = run_view(dxz + e, run, e, 2 * e);
-    s.dA = Tensor(dA, DType::f32, {e, n});
+    s.du = run_view(dxc, run, e, e, dev);
+    s.ddt = run_view(ddt, run, e, e, dev);
+    s.dB = ssm_part(dxdbl, col.B, run, c, g.B, dev);
+    s.dC = ssm_part(dxdbl, col.C, run, c, g.C, dev);
+    s.dz = run_view(dxz + e, run, e, 2 * e, dev);
+    s.dA = dA;
     s.dD = g.D;
     s.ddt_bias = g.dt_bias;
-    s.dy = run_view(ws.dy.as<float>(), run, e, e);
-    s.u = run_view(a.xc, run, e, e);
-    s.dt = run_view(a.dt, run, e, e);
+    s.dy = run_view(dy, run, e, e, dev);
+    s.u = run_view(a.xc, run, e, e, dev);
+    s.dt = run_view(a.dt, run, e, e, dev);
     s.A = lw.A;
-    s.B = ssm_part(a.xdbl, col.B, run, c, lw.B);
-    s.C = ssm_part(a.xdbl, col.C, run, c, lw.C);
+    s.B = ssm_part(a.xdbl, col.B, run, c, lw.B, dev);
+    s.C = ssm_part(a.xdbl, col.C, run, c, lw.C, dev);
     s.D = lw.D;
-    s.z = run_view(a.xz + e, run, e, 2 * e);
+    s.z = run_view(a.xz + e, run, e, 2 * e, dev);
     s.dt_bias = lw.dt_bias;
     selective_scan_backward(s, ctx);
   }
-  const float* A = lw.A.f32();
-  float* dA_log = g.A_log.f32();
-  for (int64_t i = 0; i < e * n; ++i) dA_log[i] += dA[i] * A[i];
+  add_product_into(g.A_log, dA, lw.A, ctx);  // A = −exp(A_log): dA_log = dA ⊙ A
 
   if (c.selective_dt)
-    linear_backward(matrix(dxdbl, m, r, x), g.dt_proj, Tensor{}, matrix(ws.ddt.as<float>(), m, e, e),
-                    matrix(a.xdbl, m, r, x), lw.dt_proj, ctx);
+    linear_backward(matrix(dxdbl, m, r, x, dev), g.dt_proj, Tensor{}, matrix(ddt, m, e, e, dev),
+                    matrix(a.xdbl, m, r, x, dev), lw.dt_proj, ctx);
   if (x > 0) {
     float* dxc_proj = ws.dxc_proj.as<float>();
-    linear_backward(matrix(dxc_proj, m, e, e), g.x_proj, Tensor{}, matrix(dxdbl, m, x, x), matrix(a.xc, m, e, e),
-                    lw.x_proj, ctx);
-    for (int64_t i = 0; i < m * e; ++i) dxc[i] += dxc_proj[i];
+    linear_backward(matrix(dxc_proj, m, e, e, dev), g.x_proj, Tensor{}, matrix(dxdbl, m, x, x, dev),
+                    matrix(a.xc, m, e, e, dev), lw.x_proj, ctx);
+    add_into(flat(dxc, m * e, dev), flat(dxc_proj, m * e, dev), ctx);
   }
   for (const Run& run : runs)
-    conv1d_causal_backward(run_view(dxz, run, e, 2 * e), g.conv_w, g.conv_b, Tensor{}, run_view(dxc, run, e, e),
-                           run_view(a.xz, run, e, 2 * e), lw.conv_w, lw.conv_b, Tensor{}, /*apply_silu=*/true, ctx);
+    conv1d_causal_backward(run_view(dxz, run, e, 2 * e, dev), g.conv_w, g.conv_b, Tensor{},
+                           run_view(dxc, run, e, e, dev), run_view(a.xz, run, e, 2 * e, dev), lw.conv_w, lw.conv_b,
+                           Tensor{}, /*apply_silu=*/true, ctx);
   float* dhidden = ws.dhidden.as<float>();
-  linear_backward(matrix(dhidden, m, d, d), g.in_proj, g.in_proj_bias, matrix(dxz, m, 2 * e, 2 * e),
-                  matrix(a.hidden, m, d, d), lw.in_proj, ctx);
-  rmsnorm_backward(matrix(dres, m, d, d), g.norm, matrix(dhidden, m, d, d), matrix(a.residual, m, d, d), lw.norm,
-                   c.norm_eps, ctx);
+  linear_backward(matrix(dhidden, m, d, d, dev), g.in_proj, g.in_proj_bias, matrix(dxz, m, 2 * e, 2 * e, dev),
+                  matrix(a.hidden, m, d, d, dev), lw.in_proj, ctx);
+  rmsnorm_backward(matrix(dres, m, d, d, dev), g.norm, matrix(dhidden, m, d, d, dev),
+                   matrix(a.residual, m, d, d, dev), lw.norm, c.norm_eps, ctx);
 }
 
-void check_inputs(const ModelWeights& w, const int32_t* ids, int64_t b, int64_t l, int64_t min_l) {
-  MAMBA_CHECK(w.matrix_dtype == DType::f32, "lm_loss: training needs f32 weights, these hold {} matrices",
-              dtype_name(w.matrix_dtype));
+void check_inputs(const ModelWeights& w, const TrainWorkspace& ws, const int32_t* ids, int64_t b, int64_t l,
+                  int64_t min_l) {
+  const Device dev = w.embedding.device;
+  MAMBA_CHECK(ws.device() == dev, "lm_loss: the weights are on {} but the training workspace is on {}",
+              device_name(dev), device_name(ws.device()));
+  MAMBA_CHECK(w.matrix_dtype == DType::f32 || dev == Device::cuda,
+              "lm_loss: training on the CPU needs f32 weights, these hold {} matrices", dtype_name(w.matrix_dtype));
   MAMBA_CHECK(b >= 1, "lm_loss: batch size must be at least 1, got {}", b);
   MAMBA_CHECK(l >= min_l, "lm_loss: sequences need at least {} tokens to predict one, got {}", min_l, l);
   const int64_t v = w.config.vocab_size;
@@ -277,28 +289,39 @@ void fill_targets(int32_t* out, const int32_t* ids, const uint8_t* doc_start, co
                                                                    : -1;
 }
 
-// Forward and (when g is given) backward over b sequences of l tokens, adding scale · the gradient of the
-// summed loss to g; returns the summed loss of the predicted tokens.
+// Forward and (when g is given) backward over b sequences of l tokens (host ids), adding scale · the gradient of
+// the summed loss to g; returns the summed loss of the predicted tokens.
 double sequences_pass(const ModelGrads* g, const ModelWeights& w, const int32_t* ids, const uint8_t* doc_start,
                       const int32_t* targets, int64_t b, int64_t l, float scale, TrainWorkspace& ws, Context& ctx) {
   const MambaConfig& c = w.config;
   const int64_t m = b * l, d = c.d_model;
+  const Device dev = ws.device();
   ws.reserve(c, m);
   const std::vector<Run> runs = make_runs(doc_start, b, l);
-  model_forward(w, ids, m, runs, ws, ctx);
   fill_targets(ws.targets.data(), ids, doc_start, targets, m, l);
+  const int32_t* dev_ids = ids;
+  const int32_t* dev_targets = ws.targets.data();
+  if (dev != Device::cpu) {  // the ids and targets go to the device once per group
+    copy_memory_async(ws.ids.data(), dev, ids, Device::cpu, size_t(m) * sizeof(int32_t), ctx);
+    copy_memory_async(ws.ids.as<int32_t>() + m, dev, ws.targets.data(), Device::cpu, size_t(m) * sizeof(int32_t),
+                      ctx);
+    dev_ids = ws.ids.as<int32_t>();
+    dev_targets = dev_ids + m;
+  }
+  model_forward(w, dev_ids, m, runs, ws, ctx);
   const LayerActs top = layer_acts(ws, c, m, c.n_layer);
   float* dhidden = ws.dhidden.as<float>();
-  const double sum = linear_cross_entropy(g ? matrix(dhidden, m, d, d) : Tensor{}, g ? g->lm_head : Tensor{},
-                                          matrix(top.hidden, m, d, d), w.lm_head, ws.targets.data(), scale, ctx);
+  const double sum =
+      linear_cross_entropy(g ? matrix(dhidden, m, d, d, dev) : Tensor{}, g ? g->lm_head : Tensor{},
+                           matrix(top.hidden, m, d, d, dev), w.lm_head, dev_targets, scale, ctx);
   if (!g) return sum;
   float* dres = ws.dresidual.as<float>();
-  std::fill_n(dres, m * d, 0.0f);
-  rmsnorm_backward(matrix(dres, m, d, d), g->norm_f, matrix(dhidden, m, d, d), matrix(top.residual, m, d, d),
-                   w.norm_f, c.norm_eps, ctx);
+  fill_zero(flat(dres, m * d, dev), ctx);
+  rmsnorm_backward(matrix(dres, m, d, d, dev), g->norm_f, matrix(dhidden, m, d, d, dev),
+                   matrix(top.residual, m, d, d, dev), w.norm_f, c.norm_eps, ctx);
   for (int64_t i = c.n_layer - 1; i >= 0; --i)
     layer_backward(w.layers[size_t(i)], g->layers[size_t(i)], layer_acts(ws, c, m, i), ws, m, runs, c, ctx);
-  embedding_backward(g->embedding, matrix(dres, m, d, d), ids, m, ctx);
+  embedding_backward(g->embedding, matrix(dres, m, d, d, dev), dev_ids, m, ctx);
   return sum;
 }
 
@@ -312,6 +335,8 @@ double loss_over_groups(ParamGrads* grads, const ModelWeights& w, const int32_t*
     MAMBA_CHECK(grads->names.size() == w.named_parameters().size(),
                 "lm_loss: the gradients were made for a different model ({} tensors, this one has {})",
                 grads->names.size(), w.named_parameters().size());
+    MAMBA_CHECK(grads->storage.device() == ws.device(), "lm_loss: the gradients are on {} but the model is on {}",
+                device_name(grads->storage.device()), device_name(ws.device()));
     g = map_grads(*grads, w.config);
   }
   const int64_t group = std::clamp(ws.rows_per_pass / l, int64_t(1), b);
@@ -327,54 +352,52 @@ double loss_over_groups(ParamGrads* grads, const ModelWeights& w, const int32_t*
 
 ParamGrads::ParamGrads(const ModelWeights& w) {
   const auto params = w.named_parameters();
+  const Device dev = w.embedding.device;
   int64_t total = 0;
   for (const auto& p : params) total += p.second.numel();
-  storage = Buffer(size_t(total) * sizeof(float));
+  storage = Buffer(size_t(total) * sizeof(float), dev);
   float* next = storage.as<float>();
   for (const auto& [name, t] : params) {
     names.push_back(name);
-    grads.emplace_back(next, DType::f32, std::span<const int64_t>(t.shape.data(), size_t(t.ndim)));
+    grads.emplace_back(next, DType::f32, std::span<const int64_t>(t.shape.data(), size_t(t.ndim)), dev);
     next += t.numel();
   }
-  zero();
+  zero_memory(storage.data(), dev, storage.bytes());
 }
 
-void ParamGrads::zero() {
-  if (!storage.empty()) std::memset(storage.data(), 0, storage.bytes());
+Tensor ParamGrads::all() const {
+  return Tensor(const_cast<void*>(storage.data()), DType::f32, {int64_t(storage.bytes() / sizeof(float))},
+                storage.device());
 }
 
-double ParamGrads::norm() const {
-  double sq = 0;
-  const float* p = storage.as<float>();
-  for (size_t i = 0; i < storage.bytes() / sizeof(float); ++i) sq += double(p[i]) * double(p[i]);
-  return std::sqrt(sq);
-}
+void ParamGrads::zero(Context& ctx) { fill_zero(all(), ctx); }
 
-void ParamGrads::scale(float s) {
-  float* p = storage.as<float>();
-  for (size_t i = 0; i < storage.bytes() / sizeof(float); ++i) p[i] *= s;
-}
+double ParamGrads::norm(Context& ctx) const { return std::sqrt(sum_squares(all(), ctx)); }
+
+void ParamGrads::scale(float s, Context& ctx) { scale_inplace(all(), s, ctx); }
 
 void TrainWorkspace::reserve(const MambaConfig& c, int64_t rows) {
   const size_t m = size_t(rows), L = size_t(c.n_layer), d = size_t(c.d_model), e = size_t(c.d_inner);
-  const size_t x = size_t(c.dt_rank + 2 * c.d_state);
-  ensure(residual, (L + 1) * m * d);
-  ensure(hidden, (L + 1) * m * d);
-  ensure(xz, L * m * 2 * e);
-  ensure(xc, L * m * e);
-  ensure(xdbl, L * m * x);
-  ensure(dt, L * m * e);
-  ensure(y, L * m * e);
-  ensure(mixer_out, m * d);
-  ensure(dresidual, m * d);
-  ensure(dhidden, m * d);
-  ensure(dy, m * e);
-  ensure(dxz, m * 2 * e);
-  ensure(dxc, m * e);
-  ensure(dxc_proj, m * e);
-  ensure(dxdbl, m * x);
-  ensure(ddt, m * e);
-  ensure(dA, e * size_t(c.d_state));
+  const size_t x = size_t(c.dt_rank + 2 * c.d_state), f = sizeof(float);
+  const Device dev = device_;
+  ensure(residual, (L + 1) * m * d * f, dev);
+  ensure(hidden, (L + 1) * m * d * f, dev);
+  ensure(xz, L * m * 2 * e * f, dev);
+  ensure(xc, L * m * e * f, dev);
+  ensure(xdbl, L * m * x * f, dev);
+  ensure(dt, L * m * e * f, dev);
+  ensure(y, L * m * e * f, dev);
+  ensure(mixer_out, m * d * f, dev);
+  ensure(dresidual, m * d * f, dev);
+  ensure(dhidden, m * d * f, dev);
+  ensure(dy, m * e * f, dev);
+  ensure(dxz, m * 2 * e * f, dev);
+  ensure(dxc, m * e * f, dev);
+  ensure(dxc_proj, m * e * f, dev);
+  ensure(dxdbl, m * x * f, dev);
+  ensure(ddt, m * e * f, dev);
+  ensure(dA, e * size_t(c.d_state) * f, dev);
+  if (dev != Device::cpu) ensure(ids, 2 * m * sizeof(int32_t), dev);
   targets.resize(m);
   rows_ = rows;
 }
@@ -386,7 +409,7 @@ double lm_loss(ParamGrads* grads, const ModelWeights& w, const int32_t* ids, int
 
 double lm_loss_packed(ParamGrads* grads, const ModelWeights& w, const int32_t* ids, const uint8_t* doc_start,
                       int64_t b, int64_t l, TrainWorkspace& ws, Context& ctx) {
-  check_inputs(w, ids, b, l, 2);
+  check_inputs(w, ws, ids, b, l, 2);
   int64_t count = 0;
   for (int64_t i = 0; i < b * l; ++i) count += i % l != l - 1 && !(doc_start && doc_start[i + 1]);
   MAMBA_CHECK(count > 0, "lm_loss: no token to predict (every document holds a single token)");
@@ -395,7 +418,7 @@ double lm_loss_packed(ParamGrads* grads, const ModelWeights& w, const int32_t* i
 
 double lm_loss_targets(ParamGrads* grads, const ModelWeights& w, const int32_t* ids, const int32_t* targets,
                        int64_t b, int64_t l, TrainWorkspace& ws, Context& ctx) {
-  check_inputs(w, ids, b, l, 1);
+  check_inputs(w, ws, ids, b, l, 1);
   const int64_t v = w.config.vocab_size;
   int64_t count = 0;
   for (int64_t i = 0; i < b * l; ++i) {

@@ -2,6 +2,11 @@
 // parameter, by explicit backward passes (no autograd). The forward pass keeps what the backward pass needs
 // per layer (the layer's input rows, x_proj/in_proj outputs, ...) but never the (b, l, e, n) expansion of the
 // scan, which the backward pass recomputes chunk by chunk.
+//
+// Devices: the weights, the gradients and the workspace share one device (cpu or cuda); ids and targets are
+// host arrays (copied to the device once per group of sequences). On the CPU the weights hold f32 matrices; on
+// cuda they may also hold bf16 or f16 matrices (mixed precision: the products run on the tensor cores with f32
+// accumulation, every activation, gradient and vector parameter stays f32).
 #pragma once
 
 #include <cstdint>
@@ -15,17 +20,20 @@
 
 namespace mambacpp {
 
-// One gradient per parameter, in the order, names and shapes of ModelWeights::named_parameters(), f32.
+// One gradient per parameter, in the order, names and shapes of ModelWeights::named_parameters(), f32, held in
+// one block of memory on the device of the model's weights (in that order, without gaps).
 struct ParamGrads {
   std::vector<std::string> names;
   std::vector<Tensor> grads;
   Buffer storage;
 
-  explicit ParamGrads(const ModelWeights& w);
-  void zero();
-  // Global L2 norm of all gradients (in double).
-  double norm() const;
-  void scale(float s);
+  explicit ParamGrads(const ModelWeights& w);  // zero-initialised
+  // Every gradient as one flat tensor (the storage).
+  Tensor all() const;
+  void zero(Context& ctx);
+  // Global L2 norm of all gradients (squares summed in double; the order is fixed by the sizes).
+  double norm(Context& ctx) const;
+  void scale(float s, Context& ctx);
 };
 
 // Per-call scratch memory for training, reused across calls (grown to the largest group seen). The forward pass
@@ -33,8 +41,11 @@ struct ParamGrads {
 // pass needs one layer's worth of gradient buffers. lm_loss sizes it; callers create it and pass it in.
 class TrainWorkspace {
  public:
+  // The workspace lives on `device`, which must be the device of the weights it trains.
+  explicit TrainWorkspace(Device device = Device::cpu) : device_(device) {}
   void reserve(const MambaConfig& cfg, int64_t rows);
   int64_t rows() const { return rows_; }
+  Device device() const { return device_; }
 
   // lm_loss runs the batch in groups of whole sequences of at most this many tokens (at least one sequence),
   // forward and backward per group, which bounds the activations kept here to about this many rows.
@@ -51,16 +62,18 @@ class TrainWorkspace {
   Buffer mixer_out;  // (m, d) the current layer's output, forward scratch
   // Backward scratch, one layer at a time:
   Buffer dresidual, dhidden, dy, dxz, dxc, dxc_proj, dxdbl, ddt, dA;
-  std::vector<int32_t> targets;  // (m) next-token ids, -1 at the last position of each sequence
+  std::vector<int32_t> targets;  // (m) next-token ids, -1 at the last position of each sequence (host)
+  Buffer ids;                    // (2, m) int32 on a device: the group's ids, then its targets
 
  private:
+  Device device_ = Device::cpu;
   int64_t rows_ = 0;
 };
 
 // Mean cross-entropy (nats per predicted token) of predicting ids[bi, t+1] from ids[bi, 0..t], for
 // t = 0 .. l-2, over b sequences of l ids (row-major), each from a zero state. When `grads` is non-null the
 // gradient of that mean is ADDED to it (so accumulation over micro-batches is a sum; the caller scales).
-// Weights must hold f32 matrices. Ids are range-checked.
+// Ids are range-checked (on the host).
 double lm_loss(ParamGrads* grads, const ModelWeights& w, const int32_t* ids, int64_t b, int64_t l,
                TrainWorkspace& ws, Context& ctx);
 

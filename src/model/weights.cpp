@@ -272,7 +272,9 @@ std::vector<std::pair<std::string, Tensor>> ModelWeights::named_parameters() con
   std::vector<std::pair<std::string, Tensor>> out;
   for (const ParamSpec& p : param_specs(config)) {
     const Tensor& t = slot_ref(*this, p);
-    out.emplace_back(p.name, make_tensor(t.data, t.dtype, p.ckpt_shape));
+    Tensor view = make_tensor(t.data, t.dtype, p.ckpt_shape);
+    view.device = t.device;
+    out.emplace_back(p.name, view);
   }
   return out;
 }

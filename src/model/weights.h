@@ -64,8 +64,8 @@ struct ModelWeights {
   // initialises them. Deterministic for a seed.
   static ModelWeights random(const MambaConfig& cfg, DType matrix_dtype, uint64_t seed);
   // Every parameter once, by its Hugging Face checkpoint name and in the checkpoint's shape (conv1d.weight as
-  // (e, 1, k)), viewing this object's storage: embedding, the layers in order, norm_f, and lm_head.weight only
-  // when untied. A, derived from A_log, is not listed. Ready to pass to save_safetensors.
+  // (e, 1, k)), viewing this object's storage (on its device): embedding, the layers in order, norm_f, and
+  // lm_head.weight only when untied. A, derived from A_log, is not listed. Ready to pass to save_safetensors.
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;
   // A copy on `device` (its own storage there), the matrices converted to `matrix_dtype` (rounded to nearest
   // even), the vectors f32; a tied head stays tied. Throws Error naming the size when device memory runs out.

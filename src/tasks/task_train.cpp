@@ -68,14 +68,14 @@ void train_task(ModelWeights& w, Task task, const TaskTrainOptions& o, Context& 
       seq.fill(0, l, ids.data() + i * l);
       seq.fill_targets(targets.data() + i * l);
     }
-    grads.zero();
+    grads.zero(ctx);
     const double loss = lm_loss_targets(&grads, w, ids.data(), targets.data(), o.batch, l, ws, ctx);
-    const double norm = clip_grad_norm(grads.grads, o.clip);
+    const double norm = clip_grad_norm(grads.all(), o.clip, ctx);
     MAMBA_CHECK(std::isfinite(loss) && std::isfinite(norm),
                 "step {}: the training loss is {} and the gradient norm {}; try a lower --lr", s + 1, loss, norm);
     const double lr = sched.at(s);
-    adam.step(grads.grads, lr);
-    refresh_derived(w);
+    adam.step(grads.grads, lr, ctx);
+    refresh_derived(w, ctx);
     if (on_step) {
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       on_step({s + 1, o.steps, l, loss, lr, tokens / secs, secs, secs / tokens * (total_tokens - tokens)});

@@ -4,7 +4,9 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/cuda/device_memory.h"
 #include "core/error.h"
+#include "ops/ops_train.h"
 
 namespace mambacpp {
 
@@ -26,21 +28,10 @@ bool decays(const std::string& name, const Tensor& param) {
   return param.ndim >= 2;
 }
 
-double clip_grad_norm(const std::vector<Tensor>& grads, double max_norm) {
-  double sum = 0;
-  for (const Tensor& g : grads) {
-    const float* p = g.f32();
-    const int64_t n = g.numel();
-    for (int64_t i = 0; i < n; ++i) sum += double(p[i]) * double(p[i]);
-  }
-  const double norm = std::sqrt(sum);
+double clip_grad_norm(Tensor all_grads, double max_norm, Context& ctx) {
+  const double norm = std::sqrt(sum_squares(all_grads, ctx));
   if (!std::isfinite(norm) || max_norm <= 0 || norm <= max_norm) return norm;
-  const float scale = float(max_norm / (norm + 1e-6));
-  for (const Tensor& g : grads) {
-    float* p = g.f32();
-    const int64_t n = g.numel();
-    for (int64_t i = 0; i < n; ++i) p[i] *= scale;
-  }
+  scale_inplace(all_grads, float(max_norm / (norm + 1e-6)), ctx);
   return norm;
 }
 
@@ -48,13 +39,15 @@ AdamW::AdamW(std::vector<std::pair<std::string, Tensor>> params, const AdamWOpti
     : params_(std::move(params)), opt_(opt) {
   opt_.validate();
   size_t bytes = 0;
+  const Device dev = params_.empty() ? Device::cpu : params_.front().second.device;
   for (const auto& [name, p] : params_) {
-    MAMBA_CHECK(p.dtype == DType::f32 && p.is_contiguous() && p.device == Device::cpu,
-                "AdamW: parameter '{}' must be a contiguous f32 tensor on the CPU", name);
+    MAMBA_CHECK(p.dtype == DType::f32 && p.is_contiguous() && p.device == dev,
+                "AdamW: parameter '{}' must be a contiguous f32 tensor on {}, like the first one", name,
+                device_name(dev));
     bytes += 2 * ((p.nbytes() + 63) / 64 * 64);
   }
-  storage_ = Buffer(bytes);
-  std::memset(storage_.data(), 0, bytes);
+  storage_ = Buffer(bytes, dev);
+  zero_memory(storage_.data(), dev, bytes);
   char* at = storage_.as<char>();
   for (const auto& [name, p] : params_) {
     decay_.push_back(decays(name, p));
@@ -67,32 +60,23 @@ AdamW::AdamW(std::vector<std::pair<std::string, Tensor>> params, const AdamWOpti
   }
 }
 
-void AdamW::step(const std::vector<Tensor>& grads, double lr) {
+void AdamW::step(const std::vector<Tensor>& grads, double lr, Context& ctx) {
   MAMBA_CHECK(grads.size() == params_.size(), "AdamW: {} gradients for {} parameters", grads.size(), params_.size());
   ++t_;
-  const double bc1 = 1.0 - std::pow(opt_.beta1, double(t_));
-  const double bc2 = 1.0 - std::pow(opt_.beta2, double(t_));
-  const float step_size = float(lr / bc1);
-  const float sqrt_bc2 = float(std::sqrt(bc2));
-  const float b1 = float(opt_.beta1), b2 = float(opt_.beta2), eps = float(opt_.eps);
+  AdamWStep s;
+  s.lr = lr;
+  s.beta1 = opt_.beta1;
+  s.beta2 = opt_.beta2;
+  s.eps = opt_.eps;
+  s.bias_correction1 = 1.0 - std::pow(opt_.beta1, double(t_));
+  s.bias_correction2 = 1.0 - std::pow(opt_.beta2, double(t_));
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& p = params_[i].second;
     MAMBA_CHECK(grads[i].numel() == p.numel() && grads[i].dtype == DType::f32,
                 "AdamW: gradient {} for '{}' does not match the parameter's shape {}", grads[i].shape_str(),
                 params_[i].first, p.shape_str());
-    const float keep = decay_[i] ? float(1.0 - lr * opt_.weight_decay) : 1.0f;
-    float* w = p.f32();
-    float* m = m_[i].f32();
-    float* v = v_[i].f32();
-    const float* g = grads[i].f32();
-    const int64_t n = p.numel();
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
-    for (int64_t j = 0; j < n; ++j) {
-      w[j] *= keep;
-      m[j] = b1 * m[j] + (1 - b1) * g[j];
-      v[j] = b2 * v[j] + (1 - b2) * g[j] * g[j];
-      w[j] -= step_size * m[j] / (std::sqrt(v[j]) / sqrt_bc2 + eps);
-    }
+    s.weight_decay = decay_[i] ? opt_.weight_decay : 0.0;
+    adamw_update(p, grads[i], m_[i], v_[i], s, ctx);
   }
 }
 
@@ -116,7 +100,7 @@ void AdamW::load_state(const std::map<std::string, Tensor>& tensors, int64_t ste
       MAMBA_CHECK(t.dtype == DType::f32 && t.numel() == dst.numel() && t.shape_str() == dst.shape_str(),
                   "{}: optimizer tensor '{}' has shape {} {}, expected {} f32", source, name, t.shape_str(),
                   dtype_name(t.dtype), dst.shape_str());
-      std::memcpy(dst.data, t.data, dst.nbytes());
+      copy_memory(dst.data, dst.device, t.data, t.device, dst.nbytes());
     }
   }
   t_ = steps;

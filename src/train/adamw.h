@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/buffer.h"
+#include "core/context.h"
 #include "core/tensor.h"
 
 namespace mambacpp {
@@ -31,20 +32,23 @@ bool decays(const std::string& name, const Tensor& param);
 // Scales `grads` so that their global L2 norm (over all tensors, in double) is at most `max_norm`, as
 // torch.nn.utils.clip_grad_norm_ does (factor max_norm / (norm + 1e-6) when norm > max_norm). Returns the norm
 // before clipping; a non-finite norm is returned without touching the gradients. max_norm ≤ 0: no clipping.
-double clip_grad_norm(const std::vector<Tensor>& grads, double max_norm);
+// `all_grads`: every gradient in one flat f32 tensor (ParamGrads::all()), on any device.
+double clip_grad_norm(Tensor all_grads, double max_norm, Context& ctx);
 
 class AdamW {
  public:
-  // `params`: contiguous f32 tensors the optimizer updates in place (ModelWeights::named_parameters()).
+  // `params`: contiguous f32 tensors the optimizer updates in place (ModelWeights::named_parameters()), all on
+  // one device (cpu or cuda); the moments live there too.
   AdamW(std::vector<std::pair<std::string, Tensor>> params, const AdamWOptions& opt);
 
   // One update with learning rate `lr`; grads[i] belongs to params[i] and has its shape. Per element, with
   // t the step count after increment: p ← p·(1 − lr·wd); m ← β1·m + (1 − β1)·g; v ← β2·v + (1 − β2)·g²;
   // p ← p − (lr / (1 − β1ᵗ)) · m / (√v / √(1 − β2ᵗ) + ε).
-  void step(const std::vector<Tensor>& grads, double lr);
+  void step(const std::vector<Tensor>& grads, double lr, Context& ctx);
   int64_t steps() const { return t_; }
 
-  // The moments as named tensors ("exp_avg.<name>", "exp_avg_sq.<name>"), views of this optimizer's memory.
+  // The moments as named tensors ("exp_avg.<name>", "exp_avg_sq.<name>"), views of this optimizer's memory (on
+  // its device).
   std::map<std::string, Tensor> state() const;
   // Restores the moments and the step count saved from an optimizer over the same parameters; throws Error
   // naming `source` and the tensor when one is missing or of another shape or dtype.

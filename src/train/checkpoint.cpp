@@ -9,7 +9,9 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <vector>
 
+#include "core/cuda/device_memory.h"
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "io/atomic_file.h"
@@ -39,13 +41,24 @@ std::string state_json(const TrainerState& s) {
 }
 
 // Writes every file of the checkpoint into `dir` (which exists and is empty).
+// Tensors on a device are copied to the host first (into `storage`).
 void write_files(const fs::path& dir, const ModelWeights& w, const AdamW& opt, const TrainerState& state) {
   write_file_atomic((dir / "config.json").string(), w.config.to_hf_json());
+  const bool on_host = w.embedding.device == Device::cpu;
+  const ModelWeights host = on_host ? ModelWeights{} : w.to_device(Device::cpu, DType::f32);
   std::map<std::string, Tensor> params;
-  for (const auto& [name, t] : w.named_parameters()) params.emplace(name, t);
+  for (const auto& [name, t] : (on_host ? w : host).named_parameters()) params.emplace(name, t);
   save_safetensors((dir / "model.safetensors").string(), params);
-  save_safetensors((dir / "optimizer.safetensors").string(), opt.state(),
-                   {{"step", std::to_string(opt.steps())}});
+  std::map<std::string, Tensor> moments = opt.state();
+  std::vector<Buffer> storage;
+  for (auto& [name, t] : moments) {
+    if (t.device == Device::cpu) continue;
+    storage.emplace_back(t.nbytes());
+    copy_memory(storage.back().data(), Device::cpu, t.data, t.device, t.nbytes());
+    t.data = storage.back().data();
+    t.device = Device::cpu;
+  }
+  save_safetensors((dir / "optimizer.safetensors").string(), moments, {{"step", std::to_string(opt.steps())}});
   write_file_atomic((dir / "trainer_state.json").string(), state_json(state));
 }
 

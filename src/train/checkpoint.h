@@ -28,7 +28,8 @@ struct TrainerState {
   nlohmann::json settings = nlohmann::json::object();  // the run's options that resuming must keep
 };
 
-// Saves a checkpoint of `w` (f32 matrices), `opt` and `state` under `out_dir` and points `latest` (and `best`
+// Saves a checkpoint of `w` (f32 matrices, on the CPU or a device: device tensors are copied to the host),
+// `opt` and `state` under `out_dir` and points `latest` (and `best`
 // when `is_best`) at it. Throws Error naming the file when a write fails.
 void save_checkpoint(const std::string& out_dir, const ModelWeights& w, const AdamW& opt, const TrainerState& state,
                      bool is_best);

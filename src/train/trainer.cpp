@@ -11,6 +11,7 @@
 #include <optional>
 #include <vector>
 
+#include "core/cuda/device_info.h"
 #include "core/error.h"
 #include "io/tokenizer.h"
 #include "model/lm_train.h"
@@ -22,6 +23,7 @@
 #include "train/loss_log.h"
 #include "train/png_plot.h"
 #include "train/token_file.h"
+#include "train/trainable.h"
 
 namespace mambacpp {
 
@@ -50,6 +52,14 @@ void validate(const TrainOptions& o) {
   MAMBA_CHECK(std::isfinite(o.clip) && o.clip >= 0, "--clip must be ≥ 0, got {}", o.clip);
   LrSchedule{o.lr, o.warmup, o.steps, o.min_lr_ratio}.validate();
   o.adam.validate();
+  MAMBA_CHECK(o.dtype == DType::f32 || o.device == Device::cuda,
+              "--dtype {}: training on the CPU computes in f32; mixed precision (bf16, f16) needs --device cuda",
+              dtype_name(o.dtype));
+  if (o.device == Device::cuda) {
+    const CudaRuntimeInfo info = cuda_runtime_info();
+    MAMBA_CHECK(!info.devices.empty(), "--device cuda: no CUDA device can be used ({}); use --device cpu",
+                info.problem);
+  }
 }
 
 // What a resumed run must share with the run that wrote the checkpoint.
@@ -143,10 +153,10 @@ class Loop {
   Loop(const TrainOptions& o, Run& r, Context& ctx, std::FILE* progress)
       : o_(o), r_(r), st_(r.state), ctx_(ctx), progress_(progress),
         sampler_(r.data, r.train_range, o.batch, o.seq_len, r.state.seed),
-        sched_{o.lr, o.warmup, o.steps, o.min_lr_ratio}, adam_(r.w.named_parameters(), o.adam), grads_(r.w),
-        log_((fs::path(o.out) / "loss_log.jsonl").string(), r.resumed_from.empty() ? -1 : r.state.step),
+        sched_{o.lr, o.warmup, o.steps, o.min_lr_ratio}, model_(std::move(r.w), o.device, o.dtype, o.adam, ctx),
+        ws_(o.device), log_((fs::path(o.out) / "loss_log.jsonl").string(), r.resumed_from.empty() ? -1 : r.state.step),
         ids_(size_t(o.batch * (o.seq_len + 1))), doc_start_(ids_.size()), first_step_(r.state.step) {
-    if (!r.resumed_from.empty()) load_optimizer_state(r.resumed_from, adam_);
+    if (!r.resumed_from.empty()) load_optimizer_state(r.resumed_from, model_.optimizer());
   }
 
   TrainSummary run() {
@@ -157,7 +167,7 @@ class Loop {
       bool saved = false;
       if (o_.eval_every > 0 && (st_.step % o_.eval_every == 0 || st_.step == o_.steps)) saved = validate_now();
       const bool due = (o_.save_every > 0 && st_.step % o_.save_every == 0) || st_.step == end;
-      if (due && !saved) save_checkpoint(o_.out, r_.w, adam_, st_, false);
+      if (due && !saved) save_checkpoint(o_.out, model_.master(), model_.optimizer(), st_, false);
     }
     sum.step = st_.step;
     sum.best_val_loss = st_.best_val_loss;
@@ -170,15 +180,17 @@ class Loop {
   // One optimizer step over grad_accum micro-batches; returns the mean loss.
   double step(int64_t end) {
     const auto t0 = std::chrono::steady_clock::now();
-    grads_.zero();
+    ParamGrads& grads = model_.grads();
+    grads.zero(ctx_);
     double loss = 0;
     for (int64_t j = 0; j < o_.grad_accum; ++j) {
       sampler_.fill(st_.next_batch++, ids_.data(), doc_start_.data());
-      loss += lm_loss_packed(&grads_, r_.w, ids_.data(), doc_start_.data(), o_.batch, o_.seq_len + 1, ws_, ctx_);
+      loss += lm_loss_packed(&grads, model_.compute(), ids_.data(), doc_start_.data(), o_.batch, o_.seq_len + 1,
+                             ws_, ctx_);
     }
     loss /= double(o_.grad_accum);
-    if (o_.grad_accum > 1) grads_.scale(float(1.0 / double(o_.grad_accum)));
-    const double norm = clip_grad_norm(grads_.grads, o_.clip);
+    if (o_.grad_accum > 1) grads.scale(float(1.0 / double(o_.grad_accum)), ctx_);
+    const double norm = model_.clip_gradients(o_.clip, ctx_);
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
       const std::string ckpt = latest_checkpoint(o_.out);
       fail("step {}: the training loss is {} and the gradient norm {}; stopping (try a lower --lr). The last good "
@@ -186,8 +198,7 @@ class Loop {
            ckpt.empty() ? "none (nothing was saved yet)" : fs::canonical(ckpt).string());
     }
     const double lr = sched_.at(st_.step);
-    adam_.step(grads_.grads, lr);
-    refresh_derived(r_.w);
+    model_.step(lr, ctx_);
     ++st_.step;
     seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double done = double(st_.step - first_step_);
@@ -204,13 +215,13 @@ class Loop {
 
   // Validation loss; a new best is saved as a checkpoint (returns whether one was saved).
   bool validate_now() {
-    const EvalResult e = evaluate(r_.w, r_.data, r_.val_range, o_.seq_len, o_.batch, o_.eval_windows, ws_, ctx_);
+    const EvalResult e = evaluate(model_.compute(), r_.data, r_.val_range, o_.seq_len, o_.batch, o_.eval_windows, ws_, ctx_);
     const bool best = e.loss < st_.best_val_loss;
     if (best) st_.best_val_loss = e.loss, st_.best_step = st_.step;
     log_.write({{"step", st_.step}, {"val_loss", e.loss}, {"val_bits_per_token", e.bits_per_token},
                 {"val_bits_per_byte", e.bits_per_byte}});
     print_validation(progress_, st_.step, e, st_);
-    if (best) save_checkpoint(o_.out, r_.w, adam_, st_, true);
+    if (best) save_checkpoint(o_.out, model_.master(), model_.optimizer(), st_, true);
     return best;
   }
 
@@ -221,8 +232,7 @@ class Loop {
   std::FILE* progress_;
   BatchSampler sampler_;
   LrSchedule sched_;
-  AdamW adam_;
-  ParamGrads grads_;
+  TrainableModel model_;
   TrainWorkspace ws_;
   LossLog log_;
   std::vector<int32_t> ids_;
@@ -232,13 +242,6 @@ class Loop {
 };
 
 }  // namespace
-
-void refresh_derived(ModelWeights& w) {
-  for (LayerWeights& l : w.layers) {
-    const int64_t n = l.A.numel();
-    for (int64_t i = 0; i < n; ++i) l.A.f32()[i] = -std::exp(l.A_log.f32()[i]);
-  }
-}
 
 TrainSummary train(const TrainOptions& options, Context& ctx, std::FILE* progress) {
   const TrainOptions o = resolved(options);

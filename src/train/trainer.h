@@ -13,6 +13,7 @@
 #include "model/weights.h"
 #include "train/adamw.h"
 #include "train/schedule.h"
+#include "train/trainable.h"
 
 namespace mambacpp {
 
@@ -38,6 +39,8 @@ struct TrainOptions {
   int64_t log_every = 10;   // progress line every this many steps
   uint64_t seed = 0;
   bool resume = false;
+  Device device = Device::cpu;  // where the model trains
+  DType dtype = DType::f32;     // the matrices' dtype in the passes (bf16/f16: mixed precision, cuda only)
 };
 
 struct TrainSummary {
@@ -53,7 +56,5 @@ struct TrainSummary {
 // checkpoint written stays as it was), a failed write.
 TrainSummary train(const TrainOptions& opt, Context& ctx, std::FILE* progress);
 
-// Sets every layer's A = −exp(A_log) after A_log has changed.
-void refresh_derived(ModelWeights& w);
 
 }  // namespace mambacpp

@@ -45,6 +45,9 @@ inline Pair make_pair(DType dt, std::initializer_list<int64_t> dims) {
 inline void fill(Pair& p, const std::vector<float>& v) {
   convert_from_f32(p.host_buf.data(), p.host.dtype, v.data(), v.size());
   ASSERT_EQ(cudaSuccess, cudaMemcpy(p.dev_buf.data(), p.host_buf.data(), p.host_buf.bytes(), cudaMemcpyHostToDevice));
+  // A copy from pageable memory may return before its data reaches the device, and the ops run on a non-blocking
+  // stream that does not wait for it: wait here.
+  ASSERT_EQ(cudaSuccess, cudaDeviceSynchronize());
 }
 
 // NaN in every element on the device (0xff bytes are NaN in f32, bf16 and f16) and on the host.

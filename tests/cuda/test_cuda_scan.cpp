@@ -68,6 +68,7 @@ void upload(Dev& d, const std::vector<float>& v) {
   std::vector<char> bytes(d.buf.bytes());
   convert_from_f32(bytes.data(), d.t.dtype, v.data(), v.size());
   ASSERT_CUDA(cudaMemcpy(d.buf.data(), bytes.data(), bytes.size(), cudaMemcpyHostToDevice));
+  ASSERT_CUDA(cudaDeviceSynchronize());  // the ops' non-blocking stream does not wait for this copy
 }
 
 void poison(Dev& d) {
