@@ -5,7 +5,10 @@
 // at least 20 runs, median) and prints a markdown table beside mamba_ssm's forward + backward time (bf16
 // inputs, ANCHORS.md §1). Inputs are at least 48 MiB at every length, near the 50 MiB L2, so no rotation.
 //
-// Usage: scan_backward_bench [L ...]   (default: 512 1024 … 65536)
+// A second table times the Mamba-130M training shape (e = 1536, with z) at L = 2048. Each row shows the floor:
+// every input read and every output written once at 2.91 TB/s, or the b·e·l·n exponentials at 4.1·10¹²/s.
+//
+// Usage: scan_backward_bench [--no-train] [L ...]   (default: 512 1024 … 65536)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -29,7 +32,7 @@ namespace {
 
 using namespace mambacpp;
 
-constexpr int64_t kB = 8, kE = 1024, kN = 16, kR = 64, kW = kR + 2 * kN;
+constexpr int64_t kB = 8, kN = 16, kR = 64, kW = kR + 2 * kN;
 constexpr int64_t kMaxL = 65536;
 constexpr int64_t kCheckL = 512;
 
@@ -58,8 +61,15 @@ void fill_device(float* dst, int64_t count, uint64_t seed, float lo, float hi) {
   }
 }
 
+// The channel count and whether the gate z is present: ANCHORS.md §1 (e = 1024, no z) or the Mamba-130M
+// training shape (e = 1536, with z).
+struct Shape {
+  int64_t e;
+  bool z;
+};
+
 struct Tensors {
-  Buffer u, dt, dy, xp, du, ddt, dxp, A, D, bias, dA, dD, dbias;
+  Buffer u, dt, dy, xp, du, ddt, dxp, A, D, bias, dA, dD, dbias, z, dz;
 };
 
 Tensor seq(const Buffer& buf, Device dev, int64_t l, int64_t k, int64_t width, int64_t col) {
@@ -68,34 +78,38 @@ Tensor seq(const Buffer& buf, Device dev, int64_t l, int64_t k, int64_t width, i
   return t;
 }
 
-ScanGradArgs args_for(const Tensors& m, Device dev, int64_t l) {
+ScanGradArgs args_for(const Tensors& m, Device dev, int64_t l, Shape sh) {
+  const int64_t e = sh.e;
   ScanGradArgs a;
-  a.u = seq(m.u, dev, l, kE, kE, 0), a.dt = seq(m.dt, dev, l, kE, kE, 0), a.dy = seq(m.dy, dev, l, kE, kE, 0);
+  a.u = seq(m.u, dev, l, e, e, 0), a.dt = seq(m.dt, dev, l, e, e, 0), a.dy = seq(m.dy, dev, l, e, e, 0);
   a.B = seq(m.xp, dev, l, kN, kW, kR), a.C = seq(m.xp, dev, l, kN, kW, kR + kN);
-  a.du = seq(m.du, dev, l, kE, kE, 0), a.ddt = seq(m.ddt, dev, l, kE, kE, 0);
+  a.du = seq(m.du, dev, l, e, e, 0), a.ddt = seq(m.ddt, dev, l, e, e, 0);
   a.dB = seq(m.dxp, dev, l, kN, kW, kR), a.dC = seq(m.dxp, dev, l, kN, kW, kR + kN);
   const auto vec = [dev](const Buffer& b, std::initializer_list<int64_t> dims) {
     return Tensor(const_cast<void*>(b.data()), DType::f32, dims, dev);
   };
-  a.A = vec(m.A, {kE, kN}), a.D = vec(m.D, {kE}), a.dt_bias = vec(m.bias, {kE});
-  a.dA = vec(m.dA, {kE, kN}), a.dD = vec(m.dD, {kE}), a.ddt_bias = vec(m.dbias, {kE});
+  a.A = vec(m.A, {e, kN}), a.D = vec(m.D, {e}), a.dt_bias = vec(m.bias, {e});
+  a.dA = vec(m.dA, {e, kN}), a.dD = vec(m.dD, {e}), a.ddt_bias = vec(m.dbias, {e});
+  if (sh.z) a.z = seq(m.z, dev, l, e, e, 0), a.dz = seq(m.dz, dev, l, e, e, 0);
   a.dt_softplus = true;
   return a;
 }
 
-Tensors allocate(Device dev, int64_t l) {
-  const size_t seq = size_t(kB * l * kE) * 4, wide = size_t(kB * l * kW) * 4;
+Tensors allocate(Device dev, int64_t l, Shape sh) {
+  const int64_t e = sh.e;
+  const size_t seq = size_t(kB * l * e) * 4, wide = size_t(kB * l * kW) * 4;
   return Tensors{Buffer(seq, dev),        Buffer(seq, dev),        Buffer(seq, dev),    Buffer(wide, dev),
-                 Buffer(seq, dev),        Buffer(seq, dev),        Buffer(wide, dev),   Buffer(kE * kN * 4, dev),
-                 Buffer(kE * 4, dev),     Buffer(kE * 4, dev),     Buffer(kE * kN * 4, dev), Buffer(kE * 4, dev),
-                 Buffer(kE * 4, dev)};
+                 Buffer(seq, dev),        Buffer(seq, dev),        Buffer(wide, dev),   Buffer(e * kN * 4, dev),
+                 Buffer(e * 4, dev),     Buffer(e * 4, dev),     Buffer(e * kN * 4, dev), Buffer(e * 4, dev),
+                 Buffer(e * 4, dev),     Buffer(sh.z ? seq : 4, dev), Buffer(sh.z ? seq : 4, dev)};
 }
 
 // The parameters: A as the S4D-real initialisation perturbed, D around 1, dt_bias putting δ in [1e-3, 1e-1].
-void fill_inputs(Tensors& m, int64_t l, bool device) {
-  std::vector<float> A = pattern(kE * kN, 21, 0.75f, 1.25f), D = pattern(kE, 22, 0.5f, 1.5f);
-  std::vector<float> bias = pattern(kE, 23, std::log(1e-3f), std::log(1e-1f));
-  for (int64_t i = 0; i < kE * kN; ++i) A[size_t(i)] *= -float(i % kN + 1);
+void fill_inputs(Tensors& m, int64_t l, bool device, Shape sh) {
+  const int64_t e = sh.e;
+  std::vector<float> A = pattern(e * kN, 21, 0.75f, 1.25f), D = pattern(e, 22, 0.5f, 1.5f);
+  std::vector<float> bias = pattern(e, 23, std::log(1e-3f), std::log(1e-1f));
+  for (int64_t i = 0; i < e * kN; ++i) A[size_t(i)] *= -float(i % kN + 1);
   for (float& x : bias) x = std::log(std::expm1(std::exp(x)));
   const std::pair<Buffer*, std::vector<float>*> params[] = {{&m.A, &A}, {&m.D, &D}, {&m.bias, &bias}};
   struct Fill {
@@ -104,10 +118,10 @@ void fill_inputs(Tensors& m, int64_t l, bool device) {
     uint64_t seed;
     float lo, hi;
   };
-  const Fill fills[] = {{&m.u, kB * l * kE, 11, -1, 1},  {&m.dt, kB * l * kE, 12, -1, 1},
-                        {&m.dy, kB * l * kE, 13, -1, 1}, {&m.xp, kB * l * kW, 14, -1, 1},
-                        {&m.dA, kE * kN, 15, -1, 1},     {&m.dD, kE, 16, -1, 1},
-                        {&m.dbias, kE, 17, -1, 1}};
+  const Fill fills[] = {{&m.u, kB * l * e, 11, -1, 1},  {&m.dt, kB * l * e, 12, -1, 1},
+                        {&m.dy, kB * l * e, 13, -1, 1}, {&m.xp, kB * l * kW, 14, -1, 1},
+                        {&m.dA, e * kN, 15, -1, 1},     {&m.dD, e, 16, -1, 1},
+                        {&m.dbias, e, 17, -1, 1},       {&m.z, sh.z ? kB * l * e : 1, 18, -2, 2}};
   for (const Fill& f : fills) {
     if (device) {
       fill_device(static_cast<float*>(f.buf->data()), f.count, f.seed, f.lo, f.hi);
@@ -136,18 +150,23 @@ double rel_l2(const float* got, const float* want, size_t count) {
 }
 
 // The worst relative L2 error over every gradient at L = kCheckL, against the CPU op.
-double check(int threads) {
+double check(int threads, Shape sh) {
   const int64_t l = kCheckL;
-  Tensors host = allocate(Device::cpu, l), dev = allocate(Device::cuda, l);
-  fill_inputs(host, l, false), fill_inputs(dev, l, true);
+  Tensors host = allocate(Device::cpu, l, sh), dev = allocate(Device::cuda, l, sh);
+  fill_inputs(host, l, false, sh), fill_inputs(dev, l, true, sh);
+  // The columns of the wide gradient before dB and dC are written by neither side: zero on both.
+  std::fill_n(static_cast<float*>(host.dxp.data()), host.dxp.bytes() / 4, 0.0f);
+  CUDA_CHECK(cudaMemset(dev.dxp.data(), 0, dev.dxp.bytes()));
   Context cpu(threads), gpu(1);
-  selective_scan_backward(args_for(host, Device::cpu, l), cpu);
-  selective_scan_backward_cuda(args_for(dev, Device::cuda, l), gpu);
+  selective_scan_backward(args_for(host, Device::cpu, l, sh), cpu);
+  selective_scan_backward_cuda(args_for(dev, Device::cuda, l, sh), gpu);
   cuda_state(gpu).synchronize();
   double worst = 0;
   for (const auto& [h, d] : {std::pair{&host.du, &dev.du}, std::pair{&host.ddt, &dev.ddt},
                              std::pair{&host.dxp, &dev.dxp}, std::pair{&host.dA, &dev.dA},
-                             std::pair{&host.dD, &dev.dD}, std::pair{&host.dbias, &dev.dbias}}) {
+                             std::pair{&host.dD, &dev.dD}, std::pair{&host.dbias, &dev.dbias},
+                             std::pair{&host.dz, &dev.dz}}) {
+    if (h == &host.dz && !sh.z) continue;
     std::vector<float> got(h->bytes() / 4);
     CUDA_CHECK(cudaMemcpy(got.data(), d->data(), h->bytes(), cudaMemcpyDeviceToHost));
     worst = std::max(worst, rel_l2(got.data(), static_cast<const float*>(h->data()), got.size()));
@@ -155,8 +174,8 @@ double check(int threads) {
   return worst;
 }
 
-double time_ms(const Tensors& m, int64_t l, Context& ctx) {
-  const ScanGradArgs a = args_for(m, Device::cuda, l);
+double time_ms(const Tensors& m, int64_t l, Shape sh, Context& ctx) {
+  const ScanGradArgs a = args_for(m, Device::cuda, l, sh);
   cudaStream_t stream = cuda_state(ctx).stream;
   cudaEvent_t start, stop;
   CUDA_CHECK(cudaEventCreate(&start));
@@ -178,40 +197,63 @@ double time_ms(const Tensors& m, int64_t l, Context& ctx) {
   return ms[ms.size() / 2];
 }
 
-int run(const std::vector<int64_t>& lengths) {
-  cudaDeviceProp prop{};
-  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  const double err = check(16);
-  std::printf("\nselective scan backward, b = %lld, e = %lld, n = %lld, f32, softplus, no z, D and dt_bias; %s "
+// The floor of one backward: every input read once and every output written once (bytes / 2.91 TB/s), or
+// the b·e·l·n exponentials at 4.1·10¹² per second (ANCHORS.md, device ceilings), whichever is larger.
+double floor_ms(int64_t l, Shape sh) {
+  const double seqs = sh.z ? 7 : 5;  // u, dt, dy (, z) read; du, ddt (, dz) written
+  const double bytes = 4.0 * kB * l * (seqs * sh.e + 4 * kN);  // + B, C read, dB, dC written
+  const double exps = double(kB) * sh.e * l * kN;
+  return std::max(bytes / 2.91e12, exps / 4.1e12) * 1e3;
+}
+
+// Checks, then times every length; one markdown table. Returns whether the check passed.
+bool run_shape(const std::vector<int64_t>& lengths, Shape sh, const cudaDeviceProp& prop) {
+  const double err = check(16, sh);
+  std::printf("\nselective scan backward, b = %lld, e = %lld, n = %lld, f32, softplus, %s, D and dt_bias; %s "
               "(%d SMs)\nchecked against the CPU op at L = %lld: worst relative L2 error over the gradients %.2e\n\n",
-              (long long)kB, (long long)kE, (long long)kN, prop.name, prop.multiProcessorCount, (long long)kCheckL,
-              err);
-  std::printf("| L | mambacpp bwd (f32) | mamba_ssm fwd (bf16) | mamba_ssm fwd+bwd (bf16) | mamba_ssm bwd (difference) |\n");
-  std::printf("|---|---|---|---|---|\n");
+              (long long)kB, (long long)sh.e, (long long)kN, sh.z ? "with z" : "no z", prop.name,
+              prop.multiProcessorCount, (long long)kCheckL, err);
+  std::printf("| L | mambacpp bwd (f32) | floor | of floor | mamba_ssm fwd (bf16) | mamba_ssm fwd+bwd (bf16) | "
+              "mamba_ssm bwd (difference) |\n");
+  std::printf("|---|---|---|---|---|---|---|\n");
   const int64_t max_l = *std::max_element(lengths.begin(), lengths.end());
-  Tensors dev = allocate(Device::cuda, max_l);
+  Tensors dev = allocate(Device::cuda, max_l, sh);
   Context ctx(1);
   for (int64_t l : lengths) {
-    fill_inputs(dev, l, true);
-    const double ms = time_ms(dev, l, ctx);
+    fill_inputs(dev, l, true, sh);
+    const double ms = time_ms(dev, l, sh, ctx), floor = floor_ms(l, sh);
     const auto anchor = kAnchorMs.find(l);
     char fwd[32] = "–", both[32] = "–", bwd[32] = "–";
-    if (anchor != kAnchorMs.end()) {
+    if (anchor != kAnchorMs.end() && sh.e == 1024 && !sh.z) {
       std::snprintf(fwd, sizeof(fwd), "%.3f ms", anchor->second.first);
       std::snprintf(both, sizeof(both), "%.3f ms", anchor->second.second);
       std::snprintf(bwd, sizeof(bwd), "%.3f ms", anchor->second.second - anchor->second.first);
     }
-    std::printf("| %lld | %.3f ms | %s | %s | %s |\n", (long long)l, ms, fwd, both, bwd);
+    std::printf("| %lld | %.3f ms | %.3f ms | %.0f %% | %s | %s | %s |\n", (long long)l, ms, floor,
+                100.0 * floor / ms, fwd, both, bwd);
   }
   if (err > 1e-4) std::printf("\nFAILED: a gradient differs from the CPU op by more than 1e-4 (relative L2)\n");
-  return err > 1e-4 ? 1 : 0;
+  return err <= 1e-4;
+}
+
+int run(const std::vector<int64_t>& lengths, bool train) {
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  bool ok = run_shape(lengths, Shape{1024, false}, prop);
+  if (train) ok = run_shape({2048}, Shape{1536, true}, prop) && ok;
+  return ok ? 0 : 1;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   std::vector<int64_t> lengths;
+  bool train = true;
   for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--no-train") {
+      train = false;
+      continue;
+    }
     const long long l = std::atoll(argv[i]);
     if (l < 1 || l > kMaxL) {
       std::fprintf(stderr, "error: length %s is outside 1..%lld\n", argv[i], (long long)kMaxL);
@@ -221,7 +263,7 @@ int main(int argc, char** argv) {
   }
   if (lengths.empty()) lengths = {512, 1024, 2048, 4096, 8192, 16384, 32768, 65536};
   try {
-    return run(lengths);
+    return run(lengths, train);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

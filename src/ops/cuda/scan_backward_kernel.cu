@@ -41,6 +41,7 @@ constexpr int64_t kBudgetFloor = int64_t(1) << 25;
 template <int P_, int G_, int CB_, int T_>
 struct Tile {
   static constexpr int P = P_, G = G_, CB = CB_, T = T_;
+  static constexpr int MIN_BLOCKS = (P == 2 ? 512 : 384) / (CB * G);  // resident blocks per SM asked of the compiler
   static constexpr int NT = CB * G;                  // threads per block
   static constexpr int NPAD = P * G;                 // state slots: n rounded up
   static constexpr int ITEMS = (T + G - 1) / G;      // (t, c) items per thread: t = g + k·G
@@ -49,14 +50,14 @@ struct Tile {
   static constexpr int TC_OFF = 0, B_OFF = 4 * T * CB, C_OFF = B_OFF + T * NPAD, PART_OFF = C_OFF + T * NPAD;
   static constexpr int BC_OFF = PART_OFF + 2 * T * G * CB;
   static constexpr size_t smem_bytes = size_t(BC_OFF + 2 * T * NPAD) * sizeof(float);
-  static_assert(P == 4, "states are moved as float4");
+  static_assert(P == 2 || P == 4, "states are moved as float2 or float4");
   static_assert(CB <= 32 && 32 % CB == 0 && NT % 32 == 0, "a channel group must sit inside one warp");
   static_assert(smem_bytes <= 48 * 1024, "no opt-in to large shared memory");
 };
 
-using TileN8 = Tile<4, 2, 32, 16>;
-using TileN16 = Tile<4, 4, 32, 16>;
-using TileN32 = Tile<4, 8, 16, 16>;
+using TileN8 = Tile<2, 4, 32, 16>;
+using TileN16 = Tile<2, 8, 32, 16>;
+using TileN32 = Tile<2, 16, 16, 16>;
 using TileN64 = Tile<4, 16, 8, 16>;
 using TileN256 = Tile<4, 64, 2, 8>;
 
@@ -127,19 +128,24 @@ __device__ __forceinline__ float ex2(float x) {
 
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+// P consecutive floats (P = 2 or 4, aligned to P floats) in one access.
 template <int P>
 __device__ __forceinline__ void load4(float (&v)[P], const float* src) {
-#pragma unroll
-  for (int j = 0; j < P; j += 4) {
-    const float4 q = *reinterpret_cast<const float4*>(src + j);
-    v[j] = q.x, v[j + 1] = q.y, v[j + 2] = q.z, v[j + 3] = q.w;
+  if constexpr (P == 4) {
+    const float4 q = *reinterpret_cast<const float4*>(src);
+    v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+  } else {
+    const float2 q = *reinterpret_cast<const float2*>(src);
+    v[0] = q.x, v[1] = q.y;
   }
 }
 
 template <int P>
 __device__ __forceinline__ void store4(float* dst, const float (&v)[P]) {
-#pragma unroll
-  for (int j = 0; j < P; j += 4) *reinterpret_cast<float4*>(dst + j) = make_float4(v[j], v[j + 1], v[j + 2], v[j + 3]);
+  if constexpr (P == 4)
+    *reinterpret_cast<float4*>(dst) = make_float4(v[0], v[1], v[2], v[3]);
+  else
+    *reinterpret_cast<float2*>(dst) = make_float2(v[0], v[1]);
 }
 
 // Where a thread sits: batch row bi, channel c = c0 + cl, state group g (states g·P … g·P + P − 1).
@@ -172,15 +178,75 @@ __device__ __forceinline__ float* local_ckpt(const Scratch& w, const Pos& at, in
   return w.local + ((int64_t(blockIdx.x) * w.per_ckpt + j) * Tl::NT + at.tid) * Tl::P;
 }
 
-// B (and C when `with_c`) of steps [t0, t0 + T) into shared memory; rows past tl and slots past n are 0.
+// One chunk's global inputs, loaded into registers one chunk ahead of their use so that the loads' latency
+// overlaps the previous chunk's work: u, dt, dy, z of the thread's (t, c) items and its share of B and C.
+// Items past the sequence or past e, and state slots past n, hold 0.
 template <class Tl>
-__device__ __forceinline__ void stage_bc(const ScanGradKernelParams& p, const Pos& at, int64_t t0, int tl,
+struct Fetch {
+  static constexpr int SB = (Tl::T * Tl::NPAD + Tl::NT - 1) / Tl::NT;  // B (and C) elements per thread
+  static constexpr bool BC_AHEAD = SB <= 2;  // else (large n) B and C are loaded when staged
+  float u[Tl::ITEMS], dt[Tl::ITEMS], dy[Tl::ITEMS], z[Tl::ITEMS], B[BC_AHEAD ? SB : 1], C[BC_AHEAD ? SB : 1];
+  float h0[Tl::P];  // the backward's chunk-start state (from its checkpoint)
+};
+
+// Loads chunk ci's inputs: dy and z when `with_dy` (z only where there is a gate), C when `with_c`.
+template <class Tl>
+__device__ __forceinline__ void fetch_chunk(const ScanGradKernelParams& p, const Pos& at, int64_t ci, bool with_dy,
+                                            bool with_c, Fetch<Tl>& f) {
+  const int64_t t0 = ci * Tl::T;
+  const int tl = int(min(p.l - t0, int64_t(Tl::T)));
+#pragma unroll
+  for (int k = 0; k < Tl::ITEMS; ++k) {
+    const int t = at.g + k * Tl::G;
+    const bool ok = at.c_ok && t < tl;
+    f.u[k] = ok ? p.u.p[at_seq(p.u, at.bi, t0 + t, at.c)] : 0.0f;
+    f.dt[k] = ok ? p.dt.p[at_seq(p.dt, at.bi, t0 + t, at.c)] : 0.0f;
+    f.dy[k] = ok && with_dy ? p.dy.p[at_seq(p.dy, at.bi, t0 + t, at.c)] : 0.0f;
+    f.z[k] = ok && with_dy && p.z.p != nullptr ? p.z.p[at_seq(p.z, at.bi, t0 + t, at.c)] : 0.0f;
+  }
+  if constexpr (Fetch<Tl>::BC_AHEAD) {
+#pragma unroll
+    for (int k = 0; k < Fetch<Tl>::SB; ++k) {
+      const int i = at.tid + k * Tl::NT, t = i / Tl::NPAD, s = i % Tl::NPAD;
+      const bool ok = t < tl && s < p.n;  // t < tl implies i < T·NPAD
+      f.B[k] = ok ? p.B.p[at_seq(p.B, at.bi, t0 + t, s)] : 0.0f;
+      f.C[k] = ok && with_c ? p.C.p[at_seq(p.C, at.bi, t0 + t, s)] : 0.0f;
+    }
+  }
+}
+
+// The chunk-start state at `h0` (zero for channels past e).
+template <class Tl>
+__device__ __forceinline__ void fetch_state(const Pos& at, const float* h0, Fetch<Tl>& f) {
+  if (at.c_ok)
+    load4<Tl::P>(f.h0, h0);
+  else
+#pragma unroll
+    for (int j = 0; j < Tl::P; ++j) f.h0[j] = 0.0f;
+}
+
+// Chunk ci's B (and C when `with_c`) into shared memory, [T][NPAD] each: from the fetch, or for large n from
+// global memory.
+template <class Tl>
+__device__ __forceinline__ void stage_bc(const ScanGradKernelParams& p, const Pos& at, int64_t ci, const Fetch<Tl>& f,
                                          bool with_c, float* smem) {
-  for (int i = at.tid; i < Tl::T * Tl::NPAD; i += Tl::NT) {
-    const int t = i / Tl::NPAD, s = i % Tl::NPAD;
-    const bool ok = t < tl && s < p.n;
-    smem[Tl::B_OFF + i] = ok ? p.B.p[at_seq(p.B, at.bi, t0 + t, s)] : 0.0f;
-    if (with_c) smem[Tl::C_OFF + i] = ok ? p.C.p[at_seq(p.C, at.bi, t0 + t, s)] : 0.0f;
+  if constexpr (Fetch<Tl>::BC_AHEAD) {
+#pragma unroll
+    for (int k = 0; k < Fetch<Tl>::SB; ++k) {
+      const int i = at.tid + k * Tl::NT;
+      if (Tl::T * Tl::NPAD % Tl::NT != 0 && i >= Tl::T * Tl::NPAD) continue;
+      smem[Tl::B_OFF + i] = f.B[k];
+      if (with_c) smem[Tl::C_OFF + i] = f.C[k];
+    }
+  } else {
+    const int64_t t0 = ci * Tl::T;
+    const int tl = int(min(p.l - t0, int64_t(Tl::T)));
+    for (int i = at.tid; i < Tl::T * Tl::NPAD; i += Tl::NT) {
+      const int t = i / Tl::NPAD, s = i % Tl::NPAD;
+      const bool ok = t < tl && s < p.n;
+      smem[Tl::B_OFF + i] = ok ? p.B.p[at_seq(p.B, at.bi, t0 + t, s)] : 0.0f;
+      if (with_c) smem[Tl::C_OFF + i] = ok ? p.C.p[at_seq(p.C, at.bi, t0 + t, s)] : 0.0f;
+    }
   }
 }
 
@@ -204,7 +270,11 @@ __device__ void forward_pass(const ScanGradKernelParams& p, const Scratch& w, co
   constexpr int T = Tl::T, G = Tl::G, CB = Tl::CB, P = Tl::P;
   float4* tc = reinterpret_cast<float4*>(smem + Tl::TC_OFF);
   float* part = smem + Tl::PART_OFF;
+  Fetch<Tl> next;
+  if (ci_begin < ci_end) fetch_chunk<Tl>(p, at, ci_begin, Z, Z, next);
   for (int64_t ci = ci_begin; ci < ci_end; ++ci) {
+    const Fetch<Tl> cur = next;
+    if (ci + 1 < ci_end) fetch_chunk<Tl>(p, at, ci + 1, Z, Z, next);
     const int64_t t0 = ci * T;
     const int tl = int(min(p.l - t0, int64_t(T)));
     if (at.c_ok) {
@@ -213,23 +283,15 @@ __device__ void forward_pass(const ScanGradKernelParams& p, const Scratch& w, co
       else if (ci % w.per_ckpt == 0)
         store4<P>(global_ckpt<Tl>(w, at, p.e, ci / w.per_ckpt), h);
     }
-    float keep_u[Tl::ITEMS], keep_dy[Tl::ITEMS], keep_z[Tl::ITEMS];
 #pragma unroll
     for (int k = 0; k < Tl::ITEMS; ++k) {
       const int t = at.g + k * G;
       if (T % G != 0 && t >= T) continue;
-      const bool ok = at.c_ok && t < tl;
-      const float uv = ok ? p.u.p[at_seq(p.u, at.bi, t0 + t, at.c)] : 0.0f;
       float delta = 0.0f, dsoft;
-      if (ok) delta_of(p.dt_softplus, p.dt.p[at_seq(p.dt, at.bi, t0 + t, at.c)] + r.bias, &delta, &dsoft);
-      tc[t * CB + at.cl] = make_float4(delta, delta * uv, 0.0f, 0.0f);
-      if (Z) {
-        keep_u[k] = uv;
-        keep_dy[k] = ok ? p.dy.p[at_seq(p.dy, at.bi, t0 + t, at.c)] : 0.0f;
-        keep_z[k] = ok ? p.z.p[at_seq(p.z, at.bi, t0 + t, at.c)] : 0.0f;
-      }
+      if (at.c_ok && t < tl) delta_of(p.dt_softplus, cur.dt[k] + r.bias, &delta, &dsoft);
+      tc[t * CB + at.cl] = make_float4(delta, delta * cur.u[k], 0.0f, 0.0f);
     }
-    stage_bc<Tl>(p, at, t0, tl, Z, smem);
+    stage_bc<Tl>(p, at, ci, cur, Z, smem);
     __syncthreads();
     const float* sB = smem + Tl::B_OFF + at.g * P;
     const float* sC = smem + Tl::C_OFF + at.g * P;
@@ -255,11 +317,11 @@ __device__ void forward_pass(const ScanGradKernelParams& p, const Scratch& w, co
       for (int k = 0; k < Tl::ITEMS; ++k) {
         const int t = at.g + k * G;
         if ((T % G != 0 && t >= T) || !at.c_ok || t >= tl) continue;
-        float y = r.D * keep_u[k];
+        float y = r.D * cur.u[k];
 #pragma unroll 8
         for (int gg = 0; gg < G; ++gg) y += part[(t * G + gg) * CB + at.cl];
-        const float zv = keep_z[k], sig = sigmoid(zv);
-        p.dz.p[at_seq(p.dz, at.bi, t0 + t, at.c)] = keep_dy[k] * y * sig * fmaf(zv, 1.0f - sig, 1.0f);
+        const float zv = cur.z[k], sig = sigmoid(zv);
+        p.dz.p[at_seq(p.dz, at.bi, t0 + t, at.c)] = cur.dy[k] * y * sig * fmaf(zv, 1.0f - sig, 1.0f);
       }
     }
   }
@@ -290,10 +352,12 @@ __device__ __forceinline__ void reduce_lanes(float* v, int cl, int& base) {
 __host__ __device__ constexpr int ilog2(int x) { return x <= 1 ? 0 : 1 + ilog2(x / 2); }
 
 // One chunk of the backward: recompute its states from h0, walk its steps in reverse, write du and ddt, and
-// leave the block's dB and dC of the chunk in the partial sums of its group.
+// leave the block's dB and dC of the chunk in the partial sums of its group. `next` holds chunk ci's inputs on
+// entry and, when ci > ci_first, chunk ci − 1's on return (its start state read from h0_prev).
 template <class Tl>
 __device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, const Pos& at, TileRegs<Tl>& r,
-                               const float* h0, int64_t ci, bool first_tile, float* smem) {
+                               const float* h0_prev, int64_t ci, int64_t ci_first, bool first_tile,
+                               Fetch<Tl>& next, float* smem) {
   constexpr int T = Tl::T, G = Tl::G, CB = Tl::CB, P = Tl::P, NPAD = Tl::NPAD;
   constexpr int V = 2 * P > CB ? 2 * P / CB : 1;                       // values per lane after the reduction
   constexpr int WRITER_MASK = (CB >> ilog2(2 * P > CB ? CB : 2 * P)) - 1;  // lanes holding a copy
@@ -303,32 +367,29 @@ __device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, 
   const int64_t t0 = ci * T;
   const int tl = int(min(p.l - t0, int64_t(T)));
 
+  const Fetch<Tl> cur = next;
+  if (ci > ci_first) {
+    fetch_chunk<Tl>(p, at, ci - 1, true, true, next);
+    fetch_state<Tl>(at, h0_prev, next);
+  }
   float hist[T + 1][P];
-  if (at.c_ok)
-    load4<P>(hist[0], h0);
-  else
 #pragma unroll
-    for (int j = 0; j < P; ++j) hist[0][j] = 0.0f;
+  for (int j = 0; j < P; ++j) hist[0][j] = cur.h0[j];
   float keep_delta[Tl::ITEMS], keep_u[Tl::ITEMS], keep_dyp[Tl::ITEMS], keep_dsoft[Tl::ITEMS];
 #pragma unroll
   for (int k = 0; k < Tl::ITEMS; ++k) {
     const int t = at.g + k * G;
     if (T % G != 0 && t >= T) continue;
-    const bool ok = at.c_ok && t < tl;
-    const float uv = ok ? p.u.p[at_seq(p.u, at.bi, t0 + t, at.c)] : 0.0f;
     float delta = 0.0f, dsoft = 0.0f, dyp = 0.0f;
-    if (ok) {
-      delta_of(p.dt_softplus, p.dt.p[at_seq(p.dt, at.bi, t0 + t, at.c)] + r.bias, &delta, &dsoft);
-      dyp = p.dy.p[at_seq(p.dy, at.bi, t0 + t, at.c)];
-      if (p.z.p != nullptr) {
-        const float zv = p.z.p[at_seq(p.z, at.bi, t0 + t, at.c)];
-        dyp *= zv * sigmoid(zv);
-      }
+    if (at.c_ok && t < tl) {
+      delta_of(p.dt_softplus, cur.dt[k] + r.bias, &delta, &dsoft);
+      dyp = cur.dy[k];
+      if (p.z.p != nullptr) dyp *= cur.z[k] * sigmoid(cur.z[k]);
     }
-    tc[t * CB + at.cl] = make_float4(delta, delta * uv, dyp, 0.0f);
-    keep_delta[k] = delta, keep_u[k] = uv, keep_dyp[k] = dyp, keep_dsoft[k] = dsoft;
+    tc[t * CB + at.cl] = make_float4(delta, delta * cur.u[k], dyp, 0.0f);
+    keep_delta[k] = delta, keep_u[k] = cur.u[k], keep_dyp[k] = dyp, keep_dsoft[k] = dsoft;
   }
-  stage_bc<Tl>(p, at, t0, tl, true, smem);
+  stage_bc<Tl>(p, at, ci, cur, true, smem);
   __syncthreads();
 
   const float* sB = smem + Tl::B_OFF + at.g * P;
@@ -422,16 +483,26 @@ __device__ void tile_backward(const ScanGradKernelParams& p, const Scratch& w, c
     forward_pass<Tl, false, true>(p, w, at, r, h, 0, w.chunks, smem);
   else
     forward_pass<Tl, false, false>(p, w, at, r, h, 0, w.chunks, smem);
+  Fetch<Tl> next;  // the inputs of the next chunk to walk, fetched one chunk ahead
   for (int64_t k = w.ckpts - 1; k >= 0; --k) {
     const int64_t ci_begin = k * w.per_ckpt, ci_end = min(w.chunks, ci_begin + w.per_ckpt);
     if (w.per_ckpt > 1) {
       if (at.c_ok) load4<P>(h, global_ckpt<Tl>(w, at, p.e, k));
       forward_pass<Tl, true, false>(p, w, at, r, h, ci_begin, ci_end, smem);
     }
-    for (int64_t ci = ci_end - 1; ci >= ci_begin; --ci) {
-      const float* h0 = w.per_ckpt > 1 ? local_ckpt<Tl>(w, at, ci - ci_begin) : global_ckpt<Tl>(w, at, p.e, k);
-      chunk_backward<Tl>(p, w, at, r, h0, ci, first_tile, smem);
+    // The state at the start of chunk ci: in the block's scratch when K > 1, else its global checkpoint.
+    const auto start_state = [&](int64_t ci) {
+      return w.per_ckpt > 1 ? local_ckpt<Tl>(w, at, ci - ci_begin) : global_ckpt<Tl>(w, at, p.e, ci);
+    };
+    // With K = 1 every chunk's start state is a global checkpoint and the fetches run across checkpoint
+    // groups; with K > 1 the next group's start states are not yet recomputed, so they stop at the group.
+    const int64_t ci_first = w.per_ckpt > 1 ? ci_begin : 0;
+    if (w.per_ckpt > 1 || k == w.ckpts - 1) {
+      fetch_chunk<Tl>(p, at, ci_end - 1, true, true, next);
+      fetch_state<Tl>(at, start_state(ci_end - 1), next);
     }
+    for (int64_t ci = ci_end - 1; ci >= ci_begin; --ci)
+      chunk_backward<Tl>(p, w, at, r, start_state(max(ci - 1, ci_first)), ci, ci_first, first_tile, next, smem);
   }
 
 #pragma unroll
@@ -456,7 +527,7 @@ __device__ void tile_backward(const ScanGradKernelParams& p, const Scratch& w, c
 }
 
 template <class Tl>
-__global__ void __launch_bounds__(Tl::NT) scan_bwd_kernel(const ScanGradKernelParams p, const Scratch w) {
+__global__ void __launch_bounds__(Tl::NT, Tl::MIN_BLOCKS) scan_bwd_kernel(const ScanGradKernelParams p, const Scratch w) {
   extern __shared__ float4 smem_f4[];
   float* smem = reinterpret_cast<float*>(smem_f4);
   const int64_t tiles = (p.e + Tl::CB - 1) / Tl::CB;
