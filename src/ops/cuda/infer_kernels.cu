@@ -5,7 +5,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "core/cuda/check.h"
 #include "ops/cuda/infer_kernels.h"
@@ -68,24 +70,69 @@ __global__ void rmsnorm_kernel(RmsNormParams p) {
 
 __device__ __forceinline__ float silu_f(float x) { return x / (1.0f + __expf(-x)); }
 
-// One thread per output (bi, t, c); reads the k inputs xx[t .. t+k-1] of its channel, where xx is the carried
-// state followed by x.
-__global__ void conv_kernel(ConvParams p) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= p.b * p.l * p.e) return;
-  const int64_t c = i % p.e, t = (i / p.e) % p.l, bi = i / (p.e * p.l);
-  const int64_t km1 = p.k - 1;
-  float acc = p.bias != nullptr ? p.bias[c] : 0.0f;
-  for (int64_t j = 0; j < p.k; ++j) {
-    const int64_t s = t + j;  // position in xx
-    float v;
-    if (s < km1)
-      v = p.state_in != nullptr ? p.state_in[(bi * p.e + c) * km1 + s] : 0.0f;
-    else
-      v = p.x[bi * p.x_sb + (s - km1) * p.x_sl + c];
-    acc += p.w[c * p.k + j] * v;
+// One thread per V channels (one 16-byte access when V = 4) and kConvTokens positions of one batch row, walking
+// the positions with the last k inputs xx[t .. t+k-1] in registers, where xx is the carried state followed by x.
+constexpr int64_t kConvTokens = 32;
+constexpr int kConvThreads = 128;
+
+template <int V>
+__device__ __forceinline__ void conv_load(float (&dst)[V], const float* src) {
+  if constexpr (V == 4) {
+    const float4 t = *reinterpret_cast<const float4*>(src);
+    dst[0] = t.x, dst[1] = t.y, dst[2] = t.z, dst[3] = t.w;
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; ++i) dst[i] = src[i];
   }
-  p.out[bi * p.out_sb + t * p.out_sl + c] = p.silu ? silu_f(acc) : acc;
+}
+
+template <int K, int V>
+__global__ void conv_kernel(ConvParams p) {
+  const int64_t c0 = (int64_t(blockIdx.y) * blockDim.x + threadIdx.x) * V;
+  if (c0 >= p.e) return;
+  const int64_t runs = (p.l + kConvTokens - 1) / kConvTokens;
+  const int64_t bi = blockIdx.x / runs, t0 = (blockIdx.x % runs) * kConvTokens, t1 = min(p.l, t0 + kConvTokens);
+  constexpr int km1 = K - 1;
+  float w[K][V], bias[V], xs[K][V];
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    bias[i] = p.bias != nullptr ? p.bias[c0 + i] : 0.0f;
+#pragma unroll
+    for (int j = 0; j < K; ++j) w[j][i] = p.w[(c0 + i) * K + j];
+  }
+#pragma unroll
+  for (int j = 0; j < km1; ++j) {
+    const int64_t s = t0 + j;  // position in xx
+    if (s >= km1) {
+      conv_load<V>(xs[j + 1], p.x + bi * p.x_sb + (s - km1) * p.x_sl + c0);
+    } else {
+#pragma unroll
+      for (int i = 0; i < V; ++i)
+        xs[j + 1][i] = p.state_in != nullptr ? p.state_in[(bi * p.e + c0 + i) * km1 + s] : 0.0f;
+    }
+  }
+  for (int64_t t = t0; t < t1; ++t) {
+#pragma unroll
+    for (int j = 0; j < km1; ++j)
+#pragma unroll
+      for (int i = 0; i < V; ++i) xs[j][i] = xs[j + 1][i];
+    conv_load<V>(xs[km1], p.x + bi * p.x_sb + t * p.x_sl + c0);
+    float out[V];
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      float acc = bias[i];
+#pragma unroll
+      for (int j = 0; j < K; ++j) acc += w[j][i] * xs[j][i];
+      out[i] = p.silu ? silu_f(acc) : acc;
+    }
+    float* dst = p.out + bi * p.out_sb + t * p.out_sl + c0;
+    if constexpr (V == 4) {
+      *reinterpret_cast<float4*>(dst) = make_float4(out[0], out[1], out[2], out[3]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < V; ++i) dst[i] = out[i];
+    }
+  }
 }
 
 // One thread per (bi, c): the new state is xx[l .. l+k-2]. All old values are read before any is written, so
@@ -121,14 +168,39 @@ __global__ void conv_step_kernel(ConvParams p) {
     for (int64_t j = 0; j < km1; ++j) p.state_out[i * km1 + j] = v[j + 1];
 }
 
-__global__ void convert_kernel(ConvertParams p) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= p.m * p.c) return;
-  const float v = p.src[(i / p.c) * p.ld_src + i % p.c];
+// Rows (grid y, striding) × groups of 4 columns (grid x, striding); the 16-byte path when every row start is
+// aligned (vec4), element by element otherwise. No division per element.
+template <typename Half>
+__device__ __forceinline__ Half to_half(float v);
+template <>
+__device__ __forceinline__ __nv_bfloat16 to_half<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <>
+__device__ __forceinline__ __half to_half<__half>(float v) { return __float2half_rn(v); }
+
+template <typename Half>
+__device__ void convert_rows(const ConvertParams& p, bool vec4) {
+  Half* dst = static_cast<Half*>(p.dst);
+  const int64_t step = int64_t(gridDim.x) * blockDim.x * 4;
+  for (int64_t r = blockIdx.y; r < p.m; r += gridDim.y) {
+    const float* src = p.src + r * p.ld_src;
+    Half* out = dst + r * p.c;
+    for (int64_t c = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * 4; c < p.c; c += step) {
+      if (vec4 && c + 4 <= p.c) {
+        const float4 v = *reinterpret_cast<const float4*>(src + c);
+        alignas(8) Half h[4] = {to_half<Half>(v.x), to_half<Half>(v.y), to_half<Half>(v.z), to_half<Half>(v.w)};
+        *reinterpret_cast<uint2*>(out + c) = *reinterpret_cast<const uint2*>(h);
+      } else {
+        for (int64_t j = c; j < c + 4 && j < p.c; ++j) out[j] = to_half<Half>(src[j]);
+      }
+    }
+  }
+}
+
+__global__ void convert_kernel(ConvertParams p, bool vec4) {
   if (p.dst_dtype == DType::bf16)
-    static_cast<__nv_bfloat16*>(p.dst)[i] = __float2bfloat16_rn(v);
+    convert_rows<__nv_bfloat16>(p, vec4);
   else
-    static_cast<__half*>(p.dst)[i] = __float2half_rn(v);
+    convert_rows<__half>(p, vec4);
 }
 
 __global__ void bias_kernel(BiasParams p) {
@@ -198,6 +270,28 @@ bool conv_kernel_supports(const ConvParams& p, std::string* why) {
   return true;
 }
 
+template <int K, int V>
+void conv_run(const ConvParams& p, cudaStream_t stream) {
+  const int64_t runs = p.b * ((p.l + kConvTokens - 1) / kConvTokens), groups = (p.e + V - 1) / V;
+  const unsigned gy = unsigned((groups + kConvThreads - 1) / kConvThreads);
+  conv_kernel<K, V><<<dim3(unsigned(runs), gy), kConvThreads, 0, stream>>>(p);
+  CUDA_CHECK_LAUNCH("conv_kernel", stream);
+}
+
+template <int V>
+void conv_run_width(const ConvParams& p, cudaStream_t stream) {
+  switch (p.k) {
+    case 1: return conv_run<1, V>(p, stream);
+    case 2: return conv_run<2, V>(p, stream);
+    case 3: return conv_run<3, V>(p, stream);
+    case 4: return conv_run<4, V>(p, stream);
+    case 5: return conv_run<5, V>(p, stream);
+    case 6: return conv_run<6, V>(p, stream);
+    case 7: return conv_run<7, V>(p, stream);
+    default: return conv_run<8, V>(p, stream);  // conv_kernel_supports limits k to 1..8
+  }
+}
+
 void conv_kernel_launch(const ConvParams& p, cudaStream_t stream) {
   if (p.l == 1 && p.b * p.e > 0) {
     conv_step_kernel<<<blocks_for(p.b * p.e), kThreads, 0, stream>>>(p);
@@ -205,8 +299,13 @@ void conv_kernel_launch(const ConvParams& p, cudaStream_t stream) {
     return;
   }
   if (p.b * p.l * p.e > 0) {
-    conv_kernel<<<blocks_for(p.b * p.l * p.e), kThreads, 0, stream>>>(p);
-    CUDA_CHECK_LAUNCH("conv_kernel", stream);
+    const auto a16 = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+    const bool vec = p.e % 4 == 0 && p.x_sb % 4 == 0 && p.x_sl % 4 == 0 && p.out_sb % 4 == 0 && p.out_sl % 4 == 0 &&
+                     a16(p.x) && a16(p.out);
+    if (vec)
+      conv_run_width<4>(p, stream);
+    else
+      conv_run_width<1>(p, stream);
   }
   if (p.state_out != nullptr && p.k > 1 && p.b * p.e > 0) {
     conv_state_kernel<<<blocks_for(p.b * p.e), kThreads, 0, stream>>>(p);
@@ -216,13 +315,18 @@ void conv_kernel_launch(const ConvParams& p, cudaStream_t stream) {
 
 bool convert_kernel_supports(const ConvertParams& p, std::string* why) {
   if (p.dst_dtype == DType::f32) return refuse(why, "convert: the destination must be bf16 or f16");
-  if (blocks_for(p.m * p.c) > kMaxGrid) return refuse(why, "convert: too many elements for one launch");
   return true;
 }
 
 void convert_kernel_launch(const ConvertParams& p, cudaStream_t stream) {
   if (p.m * p.c == 0) return;
-  convert_kernel<<<blocks_for(p.m * p.c), kThreads, 0, stream>>>(p);
+  const bool vec4 = p.c % 4 == 0 && p.ld_src % 4 == 0 && reinterpret_cast<uintptr_t>(p.src) % 16 == 0 &&
+                    reinterpret_cast<uintptr_t>(p.dst) % 8 == 0;
+  // About 8 waves of 256-thread blocks over the 132 multiprocessors; rows stride over grid y.
+  const int64_t col_blocks = std::min<int64_t>((p.c + 4 * kThreads - 1) / (4 * kThreads), 64);
+  const int64_t row_blocks = std::min<int64_t>(p.m, std::max<int64_t>(1, 8192 / col_blocks));
+  convert_kernel<<<dim3(unsigned(col_blocks), unsigned(std::min<int64_t>(row_blocks, 65535))), kThreads, 0, stream>>>(
+      p, vec4);
   CUDA_CHECK_LAUNCH("convert_kernel", stream);
 }
 
