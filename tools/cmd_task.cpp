@@ -17,6 +17,7 @@
 
 #include "commands.h"
 #include "core/context.h"
+#include "core/cuda/device_info.h"
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
@@ -65,8 +66,16 @@ int64_t sequences_at(const TaskCmdOptions& o, int64_t length) {
 
 void validate(Task task, const TaskCmdOptions& o, const std::vector<int64_t>& lengths) {
   MAMBA_CHECK(o.device == "cpu" || o.device == "cuda", "--device must be cpu or cuda, got '{}'", o.device);
-  MAMBA_CHECK(o.device == "cpu",
-              "--device cuda: training on cuda is not available in this build yet; use --device cpu");
+  if (o.device == "cuda") {
+    const CudaRuntimeInfo info = cuda_runtime_info();
+    MAMBA_CHECK(!info.devices.empty(), "--device cuda: no CUDA device can be used ({}); use --device cpu",
+                info.problem);
+    MambaConfig c = task_model_config(task, o.ssm);
+    MAMBA_CHECK(c.selective_B && c.selective_C,
+                "--device cuda with --ssm {}: the time-invariant B/C of this variant run only on the CPU (the CUDA "
+                "scan handles the selective (b, l, n) form); use --device cpu",
+                o.ssm);
+  }
   MAMBA_CHECK(o.threads >= 0, "--threads must be ≥ 0, got {}", o.threads);
   MAMBA_CHECK(o.max_length >= 0, "--max-length must be ≥ 0, got {}", o.max_length);
   MAMBA_CHECK(o.eval_samples >= 1, "--eval-samples must be at least 1, got {}", o.eval_samples);
@@ -139,7 +148,12 @@ void run_task(TaskCmdOptions o) {
               (long long)o.train.batch, from.c_str(), (long long)o.train.length, o.train.lr);
   std::fflush(stdout);
   Progress progress(o.train.steps, o.log_every);
-  train_task(w, task, o.train, ctx, [&](const TaskTrainStep& s) { progress(s); });
+  TaskTrainOptions train = o.train;
+  train.device = o.device == "cuda" ? Device::cuda : Device::cpu;
+  train_task(w, task, train, ctx, [&](const TaskTrainStep& s) { progress(s); });
+  // The evaluation runs where the training did.
+  const ModelWeights eval_w = train.device == Device::cpu ? ModelWeights{} : w.to_device(train.device, DType::f32);
+  const ModelWeights& ew = train.device == Device::cpu ? w : eval_w;
 
   std::printf("\n| length | sequences | accuracy | time | eval buffers | peak RSS growth |\n");
   std::printf("|---:|---:|---:|---:|---:|---:|\n");
@@ -152,7 +166,7 @@ void run_task(TaskCmdOptions o) {
     eo.batch = o.eval_batch;
     eo.chunk = o.chunk;
     eo.seed = o.train.seed ^ 0x5eed0f7e57ull;  // a stream apart from the training sequences
-    const TaskEvalResult r = evaluate_task(w, task, eo, ctx);
+    const TaskEvalResult r = evaluate_task(ew, task, eo, ctx);
     std::printf("| %lld | %lld | %.2f %% | %s | %s | %s |\n", (long long)l, (long long)r.sequences,
                 100.0 * r.accuracy, duration(r.seconds).c_str(), mib(r.buffer_bytes).c_str(),
                 mib(r.rss_growth_bytes).c_str());

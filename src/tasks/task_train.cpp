@@ -3,12 +3,13 @@
 
 #include <chrono>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
 #include "model/lm_train.h"
 #include "train/schedule.h"
-#include "train/trainer.h"
+#include "train/trainable.h"
 
 namespace mambacpp {
 
@@ -53,9 +54,8 @@ void train_task(ModelWeights& w, Task task, const TaskTrainOptions& o, Context& 
   MAMBA_CHECK(w.config.vocab_size == task_vocab(task), "{} needs a model with a vocabulary of {}, this one has {}",
               task_name(task), task_vocab(task), w.config.vocab_size);
   const LrSchedule sched{o.lr, std::min(o.warmup, o.steps), o.steps, o.min_lr_ratio};
-  AdamW adam(w.named_parameters(), o.adam);
-  ParamGrads grads(w);
-  TrainWorkspace ws;
+  TrainableModel model(std::move(w), o.device, DType::f32, o.adam, ctx);
+  TrainWorkspace ws(o.device);
   std::vector<int32_t> ids(static_cast<size_t>(o.batch * o.length)), targets(ids.size());
   const auto start = std::chrono::steady_clock::now();
   double tokens = 0, total_tokens = 0;
@@ -68,19 +68,20 @@ void train_task(ModelWeights& w, Task task, const TaskTrainOptions& o, Context& 
       seq.fill(0, l, ids.data() + i * l);
       seq.fill_targets(targets.data() + i * l);
     }
-    grads.zero(ctx);
-    const double loss = lm_loss_targets(&grads, w, ids.data(), targets.data(), o.batch, l, ws, ctx);
-    const double norm = clip_grad_norm(grads.all(), o.clip, ctx);
+    model.grads().zero(ctx);
+    const double loss = lm_loss_targets(&model.grads(), model.compute(), ids.data(), targets.data(), o.batch, l, ws,
+                                        ctx);
+    const double norm = model.clip_gradients(o.clip, ctx);
     MAMBA_CHECK(std::isfinite(loss) && std::isfinite(norm),
                 "step {}: the training loss is {} and the gradient norm {}; try a lower --lr", s + 1, loss, norm);
     const double lr = sched.at(s);
-    adam.step(grads.grads, lr, ctx);
-    refresh_derived(w, ctx);
+    model.step(lr, ctx);
     if (on_step) {
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       on_step({s + 1, o.steps, l, loss, lr, tokens / secs, secs, secs / tokens * (total_tokens - tokens)});
     }
   }
+  w = model.host_copy();
 }
 
 }  // namespace mambacpp

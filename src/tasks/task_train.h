@@ -36,6 +36,7 @@ struct TaskTrainOptions {
   double clip = 1.0;        // global gradient-norm limit (0: none)
   AdamWOptions adam{0.9, 0.98, 1e-8, 0.0};
   uint64_t seed = 0;        // initial weights and the training stream
+  Device device = Device::cpu;  // where the model trains (f32 throughout)
   // Throws Error naming the option when a value is out of range.
   void validate(Task task) const;
   // The training length at step `step` (0-based).
@@ -53,8 +54,8 @@ struct TaskTrainStep {
   double seconds_left = 0;  // estimated from the tokens still to train on at this rate
 };
 
-// Trains `w` (f32, on the CPU) in place; `on_step` (optional) is called after every step. Throws Error on a
-// non-finite loss or gradient, naming the step.
+// Trains `w` (f32, on the CPU) on opt.device and leaves the result in `w` (on the CPU); `on_step` (optional) is
+// called after every step. Throws Error on a non-finite loss or gradient, naming the step.
 void train_task(ModelWeights& w, Task task, const TaskTrainOptions& opt, Context& ctx,
                 const std::function<void(const TaskTrainStep&)>& on_step);
 
