@@ -123,7 +123,10 @@ TEST(CudaBackward, LinearWithoutInputGradientOrWeightGradient) {
 TEST(CudaBackward, EmbeddingMatchesCpu) {
   SKIP_WITHOUT_GPU();
   Context ctx(4);
-  for (auto [m, d, v] : {std::array<int64_t, 3>{1, 33, 5}, {130, 100, 7}, {3000, 768, 300}, {257, 129, 1000}}) {
+  // Up to 32768 rows the rows are sorted by id; {5000, 64, 3} gives long runs of one id, {33000, 8, 10} takes the
+  // unsorted path.
+  for (auto [m, d, v] : {std::array<int64_t, 3>{1, 33, 5}, {130, 100, 7}, {3000, 768, 300}, {257, 129, 1000},
+                         {5000, 64, 3}, {33000, 8, 10}}) {
     SCOPED_TRACE("m,d,v=" + shape_name({m, d, v}));
     Pair table = make_pair(DType::f32, {v, d}), dout = make_pair(DType::f32, {m, d}), ids = make_pair(DType::f32, {m});
     fill(dout, random_vector(size_t(m * d), 10));

@@ -217,7 +217,9 @@ void embedding_backward_cuda(Tensor dtable, Tensor dout, const int32_t* ids, int
   cuda::EmbeddingGradParams p;
   p.dtable = dtable.f32(), p.dout = dout.f32(), p.ld_dout = cuda::rows_of(dout).ld, p.ids = ids;
   p.m = m, p.d = dtable.shape[1], p.v = dtable.shape[0];
-  cuda::embedding_grad_launch(p, cuda_state(ctx).stream);
+  CudaState& cs = cuda_state(ctx);
+  if (m > 0) p.sorted = static_cast<uint32_t*>(cs.scratch(size_t(m) * 4));
+  cuda::embedding_grad_launch(p, cs.stream);
 }
 
 bool rmsnorm_backward_cuda_supports(const Tensor& dresidual, const Tensor& dw, const Tensor& dout,
@@ -285,11 +287,8 @@ void conv1d_causal_backward_cuda(Tensor dx, Tensor dw, Tensor dbias, Tensor dsta
   p.bias = bias.defined() ? bias.f32() : nullptr;
   p.state_in = state_in.defined() ? state_in.f32() : nullptr;
   p.silu = apply_silu;
-  Arena arena;
-  const size_t dpre = arena.add(size_t(p.b * p.l * p.e) * 4);
-  const size_t partials = arena.add(size_t(cuda::conv_grad_partials(p.b, p.l, p.e, p.k)) * 4);
-  void* base = cs.scratch(arena.bytes);
-  p.dpre = at<float>(base, dpre), p.partials = at<float>(base, partials);
+  if (p.dw != nullptr || p.dbias != nullptr)
+    p.partials = static_cast<float*>(cs.scratch(size_t(cuda::conv_grad_partials(p.b, p.l, p.e, p.k)) * 4));
   cuda::conv_grad_launch(p, cs.stream);
 }
 

@@ -30,13 +30,16 @@ int64_t column_sum_partials(int64_t rows, int64_t cols);
 void column_sum_launch(const ColumnSumParams& p, cudaStream_t stream);
 
 // dtable (v, d) += Σ over rows r with ids[r] = row of dout (m, d)[r], the rows of each table row added in
-// order r = 0, 1, …; ids outside [0, v) are skipped.
+// order r = 0, 1, …; ids outside [0, v) are skipped. With `sorted` (m uint32 of device scratch) and m ≤ 32768,
+// the rows are first sorted by id in one block and each id's rows summed by its own blocks; otherwise (or
+// when v·2^⌈log2 m⌉ exceeds 32 bits) blocks split the table rows by id among themselves and scan all ids.
 struct EmbeddingGradParams {
   float* dtable = nullptr;
   const float* dout = nullptr;
   int64_t ld_dout = 0;
   const int32_t* ids = nullptr;
   int64_t m = 0, d = 0, v = 0;
+  uint32_t* sorted = nullptr;  // scratch, m
 };
 void embedding_grad_launch(const EmbeddingGradParams& p, cudaStream_t stream);
 
@@ -53,9 +56,11 @@ struct RmsNormGradParams {
 };
 void rmsnorm_grad_launch(const RmsNormGradParams& p, cudaStream_t stream);
 
-// Backward of the causal depthwise conv1d (ops_backward.h), in three launches: dpre (b, l, e) contiguous scratch
-// = dout · act'(pre); dx and dstate_in from dpre; dw and dbias summed over the b·l positions in blocks of rows
-// (partials: conv_grad_partials(...) floats), then in block order.
+// Backward of the causal depthwise conv1d (ops_backward.h), in one pass plus a short finish: each thread takes
+// a run of positions of one batch row and recomputes dpre = dout · act'(pre) from x and w as it goes (k − 1
+// positions past the run), writing dx and dstate_in and the run's sums for dw and dbias (partials:
+// conv_grad_partials(...) floats); the finish adds the runs' sums in run order. Channels go 4 to a 16-byte
+// access when e, the strides and the pointers allow.
 struct ConvGradParams {
   float* dx = nullptr;
   int64_t dx_sb = 0, dx_sl = 0;
@@ -71,7 +76,6 @@ struct ConvGradParams {
   const float* state_in = nullptr;  // (b, e, k-1) or nullptr for zeros
   int64_t b = 0, l = 0, e = 0, k = 0;
   bool silu = false;
-  float* dpre = nullptr;      // scratch, b·l·e floats
   float* partials = nullptr;  // scratch, conv_grad_partials(...) floats
 };
 constexpr int64_t kConvGradMaxWidth = 8;
@@ -79,9 +83,10 @@ int64_t conv_grad_partials(int64_t b, int64_t l, int64_t e, int64_t k);
 void conv_grad_launch(const ConvGradParams& p, cudaStream_t stream);
 
 // One block of rows of the fused head and cross-entropy: on entry logits (m, v) f32 contiguous; on exit the
-// logits are scale·(softmax − onehot(target)) (zero rows where target < 0), also written to grad_half (m, v) in
-// half_dtype when not null, and loss[r] = −log softmax[target] in double (0 where target < 0, NaN where
-// target ≥ v).
+// gradient scale·(softmax − onehot(target)) (zero rows where target < 0) is in grad_half (m, v) in half_dtype
+// when that is not null (the logits are then left as they were), else in the logits; loss[r] = −log
+// softmax[target] in double (0 where target < 0, NaN where target ≥ v). One read of the logits for the max
+// and the sum of exponentials (online), one for the gradient.
 struct SoftmaxXentParams {
   float* logits = nullptr;
   void* grad_half = nullptr;
