@@ -1,9 +1,10 @@
 // The fused selective-scan backward kernel (interface: scan_backward_kernel.h; mathematics: ops_backward.h).
 //
-// Work split. As in the forward kernel, a thread owns P = 4 state elements of one channel, G threads cover a
+// Work split. A thread owns P state elements of one channel (P = 2 up to n = 32, 4 above), G threads cover a
 // channel's n states and a block owns CB channels of one batch row (a "tile"), walking time in chunks of T
 // steps. A block may own several tiles of its batch row, one after the other (a "group" of tiles): that bounds
-// the partial sums of dB and dC, which exist once per group.
+// the partial sums of dB and dC, which exist once per group. At n = 16 a block is 32 channels × 8 threads and
+// two blocks (16 warps) fit on an SM at ≤ 128 registers per thread.
 //
 // Per tile:
 //   1. forward: the states are run over the whole sequence and the state at the start of every K-th chunk is
@@ -12,10 +13,12 @@
 //   2. backward, chunk groups of K last to first: when K > 1 the K chunk-start states are recomputed into the
 //      block's own scratch; then each chunk, last to first: its T + 1 states are recomputed in registers
 //      (never written anywhere), and its steps are walked in reverse carrying the state gradient g.
-// Per step of the reverse walk a thread forms, for its P states, the dB and dC terms (g·δu and dy'·h), reduces
-// them over the CB channels of its warp with shuffles (a halving exchange: 2P values over CB lanes in
-// log2(CB) rounds), and the per-thread sums Σ g·B and Σ g·A·exp(δA)·h[t-1] that du and dδ need; those are
-// added over the G threads of a channel in shared memory after the chunk.
+// Each chunk's global inputs (u, dt, dy, z, B, C and the chunk-start state) are loaded into registers while the
+// previous chunk is being worked on, so that their latency is hidden.
+// Per pair of steps of the reverse walk a thread forms, for its P states, the dB and dC terms (g·δu and dy'·h)
+// and reduces them over the CB channels of its warp with shuffles (a halving exchange: 4P values over CB lanes
+// in log2(CB) rounds); per step it forms the per-thread sums Σ g·B and Σ g·A·exp(δA)·h[t-1] that du and dδ
+// need; those are added over the G threads of a channel in shared memory after the chunk.
 //
 // Determinism: no atomics. Every sum runs in an order fixed by the shapes: dB, dC per block in shared memory,
 // then over the groups in group order (reduce_bc_kernel); dA, dD and the Δ-bias gradient per thread over
@@ -126,7 +129,23 @@ __device__ __forceinline__ float ex2(float x) {
   return y;
 }
 
-__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+// 1 / (1 + e^−x): ex2 and a correctly rounded reciprocal (0 for x below about −88, 1 far above 0).
+__device__ __forceinline__ float sigmoid(float x) { return __frcp_rn(1.0f + ex2(-x * kLog2e)); }
+
+// log1p(w) for w in [0, 1] as w · p(w), p a degree-8 Chebyshev fit of log1p(w)/w (relative error below 2e-7; the
+// forward kernel's, scan_kernel.cu), on the FMA pipe.
+__device__ __forceinline__ float log1p_unit(float w) {
+  float q = 5.126102168e-03f;
+  q = fmaf(q, w, -2.907406478e-02f);
+  q = fmaf(q, w, 7.751608690e-02f);
+  q = fmaf(q, w, -1.360224764e-01f);
+  q = fmaf(q, w, 1.907688074e-01f);
+  q = fmaf(q, w, -2.483539899e-01f);
+  q = fmaf(q, w, 3.331812171e-01f);
+  q = fmaf(q, w, -4.999944498e-01f);
+  q = fmaf(q, w, 9.999999659e-01f);
+  return w * q;
+}
 
 // P consecutive floats (P = 2 or 4, aligned to P floats) in one access.
 template <int P>
@@ -257,7 +276,9 @@ __device__ __forceinline__ void delta_of(bool softplus, float x, float* delta, f
   } else if (x > 20.0f) {
     *delta = x, *dsoft = 1.0f;
   } else {
-    *delta = log1pf(expf(x)), *dsoft = sigmoid(x);
+    // With w = e^−|x|: softplus(x) = max(x, 0) + log1p(w), σ(x) = 1/(1 + w) for x ≥ 0, w/(1 + w) below.
+    const float w = ex2(-fabsf(x) * kLog2e), r = __frcp_rn(1.0f + w);
+    *delta = fmaxf(x, 0.0f) + log1p_unit(w), *dsoft = x >= 0.0f ? r : w * r;
   }
 }
 
@@ -268,7 +289,7 @@ template <class Tl, bool LOCAL, bool Z>
 __device__ void forward_pass(const ScanGradKernelParams& p, const Scratch& w, const Pos& at, const TileRegs<Tl>& r,
                              float (&h)[Tl::P], int64_t ci_begin, int64_t ci_end, float* smem) {
   constexpr int T = Tl::T, G = Tl::G, CB = Tl::CB, P = Tl::P;
-  float4* tc = reinterpret_cast<float4*>(smem + Tl::TC_OFF);
+  float2* tc = reinterpret_cast<float2*>(smem + Tl::TC_OFF);  // (δ, δ·u) [T][CB]
   float* part = smem + Tl::PART_OFF;
   Fetch<Tl> next;
   if (ci_begin < ci_end) fetch_chunk<Tl>(p, at, ci_begin, Z, Z, next);
@@ -289,15 +310,16 @@ __device__ void forward_pass(const ScanGradKernelParams& p, const Scratch& w, co
       if (T % G != 0 && t >= T) continue;
       float delta = 0.0f, dsoft;
       if (at.c_ok && t < tl) delta_of(p.dt_softplus, cur.dt[k] + r.bias, &delta, &dsoft);
-      tc[t * CB + at.cl] = make_float4(delta, delta * cur.u[k], 0.0f, 0.0f);
+      tc[t * CB + at.cl] = make_float2(delta, delta * cur.u[k]);
     }
     stage_bc<Tl>(p, at, ci, cur, Z, smem);
     __syncthreads();
     const float* sB = smem + Tl::B_OFF + at.g * P;
     const float* sC = smem + Tl::C_OFF + at.g * P;
+    float ys[T];  // this thread's share of Σ_s h·C per step, stored after the steps
 #pragma unroll
     for (int t = 0; t < T; ++t) {
-      const float4 d = tc[t * CB + at.cl];
+      const float2 d = tc[t * CB + at.cl];
       float bv[P];
       load4<P>(bv, sB + t * Tl::NPAD);
 #pragma unroll
@@ -305,12 +327,14 @@ __device__ void forward_pass(const ScanGradKernelParams& p, const Scratch& w, co
       if (Z) {
         float cv[P];
         load4<P>(cv, sC + t * Tl::NPAD);
-        float y = 0.0f;
+        ys[t] = 0.0f;
 #pragma unroll
-        for (int j = 0; j < P; ++j) y = fmaf(h[j], cv[j], y);
-        part[(t * G + at.g) * CB + at.cl] = y;
+        for (int j = 0; j < P; ++j) ys[t] = fmaf(h[j], cv[j], ys[t]);
       }
     }
+    if (Z)
+#pragma unroll
+      for (int t = 0; t < T; ++t) part[(t * G + at.g) * CB + at.cl] = ys[t];
     __syncthreads();
     if (Z) {
 #pragma unroll
@@ -359,8 +383,9 @@ __device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, 
                                const float* h0_prev, int64_t ci, int64_t ci_first, bool first_tile,
                                Fetch<Tl>& next, float* smem) {
   constexpr int T = Tl::T, G = Tl::G, CB = Tl::CB, P = Tl::P, NPAD = Tl::NPAD;
-  constexpr int V = 2 * P > CB ? 2 * P / CB : 1;                       // values per lane after the reduction
-  constexpr int WRITER_MASK = (CB >> ilog2(2 * P > CB ? CB : 2 * P)) - 1;  // lanes holding a copy
+  constexpr int V = 4 * P > CB ? 4 * P / CB : 1;                       // values per lane after the reduction
+  constexpr int WRITER_MASK = (CB >> ilog2(4 * P > CB ? CB : 4 * P)) - 1;  // lanes holding a copy
+  static_assert(T % 2 == 0, "steps are walked in pairs");
   float4* tc = reinterpret_cast<float4*>(smem + Tl::TC_OFF);
   float* part = smem + Tl::PART_OFF;
   float* bc = smem + Tl::BC_OFF;
@@ -402,33 +427,40 @@ __device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, 
 #pragma unroll
     for (int j = 0; j < P; ++j) hist[t + 1][j] = fmaf(ex2(d.x * r.a2[j]), hist[t][j], d.y * bv[j]);
   }
+  // Steps in pairs (t, t − 1): the dB and dC terms of both go through one lane reduction, v[0, 2P) for t and
+  // v[2P, 4P) for t − 1, which takes fewer exchanges than two.
 #pragma unroll
-  for (int t = T - 1; t >= 0; --t) {
-    const float4 d = tc[t * CB + at.cl];  // δ, δ·u, dy'
-    float bv[P], cv[P], v[2 * P];
-    load4<P>(bv, sB + t * NPAD);
-    load4<P>(cv, sC + t * NPAD);
-    float sgb = 0.0f, sdd = 0.0f;
+  for (int t2 = T - 1; t2 >= 0; t2 -= 2) {
+    float v[4 * P];
 #pragma unroll
-    for (int j = 0; j < P; ++j) {
-      const float g = fmaf(d.z, cv[j], r.g[j]);
-      v[P + j] = d.z * hist[t + 1][j];  // dC term
-      v[j] = g * d.y;                   // dB term
-      sgb = fmaf(g, bv[j], sgb);
-      const float decay = ex2(d.x * r.a2[j]);
-      const float gd = g * (decay * hist[t][j]);
-      sdd = fmaf(gd, r.A[j], sdd);
-      r.dA[j] = fmaf(gd, d.x, r.dA[j]);
-      r.g[j] = decay * g;
+    for (int half = 0; half < 2; ++half) {
+      const int t = t2 - half;
+      const float4 d = tc[t * CB + at.cl];  // δ, δ·u, dy'
+      float bv[P], cv[P];
+      load4<P>(bv, sB + t * NPAD);
+      load4<P>(cv, sC + t * NPAD);
+      float sgb = 0.0f, sdd = 0.0f;
+#pragma unroll
+      for (int j = 0; j < P; ++j) {
+        const float g = fmaf(d.z, cv[j], r.g[j]);
+        v[half * 2 * P + P + j] = d.z * hist[t + 1][j];  // dC term
+        v[half * 2 * P + j] = g * d.y;                   // dB term
+        sgb = fmaf(g, bv[j], sgb);
+        const float decay = ex2(d.x * r.a2[j]);
+        const float gd = g * (decay * hist[t][j]);
+        sdd = fmaf(gd, r.A[j], sdd);
+        r.dA[j] = fmaf(gd, d.x, r.dA[j]);
+        r.g[j] = decay * g;
+      }
+      part[(t * G + at.g) * CB + at.cl] = sgb;
+      part[T * G * CB + (t * G + at.g) * CB + at.cl] = sdd;
     }
-    part[(t * G + at.g) * CB + at.cl] = sgb;
-    part[T * G * CB + (t * G + at.g) * CB + at.cl] = sdd;
     int base = 0;
-    reduce_lanes<2 * P, CB / 2>(v, at.cl, base);
+    reduce_lanes<4 * P, CB / 2>(v, at.cl, base);
     if ((at.cl & WRITER_MASK) == 0) {
 #pragma unroll
       for (int i = 0; i < V; ++i) {
-        const int j = base + i;
+        const int t = t2 - (base + i) / (2 * P), j = (base + i) % (2 * P);
         bc[t * 2 * NPAD + (j < P ? at.g * P + j : NPAD + at.g * P + j - P)] = v[i];
       }
     }
