@@ -18,6 +18,7 @@ constexpr int kThreads = 256;
 constexpr int64_t kColumnSumRows = 128;  // rows per partial sum of column_sum
 constexpr int64_t kConvTokens = 32;      // positions per thread (and per dw partial sum) of the conv backward
 constexpr int kConvThreads = 128;
+constexpr int kFinishLanes = 32;  // partial sums of the conv weight gradient per output, added in a tree
 constexpr int kEmbedColumns = 128;       // columns per embedding-gradient block
 constexpr int kEmbedBuckets = 128;       // table rows are split by id % kEmbedBuckets among the blocks
 constexpr int kEmbedIdsPerLoad = 1024;
@@ -148,7 +149,7 @@ __device__ __forceinline__ Vec<V> conv_input(const ConvGradParams& p, int64_t bi
 // One thread per V channels and kConvTokens positions q of one batch row, walking q upwards with the last K inputs
 // and the last K values of dpre = dout·act'(pre) in registers. dxx[q] = Σ_j w[j]·dpre[q − j] needs dpre up to
 // q + k − 1 for dx[q], so each run computes dpre k − 1 positions past its end (zero past l). dw and dbias are
-// summed over the run's own positions into partials[run][c][0 .. k], added in run order by conv_dw_finish.
+// summed over the run's own positions into partials[run][c][0 .. k], added in a fixed order by conv_dw_finish.
 template <int K, int V>
 __global__ void conv_grad_kernel(ConvGradParams p) {
   const int64_t c0 = (int64_t(blockIdx.y) * blockDim.x + threadIdx.x) * V;
@@ -225,15 +226,24 @@ __global__ void conv_grad_kernel(ConvGradParams p) {
     for (int j = 0; j <= K; ++j) part[i * (K + 1) + j] = acc[j][i];
 }
 
-// One thread per output (c, j) of dw (j < k) or dbias (j = k): the partials of the runs added in run order.
+// Block (32, kFinishLanes): threadIdx.x picks an output (c, j) of dw (j < k) or dbias (j = k), threadIdx.y sums
+// the runs y, y + kFinishLanes, … in order; the lanes' sums are then added in a fixed tree.
 __global__ void conv_dw_finish(ConvGradParams p, int64_t runs) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, per = p.e * (p.k + 1);
-  if (i >= per) return;
+  __shared__ float shared[kFinishLanes][33];
+  const int64_t i = int64_t(blockIdx.x) * 32 + threadIdx.x, per = p.e * (p.k + 1);
   float acc = 0;
-  for (int64_t r = 0; r < runs; ++r) acc += p.partials[r * per + i];
+  if (i < per)
+    for (int64_t r = threadIdx.y; r < runs; r += kFinishLanes) acc += p.partials[r * per + i];
+  shared[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  for (int half = kFinishLanes / 2; half > 0; half /= 2) {
+    if (int(threadIdx.y) < half) shared[threadIdx.y][threadIdx.x] += shared[threadIdx.y + half][threadIdx.x];
+    __syncthreads();
+  }
+  if (threadIdx.y != 0 || i >= per) return;
   const int64_t c = i / (p.k + 1), j = i % (p.k + 1);
-  if (j < p.k && p.dw != nullptr) p.dw[c * p.k + j] += acc;
-  if (j == p.k && p.dbias != nullptr) p.dbias[c] += acc;
+  if (j < p.k && p.dw != nullptr) p.dw[c * p.k + j] += shared[0][threadIdx.x];
+  if (j == p.k && p.dbias != nullptr) p.dbias[c] += shared[0][threadIdx.x];
 }
 
 // (max, Σ exp(x − max)) of two parts merged; an empty part has max −∞ and sum 0.
@@ -478,7 +488,7 @@ void conv_grad_launch(const ConvGradParams& p, cudaStream_t stream) {
     conv_grad_width<1>(p, stream);
   if (p.dw == nullptr && p.dbias == nullptr) return;
   const int64_t runs = p.b * ((p.l + kConvTokens - 1) / kConvTokens);
-  conv_dw_finish<<<blocks_for(p.e * (p.k + 1)), kThreads, 0, stream>>>(p, runs);
+  conv_dw_finish<<<blocks_for(p.e * (p.k + 1), 32), dim3(32, kFinishLanes), 0, stream>>>(p, runs);
   CUDA_CHECK_LAUNCH("conv_dw_finish", stream);
 }
 

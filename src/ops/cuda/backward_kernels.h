@@ -59,7 +59,7 @@ void rmsnorm_grad_launch(const RmsNormGradParams& p, cudaStream_t stream);
 // Backward of the causal depthwise conv1d (ops_backward.h), in one pass plus a short finish: each thread takes
 // a run of positions of one batch row and recomputes dpre = dout · act'(pre) from x and w as it goes (k − 1
 // positions past the run), writing dx and dstate_in and the run's sums for dw and dbias (partials:
-// conv_grad_partials(...) floats); the finish adds the runs' sums in run order. Channels go 4 to a 16-byte
+// conv_grad_partials(...) floats); the finish adds the runs' sums in a fixed order (32 strided lanes, then a tree). Channels go 4 to a 16-byte
 // access when e, the strides and the pointers allow.
 struct ConvGradParams {
   float* dx = nullptr;

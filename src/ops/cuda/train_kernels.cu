@@ -45,13 +45,27 @@ __global__ void elementwise_kernel(ElementwiseParams p) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < p.n; i += step) elementwise_one(p, i);
 }
 
-// f32 destinations with 16-byte aligned arrays: four elements per access, the last n % 4 one at a time.
+// 16-byte aligned arrays: four elements per access (an 8-byte store for a half destination), the last n % 4 one
+// at a time.
 __global__ void elementwise_vec4_kernel(ElementwiseParams p) {
   const int64_t step = int64_t(gridDim.x) * blockDim.x, n4 = p.n / 4;
   float4* d = static_cast<float4*>(p.dst);
   const float4* a = reinterpret_cast<const float4*>(p.a);
   const float4* b = reinterpret_cast<const float4*>(p.b);
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n4; i += step) {
+    if (p.op == ElementOp::convert && p.dst_dtype != DType::f32) {  // four halves in one 8-byte store
+      const float4 x = a[i];
+      uint2 packed;
+      if (p.dst_dtype == DType::bf16) {
+        const __nv_bfloat162 h0 = __floats2bfloat162_rn(x.x, x.y), h1 = __floats2bfloat162_rn(x.z, x.w);
+        packed.x = *reinterpret_cast<const uint32_t*>(&h0), packed.y = *reinterpret_cast<const uint32_t*>(&h1);
+      } else {
+        const __half2 h0 = __floats2half2_rn(x.x, x.y), h1 = __floats2half2_rn(x.z, x.w);
+        packed.x = *reinterpret_cast<const uint32_t*>(&h0), packed.y = *reinterpret_cast<const uint32_t*>(&h1);
+      }
+      reinterpret_cast<uint2*>(p.dst)[i] = packed;
+      continue;
+    }
     float4 r;
     switch (p.op) {
       case ElementOp::zero: r = make_float4(0.0f, 0.0f, 0.0f, 0.0f); break;
@@ -148,8 +162,7 @@ int64_t sum_slice(int64_t n) {
 
 void elementwise_kernel_launch(const ElementwiseParams& p, cudaStream_t stream) {
   if (p.n == 0) return;
-  const bool vec = (p.op != ElementOp::convert || p.dst_dtype == DType::f32) && aligned16(p.dst) &&
-                   aligned16(p.a) && aligned16(p.b);
+  const bool vec = aligned16(p.dst) && aligned16(p.a) && aligned16(p.b);
   if (vec)
     elementwise_vec4_kernel<<<grid_for((p.n + 3) / 4), kThreads, 0, stream>>>(p);
   else
