@@ -1,7 +1,8 @@
 // `mambacpp task selective-copying|induction-heads`: one command per synthetic experiment of the Mamba paper
 // (src/tasks/): trains the paper's small model (2 layers, d_model 64) with a progress bar, then scores it at
 // each test length in constant memory (chunked prefill carrying the state) and prints a markdown table of
-// accuracy, sequences, time and memory per length; --out saves the model and results.json.
+// accuracy, sequences, time and memory per length; --out saves the model, results.json and accuracy.png.
+// `mambacpp task plot RESULTS.json... -o chart.png` charts the accuracy of one or more runs together.
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,6 +23,7 @@
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "model/weights.h"
+#include "tasks/accuracy_plot.h"
 #include "tasks/task_eval.h"
 #include "tasks/task_train.h"
 
@@ -130,7 +132,34 @@ void save_outputs(const TaskCmdOptions& o, Task task, const ModelWeights& w, con
   for (const auto& [name, t] : w.named_parameters()) params.emplace(name, t);
   save_safetensors((fs::path(o.out) / "model.safetensors").string(), params, {{"task", task_name(task)}});
   write_file_atomic((fs::path(o.out) / "results.json").string(), results.dump(2) + "\n");
-  std::printf("model and results.json saved in %s\n", o.out.c_str());
+  AccuracySeries s{fmt::format("{} ({})", o.ssm, o.device), {}};
+  for (const nlohmann::json& row : results["results"])
+    s.points.emplace_back(row["length"].get<int64_t>(), row["accuracy"].get<double>());
+  write_accuracy_plot((fs::path(o.out) / "accuracy.png").string(), task_name(task), {s});
+  std::printf("model, results.json and accuracy.png saved in %s\n", o.out.c_str());
+}
+
+// `task plot`: one series per results.json, labelled by its variant and device (and its folder when two
+// files would share a label); every file is read and checked before the chart is written.
+void run_plot(const std::vector<std::string>& files, const std::string& output) {
+  std::vector<TaskResults> runs;
+  for (const std::string& f : files) {
+    runs.push_back(read_task_results(f));
+    MAMBA_CHECK(runs.back().task == runs.front().task, "{}: task {} differs from {} in {}; chart one task at a time",
+                f, runs.back().task, runs.front().task, files.front());
+  }
+  MAMBA_CHECK(runs.size() <= kMaxAccuracySeries, "task plot: {} files, at most {} series fit one chart", runs.size(),
+              kMaxAccuracySeries);
+  std::vector<std::string> labels;
+  for (const TaskResults& r : runs) labels.push_back(fmt::format("{} ({})", r.ssm, r.device));
+  std::vector<AccuracySeries> series;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const bool shared = std::count(labels.begin(), labels.end(), labels[i]) > 1;
+    const std::string folder = fs::absolute(files[i]).parent_path().filename().string();
+    series.push_back({shared ? fmt::format("{} {}", labels[i], folder) : labels[i], runs[i].points});
+  }
+  write_accuracy_plot(output, runs.front().task, series);
+  std::printf("%s: %zu series\n", output.c_str(), series.size());
 }
 
 void run_task(TaskCmdOptions o) {
@@ -194,7 +223,7 @@ void add_task_command(CLI::App& app) {
   TaskTrainOptions& t = o->train;
   CLI::App* cmd = app.add_subcommand(
       "task", "Train the paper's small model on a synthetic task, then score it at each test length");
-  cmd->add_option("task", o->task, "selective-copying or induction-heads")->required();
+  cmd->add_option("task", o->task, "selective-copying or induction-heads");
   cmd->add_option("--ssm", o->ssm, "selectivity: s6, lti, dt, b or c")->capture_default_str();
   cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
   cmd->add_option("--steps", t.steps, "training steps")->capture_default_str();
@@ -219,8 +248,19 @@ void add_task_command(CLI::App& app) {
   cmd->add_option("--log-every", o->log_every, "steps between progress lines (0: a bar on a terminal)")
       ->capture_default_str();
   cmd->add_option("-t,--threads", o->threads, "CPU threads (0 = all available)")->capture_default_str();
-  cmd->add_option("-o,--out", o->out, "folder to save the model and results.json in");
-  cmd->callback([o] { run_task(*o); });
+  cmd->add_option("-o,--out", o->out, "folder to save the model, results.json and accuracy.png in");
+  auto files = std::make_shared<std::vector<std::string>>();
+  auto output = std::make_shared<std::string>();
+  CLI::App* plot = cmd->add_subcommand(
+      "plot", "Chart accuracy against test length from results.json files of task --out (one series each)");
+  plot->add_option("results", *files, "results.json files")->required();
+  plot->add_option("-o,--output", *output, "the PNG chart to write")->required();
+  plot->callback([files, output] { run_plot(*files, *output); });
+  cmd->callback([o, plot] {
+    if (plot->parsed()) return;
+    MAMBA_CHECK(!o->task.empty(), "task: name a task (selective-copying or induction-heads), or `task plot`");
+    run_task(*o);
+  });
 }
 
 }  // namespace mambacpp::cli

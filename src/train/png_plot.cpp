@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "train/raster.h"
 
 namespace mambacpp {
 
@@ -66,24 +67,6 @@ enum Colour : uint8_t { white, grid, black, blue, orange };
 const std::vector<std::array<uint8_t, 3>> kPalette = {
     {255, 255, 255}, {225, 225, 225}, {0, 0, 0}, {31, 119, 180}, {255, 127, 14}};
 
-struct Canvas {
-  int w, h;
-  std::vector<uint8_t> px;
-  Canvas(int width, int height) : w(width), h(height), px(size_t(width) * height, white) {}
-  void dot(int x, int y, Colour c) {
-    if (x >= 0 && y >= 0 && x < w && y < h) px[size_t(y) * w + x] = c;
-  }
-  void line(double x0, double y0, double x1, double y1, Colour c, int thick) {
-    const int n = int(std::max(std::abs(x1 - x0), std::abs(y1 - y0))) + 1;
-    for (int i = 0; i <= n; ++i) {
-      const double t = double(i) / n;
-      const int x = int(std::lround(x0 + (x1 - x0) * t)), y = int(std::lround(y0 + (y1 - y0) * t));
-      for (int dx = 0; dx < thick; ++dx)
-        for (int dy = 0; dy < thick; ++dy) dot(x + dx, y + dy, c);
-    }
-  }
-};
-
 }  // namespace
 
 std::string encode_png_palette(int width, int height, const std::vector<std::array<uint8_t, 3>>& palette,
@@ -118,7 +101,7 @@ std::string encode_png_palette(int width, int height, const std::vector<std::arr
 }
 
 void write_loss_plot(const std::string& path, const LossCurves& curves, int width, int height) {
-  Canvas c(width, height);
+  Canvas c(width, height, white);
   const int left = 40, right = width - 20, top = 20, bottom = height - 30;
   double max_step = 1, lo = 1e300, hi = -1e300;
   for (const auto* curve : {&curves.train, &curves.val})
@@ -135,7 +118,7 @@ void write_loss_plot(const std::string& path, const LossCurves& curves, int widt
   for (double v = lo; v <= hi; v += 1) c.line(left, py(v), right, py(v), grid, 1);
   c.line(left, top, left, bottom, black, 1);
   c.line(left, bottom, right, bottom, black, 1);
-  const auto draw = [&](const std::vector<std::pair<double, double>>& pts, Colour col, int thick) {
+  const auto draw = [&](const std::vector<std::pair<double, double>>& pts, uint8_t col, int thick) {
     for (size_t i = 0; i < pts.size(); ++i) {
       if (!std::isfinite(pts[i].second)) continue;
       if (i > 0 && std::isfinite(pts[i - 1].second))

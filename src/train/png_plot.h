@@ -2,6 +2,7 @@
 // an RGB raster with axes, a faint horizontal line at every whole nat, the training curve (blue) and the
 // validation curve (orange, a dot per evaluation), encoded by a minimal PNG writer: a 16-colour palette image
 // (4 bits per pixel) in a zlib stream of stored, uncompressed deflate blocks; CRC-32 and Adler-32 computed here.
+// The drawing itself is on a train/raster.h Canvas, shared with the accuracy chart (tasks/accuracy_plot.h).
 #pragma once
 
 #include <array>
