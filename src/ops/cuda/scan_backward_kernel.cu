@@ -15,9 +15,9 @@
 //      (never written anywhere), and its steps are walked in reverse carrying the state gradient g.
 // Each chunk's global inputs (u, dt, dy, z, B, C and the chunk-start state) are loaded into registers while the
 // previous chunk is being worked on, so that their latency is hidden.
-// Per pair of steps of the reverse walk a thread forms, for its P states, the dB and dC terms (g·δu and dy'·h)
-// and reduces them over the CB channels of its warp with shuffles (a halving exchange: 4P values over CB lanes
-// in log2(CB) rounds); per step it forms the per-thread sums Σ g·B and Σ g·A·exp(δA)·h[t-1] that du and dδ
+// Per S steps of the reverse walk (S = 4 at P = 2, 2 at P = 4) a thread forms, for its P states, the dB and dC
+// terms (g·δu and dy'·h) and reduces them over the CB channels of its warp with shuffles (a halving exchange:
+// 2SP values over CB lanes in log2(CB) rounds); per step it forms the per-thread sums Σ g·B and Σ g·A·exp(δA)·h[t-1] that du and dδ
 // need; those are added over the G threads of a channel in shared memory after the chunk.
 //
 // Determinism: no atomics. Every sum runs in an order fixed by the shapes: dB, dC per block in shared memory,
@@ -48,9 +48,10 @@ struct Tile {
   static constexpr int NT = CB * G;                  // threads per block
   static constexpr int NPAD = P * G;                 // state slots: n rounded up
   static constexpr int ITEMS = (T + G - 1) / G;      // (t, c) items per thread: t = g + k·G
-  // Shared memory, in floats: (δ, δ·u, dy', 0) [T][CB], B [T][NPAD], C [T][NPAD], per-thread sums
+  // Shared memory, in floats: (δ, δ·u) [T][CB], dy' [T][CB], B [T][NPAD], C [T][NPAD], per-thread sums
   // [2][T][G][CB], the block's dB and dC [T][2·NPAD].
-  static constexpr int TC_OFF = 0, B_OFF = 4 * T * CB, C_OFF = B_OFF + T * NPAD, PART_OFF = C_OFF + T * NPAD;
+  static constexpr int TC_OFF = 0, DY_OFF = 2 * T * CB, B_OFF = 3 * T * CB, C_OFF = B_OFF + T * NPAD;
+  static constexpr int PART_OFF = C_OFF + T * NPAD;
   static constexpr int BC_OFF = PART_OFF + 2 * T * G * CB;
   static constexpr size_t smem_bytes = size_t(BC_OFF + 2 * T * NPAD) * sizeof(float);
   static_assert(P == 2 || P == 4, "states are moved as float2 or float4");
@@ -383,10 +384,12 @@ __device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, 
                                const float* h0_prev, int64_t ci, int64_t ci_first, bool first_tile,
                                Fetch<Tl>& next, float* smem) {
   constexpr int T = Tl::T, G = Tl::G, CB = Tl::CB, P = Tl::P, NPAD = Tl::NPAD;
-  constexpr int V = 4 * P > CB ? 4 * P / CB : 1;                       // values per lane after the reduction
-  constexpr int WRITER_MASK = (CB >> ilog2(4 * P > CB ? CB : 4 * P)) - 1;  // lanes holding a copy
-  static_assert(T % 2 == 0, "steps are walked in pairs");
-  float4* tc = reinterpret_cast<float4*>(smem + Tl::TC_OFF);
+  constexpr int S = P == 2 ? 4 : 2;                                    // steps per lane reduction
+  constexpr int V = 2 * S * P > CB ? 2 * S * P / CB : 1;               // values per lane after the reduction
+  constexpr int WRITER_MASK = (CB >> ilog2(2 * S * P > CB ? CB : 2 * S * P)) - 1;  // lanes holding a copy
+  static_assert(T % S == 0, "steps are walked in groups of S");
+  float2* tc = reinterpret_cast<float2*>(smem + Tl::TC_OFF);  // (δ, δ·u) [T][CB]
+  float* dys = smem + Tl::DY_OFF;                              // dy' [T][CB]
   float* part = smem + Tl::PART_OFF;
   float* bc = smem + Tl::BC_OFF;
   const int64_t t0 = ci * T;
@@ -411,7 +414,8 @@ __device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, 
       dyp = cur.dy[k];
       if (p.z.p != nullptr) dyp *= cur.z[k] * sigmoid(cur.z[k]);
     }
-    tc[t * CB + at.cl] = make_float4(delta, delta * cur.u[k], dyp, 0.0f);
+    tc[t * CB + at.cl] = make_float2(delta, delta * cur.u[k]);
+    dys[t * CB + at.cl] = dyp;
     keep_delta[k] = delta, keep_u[k] = cur.u[k], keep_dyp[k] = dyp, keep_dsoft[k] = dsoft;
   }
   stage_bc<Tl>(p, at, ci, cur, true, smem);
@@ -421,29 +425,30 @@ __device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, 
   const float* sC = smem + Tl::C_OFF + at.g * P;
 #pragma unroll
   for (int t = 0; t < T; ++t) {
-    const float4 d = tc[t * CB + at.cl];
+    const float2 d = tc[t * CB + at.cl];
     float bv[P];
     load4<P>(bv, sB + t * NPAD);
 #pragma unroll
     for (int j = 0; j < P; ++j) hist[t + 1][j] = fmaf(ex2(d.x * r.a2[j]), hist[t][j], d.y * bv[j]);
   }
-  // Steps in pairs (t, t − 1): the dB and dC terms of both go through one lane reduction, v[0, 2P) for t and
-  // v[2P, 4P) for t − 1, which takes fewer exchanges than two.
+  // Steps in groups of S (t2, t2 − 1, …): the dB and dC terms of all go through one lane reduction, v[2P·i,
+  // 2P·(i + 1)) for step t2 − i, which takes fewer exchanges than S reductions.
 #pragma unroll
-  for (int t2 = T - 1; t2 >= 0; t2 -= 2) {
-    float v[4 * P];
+  for (int t2 = T - 1; t2 >= 0; t2 -= S) {
+    float v[2 * S * P];
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
+    for (int half = 0; half < S; ++half) {
       const int t = t2 - half;
-      const float4 d = tc[t * CB + at.cl];  // δ, δ·u, dy'
+      const float2 d = tc[t * CB + at.cl];  // δ, δ·u
+      const float dyp = dys[t * CB + at.cl];
       float bv[P], cv[P];
       load4<P>(bv, sB + t * NPAD);
       load4<P>(cv, sC + t * NPAD);
       float sgb = 0.0f, sdd = 0.0f;
 #pragma unroll
       for (int j = 0; j < P; ++j) {
-        const float g = fmaf(d.z, cv[j], r.g[j]);
-        v[half * 2 * P + P + j] = d.z * hist[t + 1][j];  // dC term
+        const float g = fmaf(dyp, cv[j], r.g[j]);
+        v[half * 2 * P + P + j] = dyp * hist[t + 1][j];  // dC term
         v[half * 2 * P + j] = g * d.y;                   // dB term
         sgb = fmaf(g, bv[j], sgb);
         const float decay = ex2(d.x * r.a2[j]);
@@ -456,7 +461,7 @@ __device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, 
       part[T * G * CB + (t * G + at.g) * CB + at.cl] = sdd;
     }
     int base = 0;
-    reduce_lanes<4 * P, CB / 2>(v, at.cl, base);
+    reduce_lanes<2 * S * P, CB / 2>(v, at.cl, base);
     if ((at.cl & WRITER_MASK) == 0) {
 #pragma unroll
       for (int i = 0; i < V; ++i) {
