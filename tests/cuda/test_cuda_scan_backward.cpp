@@ -4,8 +4,8 @@
 // and absent, softplus on and off. B and C are views into a wider (b, l, r + 2n) tensor, as x_proj's output
 // is, and so are dB and dC. The added-to gradients (dA, dD, ddt_bias) start non-zero on both sides; every
 // written output is poisoned with NaN before the run. Also: bitwise-identical results run to run, the long-
-// sequence paths (checkpoints every K chunks, several tiles per block) and the refusals. Every test skips where
-// no GPU is present.
+// sequence paths (checkpoints every K chunks, several tiles per block), softplus over its whole range and the
+// refusals. Every test skips where no GPU is present.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -182,6 +182,16 @@ TEST_F(CudaScanBackward, MatchesCpuOverShapeTable) {
     Problem pr(c, seed += 20);
     check_against_cpu(pr, run_tensor_op);
   }
+}
+
+// Softplus over its whole range: dt + dt_bias below 0, between 0 and 20, and above 20 (where δ = dt + dt_bias), so
+// every branch of δ and of its derivative is compared with the CPU op.
+TEST_F(CudaScanBackward, SoftplusOverItsWholeRangeMatchesCpu) {
+  const Case c{"softplus over [-6, 26]", 2, 300, 64, 16, true, true, true, true, true, true};
+  Problem pr(c, 1300);
+  test::fill(pr.dt, test::random_vector(size_t(c.b * c.l * c.e), 1301, -5.0f, 25.0f));
+  test::fill(pr.bias, test::random_vector(size_t(c.e), 1302, -1.0f, 1.0f));
+  check_against_cpu(pr, run_tensor_op);
 }
 
 // Small budgets force the paths that only very long sequences take otherwise: checkpoints every K chunks
