@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "ops/dispatch.h"
 #include "ops/cpu/cpu_ops.h"
 #ifdef MAMBACPP_HAS_CUDA
 #include "ops/cuda/cuda_ops.h"
@@ -20,35 +21,9 @@
 namespace mambacpp {
 namespace {
 
-using Named = std::pair<const char*, const Tensor*>;
-
-// The device shared by all defined tensors (cpu when none is defined); an Error if they differ, or if it is
-// cuda in a build without the CUDA backend.
-Device common_device(const char* op, std::initializer_list<Named> tensors) {
-  const Named* first = nullptr;
-  for (const Named& t : tensors) {
-    if (!t.second->defined()) continue;
-    if (first && t.second->device != first->second->device)
-      fail("{}: {} is on {} but {} is on {}", op, t.first, device_name(t.second->device), first->first,
-           device_name(first->second->device));
-    if (!first) first = &t;
-  }
-  const Device dev = first ? first->second->device : Device::cpu;
-#ifndef MAMBACPP_HAS_CUDA
-  if (dev == Device::cuda)
-    fail("{}: {} is on cuda, but this build of mambacpp has no CUDA support; rebuild with nvcc available "
-         "(MAMBACPP_CUDA=ON)",
-         op, first->first);
-#endif
-  return dev;
-}
-
-#ifdef MAMBACPP_HAS_CUDA
-// Throws an Error naming the op and the CUDA implementation's limit when `supported` is false.
-void require_cuda_support(const char* op, bool supported, const std::string& why) {
-  MAMBA_CHECK(supported, "{}: the CUDA implementation does not handle this call: {}", op, why);
-}
-#endif
+using dispatch::common_device;
+using dispatch::Named;
+using dispatch::require_cuda_support;
 
 // A required argument must be defined, except that a tensor with a shape of no elements may have no data.
 void require_defined(const char* op, const char* name, const Tensor& t) {

@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "ops/dispatch.h"
 #include "ops/cpu/cpu_backward.h"
 #ifdef MAMBACPP_HAS_CUDA
 #include "ops/cuda/cuda_backward.h"
@@ -23,35 +24,9 @@
 namespace mambacpp {
 namespace {
 
-using Named = std::pair<const char*, const Tensor*>;
-
-// The device shared by all defined tensors (cpu when none is defined); an Error if they differ, or if it is
-// cuda in a build without the CUDA backend.
-Device common_device(const char* op, std::initializer_list<Named> tensors) {
-  const Named* first = nullptr;
-  for (const Named& t : tensors) {
-    if (!t.second->defined()) continue;
-    if (first && t.second->device != first->second->device)
-      fail("{}: {} is on {} but {} is on {}", op, t.first, device_name(t.second->device), first->first,
-           device_name(first->second->device));
-    if (!first) first = &t;
-  }
-  const Device dev = first ? first->second->device : Device::cpu;
-#ifndef MAMBACPP_HAS_CUDA
-  if (dev == Device::cuda)
-    fail("{}: {} is on cuda, but this build of mambacpp has no CUDA support; rebuild with nvcc available "
-         "(MAMBACPP_CUDA=ON)",
-         op, first->first);
-#endif
-  return dev;
-}
-
-#ifdef MAMBACPP_HAS_CUDA
-// Throws an Error naming the op and the CUDA implementation's limit when `supported` is false.
-void require_cuda_support(const char* op, bool supported, const std::string& why) {
-  MAMBA_CHECK(supported, "{}: the CUDA implementation does not handle this call: {}", op, why);
-}
-#endif
+using dispatch::common_device;
+using dispatch::Named;
+using dispatch::require_cuda_support;
 
 // On cuda a weight matrix may also be bf16 or f16 (the CUDA products read it in its dtype): its shape and
 // strides are then checked as those of an f32 matrix.

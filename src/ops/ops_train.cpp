@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "ops/dispatch.h"
 #include "ops/cpu/cpu_train.h"
 #ifdef MAMBACPP_HAS_CUDA
 #include "core/cuda/check.h"
@@ -18,30 +19,17 @@
 namespace mambacpp {
 namespace {
 
-using Named = std::pair<const char*, const Tensor*>;
+using dispatch::Named;
 
-// Every tensor: defined (or of no elements), contiguous, and on one device, which is returned. A build without
-// the CUDA backend refuses cuda tensors.
+// Every tensor: defined (or of no elements), contiguous, and on one device, which is returned.
 Device common_device(const char* op, std::initializer_list<Named> tensors) {
-  const Named* first = nullptr;
   for (const Named& t : tensors) {
     MAMBA_CHECK(t.second->defined() || (t.second->ndim > 0 && t.second->numel() == 0),
                 "{}: {} is required but undefined", op, t.first);
     MAMBA_CHECK(t.second->is_contiguous(), "{}: {} (shape {}) must be contiguous", op, t.first,
                 t.second->shape_str());
-    if (first && t.second->device != first->second->device)
-      fail("{}: {} is on {} but {} is on {}", op, t.first, device_name(t.second->device), first->first,
-           device_name(first->second->device));
-    if (!first) first = &t;
   }
-  const Device dev = first->second->device;
-#ifndef MAMBACPP_HAS_CUDA
-  if (dev == Device::cuda)
-    fail("{}: {} is on cuda, but this build of mambacpp has no CUDA support; rebuild with nvcc available "
-         "(MAMBACPP_CUDA=ON)",
-         op, first->first);
-#endif
-  return dev;
+  return dispatch::common_device(op, tensors);
 }
 
 void require_f32(const char* op, std::initializer_list<Named> tensors) {

@@ -1,0 +1,23 @@
+// What every op dispatcher (ops.cpp, ops_backward.cpp, ops_train.cpp) checks before it routes a call: that the
+// defined tensors share one device (and that a cuda tensor meets a build with the CUDA backend), and that the
+// CUDA implementation handles the call. Internal to src/ops.
+#pragma once
+
+#include <initializer_list>
+#include <string>
+#include <utility>
+
+#include "core/tensor.h"
+
+namespace mambacpp::dispatch {
+
+using Named = std::pair<const char*, const Tensor*>;
+
+// The device shared by all defined tensors (cpu when none is defined); an Error naming the op and two of the
+// tensors if they differ, or naming the op when it is cuda in a build without the CUDA backend.
+Device common_device(const char* op, std::initializer_list<Named> tensors);
+
+// Throws an Error naming the op and the CUDA implementation's limit (`why`) when `supported` is false.
+void require_cuda_support(const char* op, bool supported, const std::string& why);
+
+}  // namespace mambacpp::dispatch
