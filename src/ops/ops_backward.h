@@ -18,7 +18,8 @@ namespace mambacpp {
 
 // Backward of linear_forward, y (m, o) = x (m, i) · wᵀ (o, i) + bias (o):
 //   dx (m, i) = dy (m, o) · w;   dw (o, i) += dyᵀ · x;   dbias (o) += Σ_rows dy.
-// Any of dx, dw, dbias may be undefined (not wanted); x is needed only for dw. w: f32.
+// Any of dx, dw, dbias may be undefined (not wanted); x is needed only for dw. w: f32 (on cuda also bf16 or f16:
+// dy and x are then rounded to w's dtype for the tensor-core products, with f32 accumulation).
 void linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dy, Tensor x, Tensor w, Context& ctx);
 
 // Backward of embedding_forward: dtable (v, d) += Σ over rows r with ids[r] = row of dout (m, d)[r], the rows
@@ -71,7 +72,8 @@ void selective_scan_backward(const ScanGradArgs& args, Context& ctx);
 //   returns Σ over rows r with targets[r] ≥ 0 of −log softmax(logits[r])[targets[r]] (in double);
 //   dx (m, d) = scale · (softmax(logits) − onehot(targets)) · w   (zero rows where targets[r] < 0);
 //   dw (v, d) += scale · (softmax(logits) − onehot(targets))ᵀ · x.
-// x: (m, d) f32 with a row stride; w: (v, d) f32; targets: m ids in [0, v), or negative to skip the row.
+// x: (m, d) f32 with a row stride; w: (v, d) f32 (on cuda also bf16 or f16, as in linear_backward); targets: m
+// ids in [0, v), or negative to skip the row (in the memory of the tensors' device).
 // dx and dw may be undefined (the loss alone).
 double linear_cross_entropy(Tensor dx, Tensor dw, Tensor x, Tensor w, const int32_t* targets, float scale,
                             Context& ctx);

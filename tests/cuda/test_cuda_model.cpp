@@ -1,7 +1,7 @@
 // The Mamba-1 LM on the GPU against the CPU, on the golden checkpoints: logits of every position (f32 and half
 // matrices, one pass and chunked), decoding steps from the device step (as generation runs them), greedy
 // continuations identical to the CPU's with and without the recorded graph, prompts of different lengths in
-// one batch, sampling on the host from the GPU's logits, and the error for mixed devices.
+// one batch, sampling from the GPU's logits, and the error for mixed devices.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -109,7 +109,7 @@ TEST_P(CudaModelTest, GreedyContinuationEqualsCpu) {
               (std::vector<std::vector<int32_t>>{ref[0], ref[0]}))
         << "same-length batch";
   }
-  // Greedy with a repetition penalty: chosen on the host from the GPU's logits.
+  // Greedy with a repetition penalty: chosen on the GPU from its logits, as the CPU chooses.
   o.sampling.repetition_penalty = 1.3f;
   EXPECT_EQ(generate(gpu, prompts, o, nullptr, nullptr, ctx), generate(cpu, prompts, o, nullptr, nullptr, ctx));
 }
