@@ -5,7 +5,7 @@
 
 namespace mambacpp::dispatch {
 
-Device common_device(const char* op, std::initializer_list<Named> tensors) {
+Device common_device(const char* op, std::span<const Named> tensors) {
   const Named* first = nullptr;
   for (const Named& t : tensors) {
     if (!t.second->defined()) continue;

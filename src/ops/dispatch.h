@@ -4,6 +4,7 @@
 #pragma once
 
 #include <initializer_list>
+#include <span>
 #include <string>
 #include <utility>
 
@@ -15,7 +16,10 @@ using Named = std::pair<const char*, const Tensor*>;
 
 // The device shared by all defined tensors (cpu when none is defined); an Error naming the op and two of the
 // tensors if they differ, or naming the op when it is cuda in a build without the CUDA backend.
-Device common_device(const char* op, std::initializer_list<Named> tensors);
+Device common_device(const char* op, std::span<const Named> tensors);
+inline Device common_device(const char* op, std::initializer_list<Named> tensors) {
+  return common_device(op, std::span<const Named>(tensors.begin(), tensors.size()));
+}
 
 // Throws an Error naming the op and the CUDA implementation's limit (`why`) when `supported` is false.
 void require_cuda_support(const char* op, bool supported, const std::string& why);

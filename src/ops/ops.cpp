@@ -229,17 +229,7 @@ void conv1d_causal_forward(Tensor out, Tensor state_out, Tensor x, Tensor w, Ten
 
 void selective_scan_forward(const ScanArgs& a, Context& ctx) {
   constexpr const char* op = "selective_scan_forward";
-  [[maybe_unused]] const Device dev = common_device(op, {{"y", &a.y},
-                                                         {"state_out", &a.state_out},
-                                                         {"u", &a.u},
-                                                         {"dt", &a.dt},
-                                                         {"A", &a.A},
-                                                         {"B", &a.B},
-                                                         {"C", &a.C},
-                                                         {"D", &a.D},
-                                                         {"z", &a.z},
-                                                         {"dt_bias", &a.dt_bias},
-                                                         {"state_in", &a.state_in}});
+  [[maybe_unused]] const Device dev = common_device(op, a.named());
 #ifdef MAMBACPP_HAS_CUDA
   // The CUDA scan also takes bf16 and f16 inputs: its own check covers every argument.
   if (dev == Device::cuda) {

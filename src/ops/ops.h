@@ -12,8 +12,10 @@
 //    argument; the cpu/ implementations assume valid arguments.
 #pragma once
 
+#include <array>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 
 #include "core/context.h"
 #include "core/tensor.h"
@@ -62,6 +64,11 @@ struct ScanArgs {
   Tensor u, dt, A, B, C, D, z, dt_bias;      // inputs (B, C: (b, l, n) or time-invariant (e, n))
   Tensor state_in;
   bool dt_softplus = true;
+  // Every tensor with its name, for the implementations' checks.
+  std::array<std::pair<const char*, const Tensor*>, 11> named() const {
+    return {{{"y", &y}, {"state_out", &state_out}, {"u", &u}, {"dt", &dt}, {"A", &A}, {"B", &B}, {"C", &C},
+             {"D", &D}, {"z", &z}, {"dt_bias", &dt_bias}, {"state_in", &state_in}}};
+  }
 };
 void selective_scan_forward(const ScanArgs& args, Context& ctx);
 

@@ -174,11 +174,7 @@ void conv1d_causal_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dstate_in
 
 void selective_scan_backward(const ScanGradArgs& a, Context& ctx) {
   constexpr const char* op = "selective_scan_backward";
-  [[maybe_unused]] const Device dev = common_device(op, {{"du", &a.du}, {"ddt", &a.ddt}, {"dB", &a.dB}, {"dC", &a.dC}, {"dz", &a.dz},
-                   {"dstate_in", &a.dstate_in}, {"dA", &a.dA}, {"dD", &a.dD}, {"ddt_bias", &a.ddt_bias},
-                   {"dy", &a.dy}, {"dstate_out", &a.dstate_out}, {"u", &a.u}, {"dt", &a.dt}, {"A", &a.A},
-                   {"B", &a.B}, {"C", &a.C}, {"D", &a.D}, {"z", &a.z}, {"dt_bias", &a.dt_bias},
-                   {"state_in", &a.state_in}});
+  [[maybe_unused]] const Device dev = common_device(op, a.named());
   MAMBA_CHECK(defined_or_empty(a.u) && a.u.ndim == 3, "{}: u must have shape [b, l, e], got {}", op, a.u.shape_str());
   MAMBA_CHECK(a.A.defined() && a.A.ndim == 2 && a.A.shape[1] >= 1, "{}: A must have shape [e, n] with n ≥ 1, got {}",
               op, a.A.shape_str());

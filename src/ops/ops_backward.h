@@ -9,7 +9,9 @@
 // independent of the thread count: every sum runs in an order fixed by the shapes alone.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <utility>
 
 #include "core/context.h"
 #include "core/tensor.h"
@@ -65,6 +67,13 @@ struct ScanGradArgs {
   Tensor u, dt, A, B, C, D, z, dt_bias;   // the forward's inputs
   Tensor state_in;
   bool dt_softplus = true;
+  // Every tensor with its name, for the implementations' checks.
+  std::array<std::pair<const char*, const Tensor*>, 20> named() const {
+    return {{{"du", &du}, {"ddt", &ddt}, {"dB", &dB}, {"dC", &dC}, {"dz", &dz}, {"dstate_in", &dstate_in},
+             {"dA", &dA}, {"dD", &dD}, {"ddt_bias", &ddt_bias}, {"dy", &dy}, {"dstate_out", &dstate_out},
+             {"u", &u}, {"dt", &dt}, {"A", &A}, {"B", &B}, {"C", &C}, {"D", &D}, {"z", &z}, {"dt_bias", &dt_bias},
+             {"state_in", &state_in}}};
+  }
 };
 void selective_scan_backward(const ScanGradArgs& args, Context& ctx);
 

@@ -1,6 +1,5 @@
 // selective_scan_forward on the GPU (see cuda_ops.h): checks the Tensors, then runs the fused kernel of
 // scan_kernel.cu on the Context's stream.
-#include <array>
 #include <string>
 #include <utility>
 
@@ -58,17 +57,7 @@ cuda::SeqIn seq_in(const Tensor& t) { return {t.data, t.stride[0], t.stride[1]};
 
 // Checks the arguments and fills the kernel's parameters.
 bool make_params(const ScanArgs& a, cuda::ScanKernelParams* p, std::string* why) {
-  const std::array<std::pair<const char*, const Tensor*>, 11> all{{{"y", &a.y},
-                                                                  {"state_out", &a.state_out},
-                                                                  {"u", &a.u},
-                                                                  {"dt", &a.dt},
-                                                                  {"A", &a.A},
-                                                                  {"B", &a.B},
-                                                                  {"C", &a.C},
-                                                                  {"D", &a.D},
-                                                                  {"z", &a.z},
-                                                                  {"dt_bias", &a.dt_bias},
-                                                                  {"state_in", &a.state_in}}};
+  const auto all = a.named();
   for (const auto& [name, t] : all)
     if (t->defined() && t->device != Device::cuda)
       return refuse(why, fmt::format("{} is on {}; the CUDA selective scan needs every tensor on cuda", name,

@@ -25,13 +25,7 @@ float* data_or_null(const Tensor& t) { return t.defined() ? t.f32() : nullptr; }
 
 // Checks the CUDA-specific conditions and fills the kernel's parameters.
 bool make_params(const ScanGradArgs& a, cuda::ScanGradKernelParams* p, std::string* why) {
-  const std::array<Named, 20> all{{{"du", &a.du},       {"ddt", &a.ddt},         {"dB", &a.dB},
-                                   {"dC", &a.dC},       {"dz", &a.dz},           {"dstate_in", &a.dstate_in},
-                                   {"dA", &a.dA},       {"dD", &a.dD},           {"ddt_bias", &a.ddt_bias},
-                                   {"dy", &a.dy},       {"dstate_out", &a.dstate_out}, {"u", &a.u},
-                                   {"dt", &a.dt},       {"A", &a.A},             {"B", &a.B},
-                                   {"C", &a.C},         {"D", &a.D},             {"z", &a.z},
-                                   {"dt_bias", &a.dt_bias}, {"state_in", &a.state_in}}};
+  const auto all = a.named();
   for (const auto& [name, t] : all) {
     if (!t->defined()) continue;
     if (t->device != Device::cuda)
