@@ -70,7 +70,7 @@ TEST(OpsTrain, CopyConvertRoundsAsCoreDtype) {
             << dtype_name(t) << " element " << i;
     }
     copy_convert(as_tensor(full), as_tensor(src), ctx);
-    EXPECT_EQ(0, std::memcmp(full.data(), src.data(), full.size() * sizeof(float))) << "f32";
+    if (n > 0) EXPECT_EQ(0, std::memcmp(full.data(), src.data(), full.size() * sizeof(float))) << "f32";
   }
 }
 
