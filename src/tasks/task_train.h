@@ -23,8 +23,8 @@ MambaConfig task_model_config(Task task, const std::string& ssm);
 
 struct TaskTrainOptions {
   // The defaults are sized for a CPU (a few minutes on 2 cores for induction heads).
-  int64_t steps = 4000;
-  int64_t batch = 32;       // sequences per step
+  int64_t steps = 16000;    // many small steps: what lets the CPU-sized run extrapolate to 2^20
+  int64_t batch = 8;        // sequences per step
   int64_t length = 256;     // tokens per training sequence (the last phase of the curriculum)
   // A length curriculum when 0 < start_length < length: the training length starts here and doubles up to
   // `length` over equal shares of the steps (short sequences cross the task's initial loss plateau in far
