@@ -154,6 +154,22 @@ Tensor ssm_part(float* xdbl, int64_t col, const Run& run, const MambaConfig& c, 
   return col >= 0 ? run_view(xdbl + col, run, c.d_state, c.x_proj_rows(), dev) : lti;
 }
 
+// The scan's inputs for run `run` (u, dt, A, B, C, D, z, dt_bias), the same in the forward (ScanArgs) and the
+// backward (ScanGradArgs) pass.
+template <typename Args>
+void set_scan_inputs(Args& s, const LayerWeights& lw, const LayerActs& a, const Run& run, const MambaConfig& c,
+                     const SsmColumns& col, Device dev) {
+  const int64_t e = c.d_inner;
+  s.u = run_view(a.xc, run, e, e, dev);
+  s.dt = run_view(a.dt, run, e, e, dev);
+  s.A = lw.A;
+  s.B = ssm_part(a.xdbl, col.B, run, c, lw.B, dev);
+  s.C = ssm_part(a.xdbl, col.C, run, c, lw.C, dev);
+  s.D = lw.D;
+  s.z = run_view(a.xz + e, run, e, 2 * e, dev);
+  s.dt_bias = lw.dt_bias;
+}
+
 void mixer_forward(const LayerWeights& lw, const LayerActs& a, float* mixer_out, int64_t m,
                    const std::vector<Run>& runs, const MambaConfig& c, Device dev, Context& ctx) {
   const int64_t d = c.d_model, e = c.d_inner, r = c.dt_rank;
@@ -172,14 +188,7 @@ void mixer_forward(const LayerWeights& lw, const LayerActs& a, float* mixer_out,
   for (const Run& run : runs) {
     ScanArgs s;
     s.y = run_view(a.y, run, e, e, dev);
-    s.u = run_view(a.xc, run, e, e, dev);
-    s.dt = run_view(a.dt, run, e, e, dev);
-    s.A = lw.A;
-    s.B = ssm_part(a.xdbl, col.B, run, c, lw.B, dev);
-    s.C = ssm_part(a.xdbl, col.C, run, c, lw.C, dev);
-    s.D = lw.D;
-    s.z = run_view(a.xz + e, run, e, 2 * e, dev);
-    s.dt_bias = lw.dt_bias;
+    set_scan_inputs(s, lw, a, run, c, col, dev);
     selective_scan_forward(s, ctx);
   }
   linear_forward(matrix(mixer_out, m, d, d, dev), matrix(a.y, m, e, e, dev), lw.out_proj, lw.out_proj_bias, ctx);
@@ -233,14 +242,7 @@ void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs
     s.dD = g.D;
     s.ddt_bias = g.dt_bias;
     s.dy = run_view(dy, run, e, e, dev);
-    s.u = run_view(a.xc, run, e, e, dev);
-    s.dt = run_view(a.dt, run, e, e, dev);
-    s.A = lw.A;
-    s.B = ssm_part(a.xdbl, col.B, run, c, lw.B, dev);
-    s.C = ssm_part(a.xdbl, col.C, run, c, lw.C, dev);
-    s.D = lw.D;
-    s.z = run_view(a.xz + e, run, e, 2 * e, dev);
-    s.dt_bias = lw.dt_bias;
+    set_scan_inputs(s, lw, a, run, c, col, dev);
     selective_scan_backward(s, ctx);
   }
   add_product_into(g.A_log, dA, lw.A, ctx);  // A = −exp(A_log): dA_log = dA ⊙ A
