@@ -54,8 +54,8 @@ void conv1d_causal_forward(Tensor out, Tensor state_out, Tensor x, Tensor w, Ten
 //   y[t,c]   = (Σ_s h[c,s] · C[t,s] + D[c] · u[t,c]) · silu(z[t,c])
 // per batch row. u, dt, z, y: (b, l, e); B, C: (b, l, n) with row strides (views into x_proj's output), or
 // either of them (e, n) f32 contiguous: time-invariant, B[c,s] / C[c,s] in place of B[t,s] / C[t,s] (the
-// ablations with a non-selective B or C; only on the CPU). A time-invariant Δ is a dt of zeros (a view with
-// zero strides will do) with dt_bias carrying Δ.
+// ablations with a non-selective B or C; on cuda with f32 sequences). A time-invariant Δ is a dt of zeros (a
+// view with zero strides will do) with dt_bias carrying Δ.
 // A: (e, n) f32 (= -exp(A_log)); D, dt_bias: (e) f32 or undefined; z undefined means no gate;
 // state_in, state_out: (b, e, n) f32, either undefined, and they may alias (a recurrent step in place).
 // Memory is O(b·e·n) whatever l is: no (b, l, e, n) expansion is ever formed.

@@ -3,7 +3,9 @@
 // n = 256, e not a multiple of 32, b > 1, each optional argument present and absent, and f32, bf16 and f16
 // inputs. The reference is given exactly the values the kernel sees (inputs rounded to their dtype), so what
 // remains is the kernel's own error: ex2.approx, the softplus polynomial, f32 accumulation and the rounding of
-// y to its dtype. Outputs are poisoned with NaN before every run. Every test skips where no GPU is present.
+// y to its dtype. Outputs are poisoned with NaN before every run. A time-invariant B and/or C ((e, n) per
+// channel, the selection ablations) is checked against the CPU op over its own table, twice for the same bits.
+// Every test skips where no GPU is present.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -19,6 +21,7 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "ops/cuda/cuda_ops.h"
+#include "ops/ops.h"
 #include "support/reference_ops.h"
 #include "support/test_util.h"
 
@@ -250,6 +253,107 @@ TEST_F(CudaScan, ChunkedWithStatePassingEqualsUnchunked) {
   EXPECT_EQ(0, std::memcmp(sa.data(), sc.data(), sa.size() * sizeof(float))) << "final state differs";
 }
 
+// A time-invariant B and/or C: (e, n) f32 per channel in place of the (b, l, n) sequence.
+struct LtiCase {
+  const char* name;
+  int64_t b, l, e, n;
+  bool z, D, dt_bias, state_in;
+  bool zero_dt;  // dt a view of zeros with zero strides, Δ = softplus(dt_bias) per channel (the model's `lti`)
+};
+
+// The CUDA op against the CPU op for one case with B (B_lti) and/or C (C_lti) time-invariant: y and the final
+// state within kTolF32, outputs poisoned first; a second run gives the same bits.
+void check_lti_case(const LtiCase& c, bool B_lti, bool C_lti, uint64_t seed) {
+  const std::string name = std::string(c.name) + (B_lti && C_lti ? ", B and C" : B_lti ? ", B" : ", C");
+  SCOPED_TRACE(name);
+  const int64_t b = c.b, l = c.l, e = c.e, n = c.n;
+  const auto sz = [](int64_t x) { return size_t(x); };
+  std::vector<float> u = test::random_vector(sz(b * l * e), seed + 1);
+  std::vector<float> dt = test::random_vector(sz(b * l * e), seed + 2, -3.0f, 1.0f);
+  std::vector<float> zeros(sz(e), 0.0f);
+  std::vector<float> Bs = test::random_vector(sz(b * l * n), seed + 3);
+  std::vector<float> Cs = test::random_vector(sz(b * l * n), seed + 4);
+  std::vector<float> Bt = test::random_vector(sz(e * n), seed + 5), Ct = test::random_vector(sz(e * n), seed + 6);
+  std::vector<float> z = test::random_vector(sz(b * l * e), seed + 7, -2.0f, 2.0f);
+  std::vector<float> A = test::random_vector(sz(e * n), seed + 8, 0.1f, 2.8f);
+  for (float& a : A) a = -std::exp(a);
+  std::vector<float> D = test::random_vector(sz(e), seed + 9);
+  std::vector<float> bias = test::random_vector(sz(e), seed + 10, -4.0f, -1.0f);
+  std::vector<float> s_in = test::random_vector(sz(b * e * n), seed + 11);
+  std::vector<float> y_cpu(sz(b * l * e)), s_cpu(sz(b * e * n));
+
+  const auto host = [](std::vector<float>& v, std::initializer_list<int64_t> dims) {
+    return Tensor(v.data(), DType::f32, dims, Device::cpu);
+  };
+  // The arguments over host tensors or device ones (t maps a host vector to its tensor on that side).
+  const auto make_args = [&](auto&& t, Tensor y, Tensor s_out) {
+    ScanArgs a;
+    a.y = y, a.state_out = s_out, a.u = t(u, {b, l, e}), a.A = t(A, {e, n});
+    if (c.zero_dt) {
+      a.dt = t(zeros, {e});
+      a.dt.ndim = 3, a.dt.shape = {b, l, e}, a.dt.stride = {0, 0, 1};
+    } else {
+      a.dt = t(dt, {b, l, e});
+    }
+    a.B = B_lti ? t(Bt, {e, n}) : t(Bs, {b, l, n});
+    a.C = C_lti ? t(Ct, {e, n}) : t(Cs, {b, l, n});
+    if (c.z) a.z = t(z, {b, l, e});
+    if (c.D) a.D = t(D, {e});
+    if (c.dt_bias || c.zero_dt) a.dt_bias = t(bias, {e});
+    if (c.state_in) a.state_in = t(s_in, {b, e, n});
+    return a;
+  };
+  Context ctx(1);
+  selective_scan_forward(make_args(host, host(y_cpu, {b, l, e}), host(s_cpu, {b, e, n})), ctx);
+
+  std::vector<Dev> held;  // the device copies of the inputs
+  const auto dev = [&](std::vector<float>& v, std::initializer_list<int64_t> dims) {
+    held.push_back(device_tensor(DType::f32, dims));
+    upload(held.back(), v);
+    return held.back().t;
+  };
+  held.reserve(16);
+  Dev dy = device_tensor(DType::f32, {b, l, e}), ds = device_tensor(DType::f32, {b, e, n});
+  const ScanArgs args = make_args(dev, dy.t, ds.t);
+  std::vector<float> first_y, first_s;
+  for (int run = 0; run < 2; ++run) {
+    poison(dy), poison(ds);
+    selective_scan_forward_cuda(args, ctx);
+    cuda_state(ctx).synchronize();
+    const std::vector<float> y = download(dy, y_cpu.size()), st = download(ds, s_cpu.size());
+    if (run == 0) {
+      const test::Closeness cy = test::compare(y.data(), y_cpu.data(), y.size());
+      const test::Closeness cs = test::compare(st.data(), s_cpu.data(), st.size());
+      std::printf("[ scan lti ] %-44s y rel L2 %.2e, state rel L2 %.2e\n", name.c_str(), cy.rel_l2, cs.rel_l2);
+      EXPECT_CLOSE(y.data(), y_cpu.data(), y.size(), kTolF32) << "y";
+      EXPECT_CLOSE(st.data(), s_cpu.data(), st.size(), kTolF32) << "state_out";
+      first_y = y, first_s = st;
+    } else {
+      EXPECT_EQ(0, std::memcmp(y.data(), first_y.data(), y.size() * sizeof(float))) << "y differs between runs";
+      EXPECT_EQ(0, std::memcmp(st.data(), first_s.data(), st.size() * sizeof(float))) << "state differs between runs";
+    }
+  }
+}
+
+TEST_F(CudaScan, TimeInvariantBAndCMatchCpuOp) {
+  const LtiCase cases[] = {
+      // name                                  b    l     e    n   z      D      bias   s_in   zero_dt
+      {"l = 1 (single-step kernel), all", 2, 1, 40, 16, true, true, true, true, false},
+      {"l = 1, zero dt, bare", 3, 1, 33, 5, false, false, false, false, true},
+      {"odd l and e, n = 3", 1, 77, 37, 3, true, true, false, true, false},
+      {"n = 5, b = 3, bare", 3, 50, 40, 5, false, false, false, false, false},
+      {"n = 16, e = 100, l = 100, zero dt", 2, 100, 100, 16, true, true, true, false, true},
+      {"n = 17, e = 48", 2, 70, 48, 17, true, true, true, true, false},
+      {"n = 64, e = 33", 2, 129, 33, 64, false, true, true, true, false},
+      {"n = 200, e = 19", 1, 45, 19, 200, true, true, true, false, false},
+      {"task shape: e = 128, n = 16, l = 300", 4, 300, 128, 16, true, true, true, true, true},
+  };
+  uint64_t seed = 3000;
+  for (const LtiCase& c : cases)
+    for (const auto& [B_lti, C_lti] : {std::pair{true, false}, std::pair{false, true}, std::pair{true, true}})
+      check_lti_case(c, B_lti, C_lti, seed += 20);
+}
+
 // Each unsupported call throws an Error that names what is wrong.
 TEST_F(CudaScan, UnsupportedCallsThrowNamingTheLimit) {
   const int64_t b = 1, l = 8, e = 32, n = 16;
@@ -258,6 +362,7 @@ TEST_F(CudaScan, UnsupportedCallsThrowNamingTheLimit) {
   Dev dA = device_tensor(DType::f32, {e, n}), dA257 = device_tensor(DType::f32, {e, 257});
   Dev dB257 = device_tensor(DType::bf16, {b, l, 257}), dAbf = device_tensor(DType::bf16, {e, n});
   Dev dy = device_tensor(DType::bf16, {b, l, e}), dy16 = device_tensor(DType::f16, {b, l, e});
+  Dev dBt = device_tensor(DType::f32, {e, n}), dBt_odd = device_tensor(DType::f32, {e + 1, n});
   std::vector<uint16_t> host_u(size_t(b * l * e));
   ScanArgs ok;
   ok.y = dy.t, ok.u = du.t, ok.dt = ddt.t, ok.A = dA.t, ok.B = dB.t, ok.C = dB.t;
@@ -290,6 +395,10 @@ TEST_F(CudaScan, UnsupportedCallsThrowNamingTheLimit) {
   a = ok, a.B.shape[2] = n / 2, a.B.stride[2] = 2;
   a.C = a.B, a.A = Tensor(dA.t.data, DType::f32, {e, n / 2}, Device::cuda);
   expect_refused(a, "contiguous last dimension");
+  a = ok, a.B = dBt.t;
+  expect_refused(a, "time-invariant B/C (shape [e, n]) needs f32 u, dt and z, got bf16");
+  a = ok, a.C = dBt_odd.t;
+  expect_refused(a, "C (time-invariant) must have shape [32, 16]");
 }
 
 }  // namespace

@@ -69,12 +69,13 @@ bool make_params(const ScanArgs& a, cuda::ScanKernelParams* p, std::string* why)
       return refuse(why, fmt::format("{} is required but undefined", name));
   if (a.u.ndim != 3) return refuse(why, fmt::format("u must have shape [b, l, e], got {}", a.u.shape_str()));
   if (a.A.ndim != 2) return refuse(why, fmt::format("A must have shape [e, n], got {}", a.A.shape_str()));
-  if (a.B.ndim == 2 || a.C.ndim == 2)
-    return refuse(why, "time-invariant B/C (shape [e, n], the non-selective SSM variants) run only on the CPU");
   const int64_t b = a.u.shape[0], l = a.u.shape[1], e = a.u.shape[2], n = a.A.shape[1];
   const DType in = a.u.dtype;
+  // B and C: (b, l, n) per token, or (e, n) f32 per channel (time-invariant).
+  const bool B_lti = a.B.ndim == 2, C_lti = a.C.ndim == 2;
   if (!check_seq("u", a.u, in, b, l, e, why) || !check_seq("dt", a.dt, in, b, l, e, why) ||
-      !check_seq("B", a.B, in, b, l, n, why) || !check_seq("C", a.C, in, b, l, n, why) ||
+      !(B_lti ? check_f32("B (time-invariant)", a.B, {e, n}, why) : check_seq("B", a.B, in, b, l, n, why)) ||
+      !(C_lti ? check_f32("C (time-invariant)", a.C, {e, n}, why) : check_seq("C", a.C, in, b, l, n, why)) ||
       (a.z.defined() && !check_seq("z", a.z, in, b, l, e, why)) || !check_f32("A", a.A, {e, n}, why) ||
       (a.D.defined() && !check_f32("D", a.D, {e}, why)) ||
       (a.dt_bias.defined() && !check_f32("dt_bias", a.dt_bias, {e}, why)) ||
@@ -90,7 +91,15 @@ bool make_params(const ScanArgs& a, cuda::ScanKernelParams* p, std::string* why)
   p->in_dtype = in;
   p->y_f32 = a.y.dtype == DType::f32 && in != DType::f32;
   p->y = {a.y.data, a.y.stride[0], a.y.stride[1]};
-  p->u = seq_in(a.u), p->dt = seq_in(a.dt), p->B = seq_in(a.B), p->C = seq_in(a.C);
+  p->u = seq_in(a.u), p->dt = seq_in(a.dt);
+  if (B_lti)
+    p->B_lti = a.B.f32();
+  else
+    p->B = seq_in(a.B);
+  if (C_lti)
+    p->C_lti = a.C.f32();
+  else
+    p->C = seq_in(a.C);
   if (a.z.defined()) p->z = seq_in(a.z);
   p->A = a.A.f32();
   p->D = a.D.defined() ? a.D.f32() : nullptr;

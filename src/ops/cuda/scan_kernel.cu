@@ -21,10 +21,15 @@
 //    (t, c) and a polynomial log1p on the FMA pipe.
 //  - Steps past the end of the sequence and channels past e run with δ = 0 and B = 0, which leaves the state
 //    exactly unchanged, so the recurrence loop has no bounds checks.
+//  - A time-invariant B or C (B_lti, C_lti: per channel, the selection ablations) is a variant of the tile
+//    (Lti<Tile, B, C>): each thread keeps its P values of B[c, ·] or C[c, ·] in registers for the whole sequence,
+//    and stages (1) and (2) neither load nor stage the per-token form. The selective (S6) kernels are the tiles
+//    themselves, compiled as before.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <tuple>
+#include <type_traits>
 
 #include "core/cuda/check.h"
 #include "ops/cuda/scan_kernel.h"
@@ -46,6 +51,13 @@ struct Tile {
   static constexpr int DD_OFF = 0, B_OFF = 2 * T * CB, C_OFF = B_OFF + T * NPAD, Y_OFF = C_OFF + T * NPAD;
   static constexpr size_t smem_bytes = size_t(Y_OFF + T * G * CB) * sizeof(float);
   static_assert(P % 4 == 0 && (2 * T * CB) % 4 == 0, "B and C rows are read as float4");
+  static constexpr bool B_LTI = false, C_LTI = false;          // B and C per token
+};
+
+// The tile with a time-invariant B and/or C: (e, n) per channel, held in registers (B_lti, C_lti).
+template <class Tl, bool B, bool C>
+struct Lti : Tl {
+  static constexpr bool B_LTI = B, C_LTI = C;
 };
 
 // 2^x on the special function unit; subnormal results flush to zero.
@@ -127,13 +139,15 @@ struct Pos {
 };
 
 // A thread's registers: the state, A·log2 e, the raw inputs of the next chunk (loaded while the current one
-// runs), and the u and z of the current chunk's items, which stage (3) needs again.
+// runs), and the u and z of the current chunk's items, which stage (3) needs again. With a time-invariant B or
+// C, its P values for the thread's channel and states (B_lti[c, g·P + j]).
 template <class Tl, class In>
 struct Regs {
   float h[Tl::P], a2[Tl::P];
   In u[Tl::ITEMS], dt[Tl::ITEMS], z[Tl::ITEMS];
   In B[Tl::BC_ITEMS], C[Tl::BC_ITEMS];
   float u_keep[Tl::ITEMS], z_keep[Tl::ITEMS];
+  float B_lti[Tl::B_LTI ? Tl::P : 1], C_lti[Tl::C_LTI ? Tl::P : 1];
 };
 
 // Element (bi, t, c) of a (b, l, ·) tensor.
@@ -172,15 +186,16 @@ __device__ __forceinline__ void load_chunk(Regs<Tl, In>& r, const ScanKernelPara
     r.dt[k] = ok ? dt[k * dt_step] : zero<In>();
     if (z != nullptr) r.z[k] = ok ? z[k * z_step] : zero<In>();
   }
-  const In* B = element<const In>(p.B, at.bi, t0, 0);
-  const In* C = element<const In>(p.C, at.bi, t0, 0);
+  if constexpr (Tl::B_LTI && Tl::C_LTI) return;
+  const In* B = Tl::B_LTI ? nullptr : element<const In>(p.B, at.bi, t0, 0);
+  const In* C = Tl::C_LTI ? nullptr : element<const In>(p.C, at.bi, t0, 0);
 #pragma unroll
   for (int k = 0; k < Tl::BC_ITEMS; ++k) {
     int t, s;
     bc_index<Tl>(at, k, &t, &s);
     const bool ok = t < Tl::T && s < int(p.n) && (Full || t < tl);
-    r.B[k] = ok ? B[t * int(p.B.sl) + s] : zero<In>();
-    r.C[k] = ok ? C[t * int(p.C.sl) + s] : zero<In>();
+    if constexpr (!Tl::B_LTI) r.B[k] = ok ? B[t * int(p.B.sl) + s] : zero<In>();
+    if constexpr (!Tl::C_LTI) r.C[k] = ok ? C[t * int(p.C.sl) + s] : zero<In>();
   }
 }
 
@@ -217,14 +232,15 @@ __device__ __forceinline__ void stage_inputs(Regs<Tl, In>& r, const ScanKernelPa
     int t, s;
     bc_index<Tl>(at, k, &t, &s);
     if (t < Tl::T) {
-      smem[Tl::B_OFF + t * Tl::NPAD + s] = to_f32(r.B[k]);
-      smem[Tl::C_OFF + t * Tl::NPAD + s] = to_f32(r.C[k]);
+      if constexpr (!Tl::B_LTI) smem[Tl::B_OFF + t * Tl::NPAD + s] = to_f32(r.B[k]);
+      if constexpr (!Tl::C_LTI) smem[Tl::C_OFF + t * Tl::NPAD + s] = to_f32(r.C[k]);
     }
   }
 }
 
 // Stage (2): the P recurrences over the chunk's T steps; the partial sums Σ_s h·C stay in registers until the
-// end, so that no shared-memory store sits between the loads of successive steps.
+// end, so that no shared-memory store sits between the loads of successive steps. A time-invariant B or C comes
+// from the thread's registers instead of the chunk's rows.
 template <class Tl, class In>
 __device__ __forceinline__ void stage_recurrence(Regs<Tl, In>& r, const Pos& at, float* smem) {
   constexpr int P = Tl::P, T = Tl::T, NPAD = Tl::NPAD, CB = Tl::CB;
@@ -236,8 +252,18 @@ __device__ __forceinline__ void stage_recurrence(Regs<Tl, In>& r, const Pos& at,
   for (int t = 0; t < T; ++t) {
     const float2 d = s_dd[t * CB + at.cl];
     float bv[P], cv[P];
-    load_row<P>(bv, sB + t * NPAD);
-    load_row<P>(cv, sC + t * NPAD);
+    if constexpr (Tl::B_LTI) {
+#pragma unroll
+      for (int j = 0; j < P; ++j) bv[j] = r.B_lti[j];
+    } else {
+      load_row<P>(bv, sB + t * NPAD);
+    }
+    if constexpr (Tl::C_LTI) {
+#pragma unroll
+      for (int j = 0; j < P; ++j) cv[j] = r.C_lti[j];
+    } else {
+      load_row<P>(cv, sC + t * NPAD);
+    }
     float y = 0.0f;
 #pragma unroll
     for (int j = 0; j < P; ++j) {
@@ -302,6 +328,8 @@ __global__ void __launch_bounds__(Tl::NT) scan_fwd_kernel(const ScanKernelParams
     const bool ok = at.c_ok && s < p.n;
     r.a2[j] = ok ? p.A[at.c * p.n + s] * kLog2e : 0.0f;
     r.h[j] = ok && p.state_in != nullptr ? p.state_in[(at.bi * p.e + at.c) * p.n + s] : 0.0f;
+    if constexpr (Tl::B_LTI) r.B_lti[j] = ok ? p.B_lti[at.c * p.n + s] : 0.0f;
+    if constexpr (Tl::C_LTI) r.C_lti[j] = ok ? p.C_lti[at.c * p.n + s] : 0.0f;
   }
 
   load_chunk_at<Tl, In>(r, p, at, 0);
@@ -341,21 +369,35 @@ void launch(const ScanKernelParams& p, cudaStream_t stream) {
   CUDA_CHECK_LAUNCH("selective_scan_forward", stream);
 }
 
+// The tile as is (B and C per token), or its variant with a time-invariant B and/or C.
+template <class Tl, bool B_LTI, bool C_LTI>
+using Variant = std::conditional_t<B_LTI || C_LTI, Lti<Tl, B_LTI, C_LTI>, Tl>;
+
 // The block shape for each range of n. n ≤ 16 (every Mamba-1 model) is the one tuned for speed.
-template <class In>
+template <class In, bool B_LTI = false, bool C_LTI = false>
 void launch_for_dtype(const ScanKernelParams& p, cudaStream_t stream) {
   if (p.n <= 4)
-    launch<Tile<4, 1, 128, 8>, In>(p, stream);
+    launch<Variant<Tile<4, 1, 128, 8>, B_LTI, C_LTI>, In>(p, stream);
   else if (p.n <= 8)
-    launch<Tile<4, 2, 64, 16>, In>(p, stream);
+    launch<Variant<Tile<4, 2, 64, 16>, B_LTI, C_LTI>, In>(p, stream);
   else if (p.n <= 16)
-    launch<Tile<4, 4, 32, 32>, In>(p, stream);
+    launch<Variant<Tile<4, 4, 32, 32>, B_LTI, C_LTI>, In>(p, stream);
   else if (p.n <= 32)
-    launch<Tile<4, 8, 16, 32>, In>(p, stream);
+    launch<Variant<Tile<4, 8, 16, 32>, B_LTI, C_LTI>, In>(p, stream);
   else if (p.n <= 64)
-    launch<Tile<4, 16, 8, 32>, In>(p, stream);
+    launch<Variant<Tile<4, 16, 8, 32>, B_LTI, C_LTI>, In>(p, stream);
   else
-    launch<Tile<8, 32, 4, 16>, In>(p, stream);
+    launch<Variant<Tile<8, 32, 4, 16>, B_LTI, C_LTI>, In>(p, stream);
+}
+
+// A time-invariant B and/or C: f32 sequences only (scan_kernel_supports).
+void launch_lti(const ScanKernelParams& p, cudaStream_t stream) {
+  if (p.B_lti != nullptr && p.C_lti != nullptr)
+    launch_for_dtype<float, true, true>(p, stream);
+  else if (p.B_lti != nullptr)
+    launch_for_dtype<float, true, false>(p, stream);
+  else
+    launch_for_dtype<float, false, true>(p, stream);
 }
 
 // The smallest number of channels per block among the tiles above, which bounds the grid size.
@@ -383,8 +425,12 @@ bool scan_kernel_supports(const ScanKernelParams& p, std::string* why) {
                            std::to_string(int64_t(INT32_MAX) * kMinChannelsPerBlock) + ")");
   const bool seq = p.b * p.l * p.e > 0, bc = p.b * p.l > 0;
   if ((seq && (p.u.p == nullptr || p.dt.p == nullptr || p.y.p == nullptr)) ||
-      (bc && (p.B.p == nullptr || p.C.p == nullptr)) || (p.e > 0 && p.A == nullptr))
+      (bc && p.B_lti == nullptr && p.B.p == nullptr) || (bc && p.C_lti == nullptr && p.C.p == nullptr) ||
+      (p.e > 0 && p.A == nullptr))
     return refuse(why, "u, dt, B, C, A and y must have data when they have elements");
+  if ((p.B_lti != nullptr || p.C_lti != nullptr) && p.in_dtype != DType::f32)
+    return refuse(why, std::string("a time-invariant B/C (shape [e, n]) needs f32 u, dt and z, got ") +
+                           dtype_name(p.in_dtype));
   for (const auto& [name, sb, sl] : {std::tuple{"u", p.u.sb, p.u.sl}, std::tuple{"dt", p.dt.sb, p.dt.sl},
                                      std::tuple{"z", p.z.sb, p.z.sl}, std::tuple{"y", p.y.sb, p.y.sl},
                                      std::tuple{"B", p.B.sb, p.B.sl}, std::tuple{"C", p.C.sb, p.C.sl}}) {
@@ -403,6 +449,7 @@ bool scan_kernel_supports(const ScanKernelParams& p, std::string* why) {
 void scan_kernel_launch(const ScanKernelParams& p, cudaStream_t stream) {
   if (p.b == 0 || p.e == 0) return;
   if (p.l == 1) return scan_step_kernel_launch(p, stream);
+  if (p.B_lti != nullptr || p.C_lti != nullptr) return launch_lti(p, stream);
   switch (p.in_dtype) {
     case DType::f32: launch_for_dtype<float>(p, stream); break;
     case DType::bf16: launch_for_dtype<__nv_bfloat16>(p, stream); break;

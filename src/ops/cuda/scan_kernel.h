@@ -4,7 +4,8 @@
 // Mathematics: ops.h, selective_scan_forward. Layout: u, dt, z, y are token-major (b, l, e) and B, C are
 // (b, l, n); each has a contiguous last dimension and arbitrary batch and token strides (B and C are usually
 // views into x_proj's output). A is (e, n), D and dt_bias (e), state_in and state_out (b, e, n): all f32 and
-// contiguous.
+// contiguous. A time-invariant B or C (the selection ablations) is instead (e, n) f32 contiguous, per channel
+// (B_lti / C_lti; then the sequence B / C is absent), and needs f32 sequences.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -33,13 +34,15 @@ struct ScanKernelParams {
   bool y_f32 = false;                // y in f32; otherwise in in_dtype
   SeqOut y;                          // (b, l, e)
   SeqIn u, dt, z;                    // (b, l, e); z.p == nullptr: no gate
-  SeqIn B, C;                        // (b, l, n)
+  SeqIn B, C;                        // (b, l, n); p == nullptr where B_lti / C_lti is given
   const float* A = nullptr;          // (e, n)
   const float* D = nullptr;          // (e) or nullptr
   const float* dt_bias = nullptr;    // (e) or nullptr
   const float* state_in = nullptr;   // (b, e, n) or nullptr for zeros
   float* state_out = nullptr;        // (b, e, n) or nullptr; may equal state_in
   bool dt_softplus = true;
+  const float* B_lti = nullptr;      // (e, n) or nullptr: a time-invariant B[c, s] in place of B[t, s]
+  const float* C_lti = nullptr;      // (e, n) or nullptr: a time-invariant C[c, s] in place of C[t, s]
 };
 
 // The largest state size the kernel handles.

@@ -4,7 +4,8 @@
 // a warp) owns one (batch row, channel); thread g updates states g, g + G, …:
 //   h[s] = exp(δ·A[s])·h[s] + δ·B[s]·u,   y = (Σ_s h[s]·C[s] + D·u)·silu(z),
 // and the group adds its partial sums with shuffles. B and C are read by every group of a batch row (they stay
-// in L1); the state is read and written once, coalesced.
+// in L1); the state is read and written once, coalesced. With LTI (f32 only), a time-invariant B or C (B_lti,
+// C_lti, either or both) is read at the group's channel instead: B_lti[c, s].
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -34,7 +35,15 @@ __device__ __forceinline__ float at(const SeqIn& s, int64_t bi, int64_t k) {
   return to_f32(static_cast<const In*>(s.p)[bi * s.sb + k]);
 }
 
-template <class In, class Out>
+// B or C at state s: the time-invariant row `lti` (B_lti[c, ·]) where given, else the sequence at batch row bi.
+template <class In, bool LTI>
+__device__ __forceinline__ float b_or_c(const float* lti, const SeqIn& seq, int64_t bi, int64_t s) {
+  if constexpr (LTI)
+    if (lti != nullptr) return lti[s];
+  return at<In>(seq, bi, s);
+}
+
+template <class In, class Out, bool LTI>
 __global__ void __launch_bounds__(kThreads) scan_step_kernel(ScanKernelParams p, int group) {
   const int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t i = t / group, g = t % group;
@@ -47,12 +56,14 @@ __global__ void __launch_bounds__(kThreads) scan_step_kernel(ScanKernelParams p,
     if (p.dt_softplus) delta = delta > 20.0f ? delta : log1pf(expf(delta));
     const float du = delta * u;
     const float* A = p.A + c * n;
+    const float* B_lti = p.B_lti != nullptr ? p.B_lti + c * n : nullptr;
+    const float* C_lti = p.C_lti != nullptr ? p.C_lti + c * n : nullptr;
     const float* h_in = p.state_in != nullptr ? p.state_in + i * n : nullptr;
     float* h_out = p.state_out != nullptr ? p.state_out + i * n : nullptr;
     for (int64_t s = g; s < n; s += group) {
       const float h0 = h_in != nullptr ? h_in[s] : 0.0f;
-      const float h = expf(delta * A[s]) * h0 + du * at<In>(p.B, bi, s);
-      y += h * at<In>(p.C, bi, s);
+      const float h = expf(delta * A[s]) * h0 + du * b_or_c<In, LTI>(B_lti, p.B, bi, s);
+      y += h * b_or_c<In, LTI>(C_lti, p.C, bi, s);
       if (h_out != nullptr) h_out[s] = h;
     }
   }
@@ -71,10 +82,12 @@ void launch(const ScanKernelParams& p, cudaStream_t stream) {
   int group = 1;
   while (group < 32 && group < p.n) group *= 2;
   const unsigned blocks = unsigned((p.b * p.e * group + kThreads - 1) / kThreads);
-  if (p.y_f32)
-    scan_step_kernel<In, float><<<blocks, kThreads, 0, stream>>>(p, group);
+  if (p.B_lti != nullptr || p.C_lti != nullptr)  // f32 sequences (scan_kernel_supports)
+    scan_step_kernel<float, float, true><<<blocks, kThreads, 0, stream>>>(p, group);
+  else if (p.y_f32)
+    scan_step_kernel<In, float, false><<<blocks, kThreads, 0, stream>>>(p, group);
   else
-    scan_step_kernel<In, In><<<blocks, kThreads, 0, stream>>>(p, group);
+    scan_step_kernel<In, In, false><<<blocks, kThreads, 0, stream>>>(p, group);
   CUDA_CHECK_LAUNCH("selective_scan_forward (single step)", stream);
 }
 
