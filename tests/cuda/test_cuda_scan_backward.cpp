@@ -5,7 +5,8 @@
 // is, and so are dB and dC. The added-to gradients (dA, dD, ddt_bias) start non-zero on both sides; every
 // written output is poisoned with NaN before the run. Also: bitwise-identical results run to run, the long-
 // sequence paths (checkpoints every K chunks, several tiles per block), softplus over its whole range and the
-// refusals. Every test skips where no GPU is present.
+// refusals. A time-invariant B and/or C ((e, n) per channel, the selection ablations, their gradients (e, n)
+// added to from non-zero starting values) goes through the same checks. Every test skips where no GPU is present.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -13,6 +14,8 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "core/context.h"
@@ -40,14 +43,18 @@ struct Case {
   bool z, D, dt_bias, state_in, dstate_out, softplus;
 };
 
-// All tensors of one case, host and device.
+// All tensors of one case, host and device. With B_lti / C_lti, B / C are (e, n) per channel (Bt, Ct) and
+// their gradients dBt / dCt (e, n) are added to; the wide tensors' B / C columns are then unused.
 struct Problem {
   Case c;
+  bool B_lti, C_lti;
   Pair u, dt, xp, z, A, D, bias, s_in, dy, ds_out;       // inputs
   Pair du, ddt, dxp, dz, ds_in, dA, dD, dbias;            // gradients
-  std::vector<float> dA0, dD0, dbias0;                    // the added-to gradients' starting values
+  Pair Bt, Ct, dBt, dCt;                                  // time-invariant B, C and their gradients
+  std::vector<float> dA0, dD0, dbias0, dBt0, dCt0;        // the added-to gradients' starting values
 
-  explicit Problem(const Case& k, uint64_t seed) : c(k) {
+  explicit Problem(const Case& k, uint64_t seed, bool B_lti_ = false, bool C_lti_ = false)
+      : c(k), B_lti(B_lti_), C_lti(C_lti_) {
     const int64_t b = c.b, l = c.l, e = c.e, n = c.n, w = kR + 2 * n;
     u = test::make_pair(DType::f32, {b, l, e}), dt = test::make_pair(DType::f32, {b, l, e});
     xp = test::make_pair(DType::f32, {b, l, w}), z = test::make_pair(DType::f32, {b, l, e});
@@ -58,6 +65,8 @@ struct Problem {
     dxp = test::make_pair(DType::f32, {b, l, w}), dz = test::make_pair(DType::f32, {b, l, e});
     ds_in = test::make_pair(DType::f32, {b, e, n}), dA = test::make_pair(DType::f32, {e, n});
     dD = test::make_pair(DType::f32, {e}), dbias = test::make_pair(DType::f32, {e});
+    Bt = test::make_pair(DType::f32, {e, n}), Ct = test::make_pair(DType::f32, {e, n});
+    dBt = test::make_pair(DType::f32, {e, n}), dCt = test::make_pair(DType::f32, {e, n});
     const auto sz = [](int64_t x) { return size_t(x); };
     test::fill(u, test::random_vector(sz(b * l * e), seed + 1));
     test::fill(dt, c.softplus ? test::random_vector(sz(b * l * e), seed + 2, -3.0f, 1.0f)
@@ -76,12 +85,17 @@ struct Problem {
     dA0 = test::random_vector(sz(e * n), seed + 11);
     dD0 = test::random_vector(sz(e), seed + 12);
     dbias0 = test::random_vector(sz(e), seed + 13);
+    test::fill(Bt, test::random_vector(sz(e * n), seed + 14));
+    test::fill(Ct, test::random_vector(sz(e * n), seed + 15));
+    dBt0 = test::random_vector(sz(e * n), seed + 16);
+    dCt0 = test::random_vector(sz(e * n), seed + 17);
   }
 
   // Resets the gradients on both sides: written ones to NaN, added-to ones to their starting values.
   void reset() {
     for (Pair* p : {&du, &ddt, &dxp, &dz, &ds_in}) test::poison(*p);
-    test::fill(dA, dA0), test::fill(dD, dD0), test::fill(dbias, dbias0);
+    test::fill(dA, dA0), test::fill(dD, dD0), test::fill(dbias, dbias0), test::fill(dBt, dBt0);
+    test::fill(dCt, dCt0);
   }
 
   // The arguments on the host (first) or the device (second) side.
@@ -95,6 +109,8 @@ struct Problem {
     a.du = pick(du), a.ddt = pick(ddt), a.dB = view(dxp, kR, c.n), a.dC = view(dxp, kR + c.n, c.n);
     a.dA = pick(dA), a.dy = pick(dy), a.u = pick(u), a.dt = pick(dt), a.A = pick(A);
     a.B = view(xp, kR, c.n), a.C = view(xp, kR + c.n, c.n);
+    if (B_lti) a.B = pick(Bt), a.dB = pick(dBt);
+    if (C_lti) a.C = pick(Ct), a.dC = pick(dCt);
     a.dstate_in = pick(ds_in);
     if (c.z) a.z = pick(z), a.dz = pick(dz);
     if (c.D) a.D = pick(D), a.dD = pick(dD);
@@ -106,20 +122,28 @@ struct Problem {
   }
 };
 
-// The columns [kR, kR + 2n) of a (b, l, kR + 2n) tensor's values: dB then dC of every row.
-std::vector<float> bc_columns(const std::vector<float>& wide, int64_t rows, int64_t n) {
+// The columns [first, first + n) of a (b, l, kR + 2n) tensor's values, every row: dB at kR, dC at kR + n.
+std::vector<float> columns(const std::vector<float>& wide, int64_t rows, int64_t n, int64_t first) {
   std::vector<float> out;
   const int64_t w = kR + 2 * n;
   for (int64_t r = 0; r < rows; ++r)
-    out.insert(out.end(), wide.begin() + r * w + kR, wide.begin() + (r + 1) * w);
+    out.insert(out.end(), wide.begin() + r * w + first, wide.begin() + r * w + first + n);
   return out;
 }
+
+const char* variant_name(bool B_lti, bool C_lti) {
+  if (B_lti && C_lti) return " (B, C time-invariant)";
+  return B_lti ? " (B time-invariant)" : C_lti ? " (C time-invariant)" : "";
+}
+
+// Which of B and C are time-invariant: B only, C only, both.
+constexpr std::pair<bool, bool> kLtiVariants[] = {{true, false}, {false, true}, {true, true}};
 
 // Runs the CPU op and the CUDA op (`cuda` runs the device side) and compares every gradient.
 template <class RunCuda>
 void check_against_cpu(Problem& pr, RunCuda&& cuda) {
   const Case& c = pr.c;
-  SCOPED_TRACE(c.name);
+  SCOPED_TRACE(std::string(c.name) + variant_name(pr.B_lti, pr.C_lti));
   pr.reset();
   Context ctx(1);
   selective_scan_backward(pr.args(false), ctx);
@@ -134,19 +158,30 @@ void check_against_cpu(Problem& pr, RunCuda&& cuda) {
   if (c.z) add("dz", pr.dz);
   if (c.D) add("dD", pr.dD);
   if (c.dt_bias) add("ddt_bias", pr.dbias);
-  outs.push_back({"dB,dC", bc_columns(test::download(pr.dxp), c.b * c.l, c.n),
-                  bc_columns(test::host_values(pr.dxp), c.b * c.l, c.n)});
-  std::printf("[ scan bwd ] %-30s", c.name);
+  for (const auto& [lti, name, col, t] : {std::tuple{pr.B_lti, "dB", kR, &pr.dBt},
+                                        std::tuple{pr.C_lti, "dC", kR + c.n, &pr.dCt}}) {
+    if (lti)
+      add(name, *t);
+    else
+      outs.push_back({name, columns(test::download(pr.dxp), c.b * c.l, c.n, col),
+                      columns(test::host_values(pr.dxp), c.b * c.l, c.n, col)});
+  }
+  std::printf("[ scan bwd ] %-30s%s", c.name, variant_name(pr.B_lti, pr.C_lti));
   for (const Out& o : outs) {
     const test::Closeness cl = test::compare(o.got.data(), o.want.data(), o.got.size());
     std::printf(" %s %.1e", o.name, cl.rel_l2);
     EXPECT_CLOSE(o.got.data(), o.want.data(), o.got.size(), kTol) << o.name;
   }
   std::printf("\n");
-  // Nothing outside the dB and dC columns of the wide gradient tensor is written: it stays NaN.
+  // Nothing outside the per-token dB and dC columns of the wide gradient tensor is written: it stays NaN.
   const std::vector<float> wide = test::download(pr.dxp);
   for (int64_t r = 0; r < c.b * c.l; ++r)
-    for (int64_t k = 0; k < kR; ++k) ASSERT_TRUE(std::isnan(wide[size_t(r * (kR + 2 * c.n) + k)])) << "row " << r;
+    for (int64_t k = 0; k < kR + 2 * c.n; ++k) {
+      const bool written = (k >= kR && k < kR + c.n && !pr.B_lti) || (k >= kR + c.n && !pr.C_lti);
+      if (!written) {
+        ASSERT_TRUE(std::isnan(wide[size_t(r * (kR + 2 * c.n) + k)])) << "row " << r << ", column " << k;
+      }
+    }
 }
 
 void run_tensor_op(Problem& pr, Context& ctx) {
@@ -184,6 +219,17 @@ TEST_F(CudaScanBackward, MatchesCpuOverShapeTable) {
   }
 }
 
+// A time-invariant B, C or both, over the same table: du, ddt, dz, dstate_in, dA, dD, ddt_bias and the per-token
+// gradient of the other one as for S6; dB / dC (e, n) added to their starting values.
+TEST_F(CudaScanBackward, TimeInvariantBAndCMatchCpuOverShapeTable) {
+  uint64_t seed = 2500;
+  for (const Case& c : kCases)
+    for (const auto& [B_lti, C_lti] : kLtiVariants) {
+      Problem pr(c, seed += 20, B_lti, C_lti);
+      check_against_cpu(pr, run_tensor_op);
+    }
+}
+
 // Softplus over its whole range: dt + dt_bias below 0, between 0 and 20, and above 20 (where δ = dt + dt_bias), so
 // every branch of δ and of its derivative is compared with the CPU op.
 TEST_F(CudaScanBackward, SoftplusOverItsWholeRangeMatchesCpu) {
@@ -202,27 +248,33 @@ TEST_F(CudaScanBackward, LongSequencePathsMatchCpu) {
                         {"K > 1, n = 64", 1, 250, 20, 64, true, false, true, false, true, false}};
   uint64_t seed = 900;
   for (const Case& c : cases) {
-    Problem pr(c, seed += 20);
-    check_against_cpu(pr, [](Problem& p, Context& ctx) {
-      const ScanGradArgs a = p.args(true);
-      cuda::ScanGradKernelParams k;
-      k.b = p.c.b, k.l = p.c.l, k.e = p.c.e, k.n = p.c.n;
-      const auto seq = [](const Tensor& t) { return cuda::GradSeq{t.defined() ? t.f32() : nullptr, t.stride[0], t.stride[1]}; };
-      const auto ptr = [](const Tensor& t) { return t.defined() ? t.f32() : nullptr; };
-      k.du = seq(a.du), k.ddt = seq(a.ddt), k.dz = seq(a.dz), k.dB = seq(a.dB), k.dC = seq(a.dC);
-      k.dy = seq(a.dy), k.u = seq(a.u), k.dt = seq(a.dt), k.z = seq(a.z), k.B = seq(a.B), k.C = seq(a.C);
-      k.dA = ptr(a.dA), k.dD = ptr(a.dD), k.ddt_bias = ptr(a.ddt_bias), k.dstate_in = ptr(a.dstate_in);
-      k.dstate_out = ptr(a.dstate_out), k.A = ptr(a.A), k.D = ptr(a.D), k.dt_bias = ptr(a.dt_bias);
-      k.state_in = ptr(a.state_in), k.dt_softplus = a.dt_softplus;
-      const int64_t chunks = (k.l + 15) / 16;
-      k.checkpoint_budget = k.b * k.e * k.n * (chunks / 3);  // a checkpoint every 3 to 5 chunks
-      k.partial_budget = k.b * k.l * 2 * k.n * 2;            // 1 or 2 groups of tiles
-      std::string why;
-      ASSERT_TRUE(cuda::scan_backward_kernel_supports(k, &why)) << why;
-      CudaState& cs = cuda_state(ctx);
-      cuda::scan_backward_kernel_launch(k, cs.scratch(cuda::scan_backward_scratch_bytes(k)), cs.stream);
-      cs.synchronize();
-    });
+    for (const auto& [B_lti, C_lti] : {std::pair{false, false}, kLtiVariants[0], kLtiVariants[1], kLtiVariants[2]}) {
+      Problem pr(c, seed += 20, B_lti, C_lti);
+      check_against_cpu(pr, [](Problem& p, Context& ctx) {
+        const ScanGradArgs a = p.args(true);
+        cuda::ScanGradKernelParams k;
+        k.b = p.c.b, k.l = p.c.l, k.e = p.c.e, k.n = p.c.n;
+        const auto seq = [](const Tensor& t) {
+          return cuda::GradSeq{t.defined() ? t.f32() : nullptr, t.stride[0], t.stride[1]};
+        };
+        const auto ptr = [](const Tensor& t) { return t.defined() ? t.f32() : nullptr; };
+        k.du = seq(a.du), k.ddt = seq(a.ddt), k.dz = seq(a.dz), k.dB = seq(a.dB), k.dC = seq(a.dC);
+        k.dy = seq(a.dy), k.u = seq(a.u), k.dt = seq(a.dt), k.z = seq(a.z), k.B = seq(a.B), k.C = seq(a.C);
+        k.dA = ptr(a.dA), k.dD = ptr(a.dD), k.ddt_bias = ptr(a.ddt_bias), k.dstate_in = ptr(a.dstate_in);
+        k.dstate_out = ptr(a.dstate_out), k.A = ptr(a.A), k.D = ptr(a.D), k.dt_bias = ptr(a.dt_bias);
+        k.state_in = ptr(a.state_in), k.dt_softplus = a.dt_softplus;
+        if (p.B_lti) k.B = {}, k.dB = {}, k.B_lti = a.B.f32(), k.dB_lti = a.dB.f32();
+        if (p.C_lti) k.C = {}, k.dC = {}, k.C_lti = a.C.f32(), k.dC_lti = a.dC.f32();
+        const int64_t chunks = (k.l + 15) / 16;
+        k.checkpoint_budget = k.b * k.e * k.n * (chunks / 3);  // a checkpoint every 3 to 5 chunks
+        k.partial_budget = k.b * k.l * 2 * k.n * 2;            // 1 or 2 groups of tiles
+        std::string why;
+        ASSERT_TRUE(cuda::scan_backward_kernel_supports(k, &why)) << why;
+        CudaState& cs = cuda_state(ctx);
+        cuda::scan_backward_kernel_launch(k, cs.scratch(cuda::scan_backward_scratch_bytes(k)), cs.stream);
+        cs.synchronize();
+      });
+    }
   }
 }
 
@@ -249,6 +301,30 @@ TEST_F(CudaScanBackward, BitwiseIdenticalRunToRun) {
   for (size_t i = 0; i < runs[0].size(); ++i)
     EXPECT_EQ(0, std::memcmp(runs[0][i].data(), runs[1][i].data(), runs[0][i].size() * sizeof(float)))
         << names[i] << " differs between runs";
+}
+
+// The same with a time-invariant B, C or both: every output, the (e, n) dB / dC sums over batch rows and steps
+// included (from the same starting values), has the same bits twice in a row.
+TEST_F(CudaScanBackward, TimeInvariantBitwiseIdenticalRunToRun) {
+  const Case c{"determinism", 4, 517, 160, 16, true, true, true, true, true, true};
+  for (const auto& [B_lti, C_lti] : kLtiVariants) {
+    SCOPED_TRACE(variant_name(B_lti, C_lti));
+    Problem pr(c, 79, B_lti, C_lti);
+    std::vector<std::vector<float>> runs[2];
+    for (int run = 0; run < 2; ++run) {
+      pr.reset();
+      Context ctx(1);
+      selective_scan_backward_cuda(pr.args(true), ctx);
+      cuda_state(ctx).synchronize();
+      for (const Pair* p : {&pr.du, &pr.ddt, &pr.dxp, &pr.dz, &pr.ds_in, &pr.dA, &pr.dD, &pr.dbias, &pr.dBt, &pr.dCt})
+        runs[run].push_back(test::download(*p));
+    }
+    const char* names[] = {"du", "ddt", "dB/dC (per token)", "dz", "dstate_in", "dA", "dD", "ddt_bias", "dB (e, n)",
+                           "dC (e, n)"};
+    for (size_t i = 0; i < runs[0].size(); ++i)
+      EXPECT_EQ(0, std::memcmp(runs[0][i].data(), runs[1][i].data(), runs[0][i].size() * sizeof(float)))
+          << names[i] << " differs between runs";
+  }
 }
 
 // Unsupported calls are refused naming the reason, and the op throws it.

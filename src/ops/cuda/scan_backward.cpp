@@ -2,6 +2,7 @@
 // its parameters and runs scan_backward_kernel.cu on the Context's stream with the Context's scratch memory.
 #include <array>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "core/cuda/cuda_state.h"
@@ -37,9 +38,9 @@ bool make_params(const ScanGradArgs& a, cuda::ScanGradKernelParams* p, std::stri
   }
   if (a.u.ndim != 3) return refuse(why, fmt::format("u must have shape [b, l, e], got {}", a.u.shape_str()));
   if (a.A.ndim != 2) return refuse(why, fmt::format("A must have shape [e, n], got {}", a.A.shape_str()));
-  if (a.B.ndim == 2 || a.C.ndim == 2)
-    return refuse(why, "time-invariant B/C (shape [e, n], the non-selective SSM variants) run only on the CPU");
   const int64_t b = a.u.shape[0], l = a.u.shape[1], e = a.u.shape[2], n = a.A.shape[1];
+  // B and C: (b, l, n) per token, or (e, n) per channel (time-invariant) with dB / dC (e, n) added to.
+  const bool B_lti = a.B.ndim == 2, C_lti = a.C.ndim == 2;
   const std::array<std::pair<Named, int64_t>, 11> seqs{{{{"u", &a.u}, e},
                                                         {{"dt", &a.dt}, e},
                                                         {{"dy", &a.dy}, e},
@@ -54,6 +55,7 @@ bool make_params(const ScanGradArgs& a, cuda::ScanGradKernelParams* p, std::stri
   for (const auto& [named, k] : seqs) {
     const Tensor& t = *named.second;
     if (!t.defined()) continue;
+    if ((B_lti && (&t == &a.B || &t == &a.dB)) || (C_lti && (&t == &a.C || &t == &a.dC))) continue;
     if (t.ndim != 3 || t.shape[0] != b || t.shape[1] != l || t.shape[2] != k)
       return refuse(why, fmt::format("{} must have shape [{}, {}, {}], got {}", named.first, b, l, k,
                                      t.shape_str()));
@@ -67,10 +69,25 @@ bool make_params(const ScanGradArgs& a, cuda::ScanGradKernelParams* p, std::stri
                                 Named{"ddt_bias", &a.ddt_bias}, Named{"dstate_in", &a.dstate_in},
                                 Named{"dstate_out", &a.dstate_out}})
     if (t->defined() && !t->is_contiguous()) return refuse(why, fmt::format("{} must be contiguous", name));
+  for (const auto& [lti, name, t] : {std::tuple{B_lti, "B", &a.B}, std::tuple{B_lti, "dB", &a.dB},
+                                     std::tuple{C_lti, "C", &a.C}, std::tuple{C_lti, "dC", &a.dC}}) {
+    if (!lti || !t->defined()) continue;
+    if (t->ndim != 2 || t->shape[0] != e || t->shape[1] != n || !t->is_contiguous())
+      return refuse(why, fmt::format("{} (time-invariant) must be a contiguous [{}, {}], got {}", name, e, n,
+                                     t->shape_str()));
+  }
 
   p->b = b, p->l = l, p->e = e, p->n = n;
-  p->du = seq(a.du), p->ddt = seq(a.ddt), p->dz = seq(a.dz), p->dB = seq(a.dB), p->dC = seq(a.dC);
-  p->dy = seq(a.dy), p->u = seq(a.u), p->dt = seq(a.dt), p->z = seq(a.z), p->B = seq(a.B), p->C = seq(a.C);
+  p->du = seq(a.du), p->ddt = seq(a.ddt), p->dz = seq(a.dz);
+  p->dy = seq(a.dy), p->u = seq(a.u), p->dt = seq(a.dt), p->z = seq(a.z);
+  if (B_lti)
+    p->B_lti = a.B.f32(), p->dB_lti = data_or_null(a.dB);
+  else
+    p->B = seq(a.B), p->dB = seq(a.dB);
+  if (C_lti)
+    p->C_lti = a.C.f32(), p->dC_lti = data_or_null(a.dC);
+  else
+    p->C = seq(a.C), p->dC = seq(a.dC);
   p->dA = data_or_null(a.dA), p->dD = data_or_null(a.dD), p->ddt_bias = data_or_null(a.ddt_bias);
   p->dstate_in = data_or_null(a.dstate_in), p->dstate_out = data_or_null(a.dstate_out);
   p->A = data_or_null(a.A), p->D = data_or_null(a.D), p->dt_bias = data_or_null(a.dt_bias);

@@ -26,6 +26,12 @@
 //
 // Steps past the end of the sequence and channels past e run with δ = 0, B = C = 0 and dy' = 0, which leaves
 // the state and its gradient unchanged and contributes nothing, so the inner loops have no bounds checks.
+//
+// A time-invariant B or C (B_lti, C_lti: per channel, the selection ablations) is a variant of the tile
+// (Lti<Tile, B, C>): each thread keeps its P values of B[c, ·] or C[c, ·] in registers, and sums its terms of
+// dB[c, ·] or dC[c, ·] over time in registers, as it does dA's; they are added over batch rows in order
+// (reduce_lti_kernel) to dB_lti / dC_lti. Those terms skip the lane reduction and the per-token partial sums.
+// The selective (S6) kernels are the tiles themselves, compiled as before.
 #include <algorithm>
 
 #include "core/cuda/check.h"
@@ -57,6 +63,13 @@ struct Tile {
   static_assert(P == 2 || P == 4, "states are moved as float2 or float4");
   static_assert(CB <= 32 && 32 % CB == 0 && NT % 32 == 0, "a channel group must sit inside one warp");
   static_assert(smem_bytes <= 48 * 1024, "no opt-in to large shared memory");
+  static constexpr bool B_LTI = false, C_LTI = false;  // B and C per token
+};
+
+// The tile with a time-invariant B and/or C: (e, n) per channel, held in registers (B_lti, C_lti).
+template <class Tl, bool B, bool C>
+struct Lti : Tl {
+  static constexpr bool B_LTI = B, C_LTI = C;
 };
 
 using TileN8 = Tile<2, 4, 32, 16>;
@@ -80,11 +93,13 @@ struct Plan {
   int64_t tiles = 0, groups = 0, chunks = 0;
   int64_t per_ckpt = 1, ckpts = 0;  // K chunks between global checkpoints; their number
   int64_t ckpt = 0, local = 0, bc = 0, dA = 0, dD = 0, dbias = 0, total = 0;
+  int64_t dB_lti = 0, dC_lti = 0;  // the batch rows' sums of a time-invariant B's / C's gradient (b, e, n)
 };
 
 struct Scratch {
   float *ckpt, *local, *bc, *dA, *dD, *dbias;
   int64_t groups, chunks, per_ckpt, ckpts;
+  float *dB_lti, *dC_lti;
 };
 
 int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
@@ -109,12 +124,15 @@ Plan plan_tile(const ScanGradKernelParams& p) {
     at += round_up(floats, 64);
     return off;
   };
+  const bool lti_both = p.B_lti != nullptr && p.C_lti != nullptr;  // then no per-token partial sums
   q.ckpt = take(q.ckpts * state_floats);
   q.local = take(q.per_ckpt > 1 ? blocks * q.per_ckpt * Tl::NT * Tl::P : 0);
-  q.bc = take(q.groups * group_floats);
+  q.bc = take(lti_both ? 0 : q.groups * group_floats);
   q.dA = take(p.b * p.e * p.n);
   q.dD = take(p.b * p.e);
   q.dbias = take(p.b * p.e);
+  q.dB_lti = take(p.B_lti != nullptr ? p.b * p.e * p.n : 0);
+  q.dC_lti = take(p.C_lti != nullptr ? p.b * p.e * p.n : 0);
   q.total = at;
   return q;
 }
@@ -182,6 +200,9 @@ struct TileRegs {
   float g[Tl::P], dA[Tl::P];  // state gradient, Σ_t g·δ·exp(δA)·h[t-1]
   float bias, D;
   float dD, dbias;            // this thread's items' Σ dy'·u, Σ ddt
+  // A time-invariant B / C at the thread's channel and states, and Σ_t g·δ·u / Σ_t dy'·h[t] there.
+  float B[Tl::B_LTI ? Tl::P : 1], dB[Tl::B_LTI ? Tl::P : 1];
+  float C[Tl::C_LTI ? Tl::P : 1], dC[Tl::C_LTI ? Tl::P : 1];
 };
 
 __device__ __forceinline__ int64_t at_seq(const GradSeq& s, int64_t bi, int64_t t, int64_t k) {
@@ -229,8 +250,8 @@ __device__ __forceinline__ void fetch_chunk(const ScanGradKernelParams& p, const
     for (int k = 0; k < Fetch<Tl>::SB; ++k) {
       const int i = at.tid + k * Tl::NT, t = i / Tl::NPAD, s = i % Tl::NPAD;
       const bool ok = t < tl && s < p.n;  // t < tl implies i < T·NPAD
-      f.B[k] = ok ? p.B.p[at_seq(p.B, at.bi, t0 + t, s)] : 0.0f;
-      f.C[k] = ok && with_c ? p.C.p[at_seq(p.C, at.bi, t0 + t, s)] : 0.0f;
+      if constexpr (!Tl::B_LTI) f.B[k] = ok ? p.B.p[at_seq(p.B, at.bi, t0 + t, s)] : 0.0f;
+      if constexpr (!Tl::C_LTI) f.C[k] = ok && with_c ? p.C.p[at_seq(p.C, at.bi, t0 + t, s)] : 0.0f;
     }
   }
 }
@@ -246,17 +267,19 @@ __device__ __forceinline__ void fetch_state(const Pos& at, const float* h0, Fetc
 }
 
 // Chunk ci's B (and C when `with_c`) into shared memory, [T][NPAD] each: from the fetch, or for large n from
-// global memory.
+// global memory. A time-invariant B or C is not staged (it sits in registers).
 template <class Tl>
 __device__ __forceinline__ void stage_bc(const ScanGradKernelParams& p, const Pos& at, int64_t ci, const Fetch<Tl>& f,
                                          bool with_c, float* smem) {
+  if constexpr (Tl::B_LTI && Tl::C_LTI) return;
   if constexpr (Fetch<Tl>::BC_AHEAD) {
 #pragma unroll
     for (int k = 0; k < Fetch<Tl>::SB; ++k) {
       const int i = at.tid + k * Tl::NT;
       if (Tl::T * Tl::NPAD % Tl::NT != 0 && i >= Tl::T * Tl::NPAD) continue;
-      smem[Tl::B_OFF + i] = f.B[k];
-      if (with_c) smem[Tl::C_OFF + i] = f.C[k];
+      if constexpr (!Tl::B_LTI) smem[Tl::B_OFF + i] = f.B[k];
+      if constexpr (!Tl::C_LTI)
+        if (with_c) smem[Tl::C_OFF + i] = f.C[k];
     }
   } else {
     const int64_t t0 = ci * Tl::T;
@@ -264,9 +287,22 @@ __device__ __forceinline__ void stage_bc(const ScanGradKernelParams& p, const Po
     for (int i = at.tid; i < Tl::T * Tl::NPAD; i += Tl::NT) {
       const int t = i / Tl::NPAD, s = i % Tl::NPAD;
       const bool ok = t < tl && s < p.n;
-      smem[Tl::B_OFF + i] = ok ? p.B.p[at_seq(p.B, at.bi, t0 + t, s)] : 0.0f;
-      if (with_c) smem[Tl::C_OFF + i] = ok ? p.C.p[at_seq(p.C, at.bi, t0 + t, s)] : 0.0f;
+      if constexpr (!Tl::B_LTI) smem[Tl::B_OFF + i] = ok ? p.B.p[at_seq(p.B, at.bi, t0 + t, s)] : 0.0f;
+      if constexpr (!Tl::C_LTI)
+        if (with_c) smem[Tl::C_OFF + i] = ok ? p.C.p[at_seq(p.C, at.bi, t0 + t, s)] : 0.0f;
     }
+  }
+}
+
+// A row of P values of B or C for step t: the time-invariant one in the thread's registers (LTI), or the staged
+// row in shared memory.
+template <bool LTI, int P>
+__device__ __forceinline__ void bc_row(float (&v)[P], const float (&lti)[LTI ? P : 1], const float* row) {
+  if constexpr (LTI) {
+#pragma unroll
+    for (int j = 0; j < P; ++j) v[j] = lti[j];
+  } else {
+    load4<P>(v, row);
   }
 }
 
@@ -322,12 +358,12 @@ __device__ void forward_pass(const ScanGradKernelParams& p, const Scratch& w, co
     for (int t = 0; t < T; ++t) {
       const float2 d = tc[t * CB + at.cl];
       float bv[P];
-      load4<P>(bv, sB + t * Tl::NPAD);
+      bc_row<Tl::B_LTI, P>(bv, r.B, sB + t * Tl::NPAD);
 #pragma unroll
       for (int j = 0; j < P; ++j) h[j] = fmaf(ex2(d.x * r.a2[j]), h[j], d.y * bv[j]);
       if (Z) {
         float cv[P];
-        load4<P>(cv, sC + t * Tl::NPAD);
+        bc_row<Tl::C_LTI, P>(cv, r.C, sC + t * Tl::NPAD);
         ys[t] = 0.0f;
 #pragma unroll
         for (int j = 0; j < P; ++j) ys[t] = fmaf(h[j], cv[j], ys[t]);
@@ -427,7 +463,7 @@ __device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, 
   for (int t = 0; t < T; ++t) {
     const float2 d = tc[t * CB + at.cl];
     float bv[P];
-    load4<P>(bv, sB + t * NPAD);
+    bc_row<Tl::B_LTI, P>(bv, r.B, sB + t * NPAD);
 #pragma unroll
     for (int j = 0; j < P; ++j) hist[t + 1][j] = fmaf(ex2(d.x * r.a2[j]), hist[t][j], d.y * bv[j]);
   }
@@ -442,14 +478,21 @@ __device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, 
       const float2 d = tc[t * CB + at.cl];  // δ, δ·u
       const float dyp = dys[t * CB + at.cl];
       float bv[P], cv[P];
-      load4<P>(bv, sB + t * NPAD);
-      load4<P>(cv, sC + t * NPAD);
+      bc_row<Tl::B_LTI, P>(bv, r.B, sB + t * NPAD);
+      bc_row<Tl::C_LTI, P>(cv, r.C, sC + t * NPAD);
       float sgb = 0.0f, sdd = 0.0f;
 #pragma unroll
       for (int j = 0; j < P; ++j) {
         const float g = fmaf(dyp, cv[j], r.g[j]);
-        v[half * 2 * P + P + j] = dyp * hist[t + 1][j];  // dC term
-        v[half * 2 * P + j] = g * d.y;                   // dB term
+        // The dC and dB terms: into the lane reduction, or summed over time for a time-invariant C / B.
+        if constexpr (Tl::C_LTI)
+          r.dC[j] = fmaf(dyp, hist[t + 1][j], r.dC[j]), v[half * 2 * P + P + j] = 0.0f;
+        else
+          v[half * 2 * P + P + j] = dyp * hist[t + 1][j];
+        if constexpr (Tl::B_LTI)
+          r.dB[j] = fmaf(g, d.y, r.dB[j]), v[half * 2 * P + j] = 0.0f;
+        else
+          v[half * 2 * P + j] = g * d.y;
         sgb = fmaf(g, bv[j], sgb);
         const float decay = ex2(d.x * r.a2[j]);
         const float gd = g * (decay * hist[t][j]);
@@ -460,13 +503,15 @@ __device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, 
       part[(t * G + at.g) * CB + at.cl] = sgb;
       part[T * G * CB + (t * G + at.g) * CB + at.cl] = sdd;
     }
-    int base = 0;
-    reduce_lanes<2 * S * P, CB / 2>(v, at.cl, base);
-    if ((at.cl & WRITER_MASK) == 0) {
+    if constexpr (!(Tl::B_LTI && Tl::C_LTI)) {
+      int base = 0;
+      reduce_lanes<2 * S * P, CB / 2>(v, at.cl, base);
+      if ((at.cl & WRITER_MASK) == 0) {
 #pragma unroll
-      for (int i = 0; i < V; ++i) {
-        const int t = t2 - (base + i) / (2 * P), j = (base + i) % (2 * P);
-        bc[t * 2 * NPAD + (j < P ? at.g * P + j : NPAD + at.g * P + j - P)] = v[i];
+        for (int i = 0; i < V; ++i) {
+          const int t = t2 - (base + i) / (2 * P), j = (base + i) % (2 * P);
+          bc[t * 2 * NPAD + (j < P ? at.g * P + j : NPAD + at.g * P + j - P)] = v[i];
+        }
       }
     }
   }
@@ -489,6 +534,7 @@ __device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, 
     r.dD = fmaf(keep_dyp[k], keep_u[k], r.dD);
     r.dbias += ddt;
   }
+  if constexpr (Tl::B_LTI && Tl::C_LTI) return;
   const int64_t grp = int64_t(blockIdx.x) % w.groups;
   float* out = w.bc + ((grp * p.b + at.bi) * p.l + t0) * 2 * NPAD;
   for (int i = at.tid; i < tl * 2 * NPAD; i += Tl::NT) out[i] = first_tile ? bc[i] : out[i] + bc[i];
@@ -511,6 +557,8 @@ __device__ void tile_backward(const ScanGradKernelParams& p, const Scratch& w, c
     r.g[j] = ok && p.dstate_out != nullptr ? p.dstate_out[is] : 0.0f;
     r.dA[j] = 0.0f;
     h[j] = ok && p.state_in != nullptr ? p.state_in[is] : 0.0f;
+    if constexpr (Tl::B_LTI) r.B[j] = ok ? p.B_lti[at.c * p.n + s] : 0.0f, r.dB[j] = 0.0f;
+    if constexpr (Tl::C_LTI) r.C[j] = ok ? p.C_lti[at.c * p.n + s] : 0.0f, r.dC[j] = 0.0f;
   }
   r.bias = at.c_ok && p.dt_bias != nullptr ? p.dt_bias[at.c] : 0.0f;
   r.D = at.c_ok && p.D != nullptr ? p.D[at.c] : 0.0f;
@@ -549,6 +597,8 @@ __device__ void tile_backward(const ScanGradKernelParams& p, const Scratch& w, c
     const int64_t is = (at.bi * p.e + at.c) * p.n + s;
     if (p.dstate_in != nullptr) p.dstate_in[is] = r.g[j];
     w.dA[is] = r.dA[j];
+    if constexpr (Tl::B_LTI) w.dB_lti[is] = r.dB[j];
+    if constexpr (Tl::C_LTI) w.dC_lti[is] = r.dC[j];
   }
   float* part = smem + Tl::PART_OFF;
   __syncthreads();
@@ -583,7 +633,9 @@ __global__ void __launch_bounds__(Tl::NT, Tl::MIN_BLOCKS) scan_bwd_kernel(const 
   }
 }
 
-// dB[bi, t, s] and dC[bi, t, s] = the groups' partial sums, added in group order.
+// dB[bi, t, s] and dC[bi, t, s] = the groups' partial sums, added in group order; only those of them that are
+// per token (B_OUT, C_OUT).
+template <bool B_OUT, bool C_OUT>
 __global__ void reduce_bc_kernel(const ScanGradKernelParams p, const float* bc, int64_t groups, int npad) {
   const int64_t rows = p.b * p.l, count = rows * p.n;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x) {
@@ -594,8 +646,25 @@ __global__ void reduce_bc_kernel(const ScanGradKernelParams p, const float* bc, 
       dB += src[s], dC += src[npad + s];
     }
     const int64_t bi = row / p.l, t = row % p.l;
-    p.dB.p[at_seq(p.dB, bi, t, s)] = dB;
-    p.dC.p[at_seq(p.dC, bi, t, s)] = dC;
+    if (B_OUT) p.dB.p[at_seq(p.dB, bi, t, s)] = dB;
+    if (C_OUT) p.dC.p[at_seq(p.dC, bi, t, s)] = dC;
+  }
+}
+
+// dB_lti and dC_lti (e, n) += the batch rows' sums of a time-invariant B's and C's gradient, in batch-row order.
+__global__ void reduce_lti_kernel(const ScanGradKernelParams p, const float* dB, const float* dC) {
+  const int64_t en = p.e * p.n;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < en; i += int64_t(gridDim.x) * blockDim.x) {
+    if (p.dB_lti != nullptr) {
+      float acc = p.dB_lti[i];
+      for (int64_t bi = 0; bi < p.b; ++bi) acc += dB[bi * en + i];
+      p.dB_lti[i] = acc;
+    }
+    if (p.dC_lti != nullptr) {
+      float acc = p.dC_lti[i];
+      for (int64_t bi = 0; bi < p.b; ++bi) acc += dC[bi * en + i];
+      p.dC_lti[i] = acc;
+    }
   }
 }
 
@@ -628,7 +697,14 @@ __global__ void reduce_param_kernel(const ScanGradKernelParams p, const float* d
 template <class Tl>
 void launch_main(const ScanGradKernelParams& p, const Scratch& w, cudaStream_t stream) {
   const int64_t blocks = p.b * w.groups;
-  scan_bwd_kernel<Tl><<<unsigned(blocks), Tl::NT, Tl::smem_bytes, stream>>>(p, w);
+  if (p.B_lti == nullptr && p.C_lti == nullptr)
+    scan_bwd_kernel<Tl><<<unsigned(blocks), Tl::NT, Tl::smem_bytes, stream>>>(p, w);
+  else if (p.C_lti == nullptr)
+    scan_bwd_kernel<Lti<Tl, true, false>><<<unsigned(blocks), Tl::NT, Tl::smem_bytes, stream>>>(p, w);
+  else if (p.B_lti == nullptr)
+    scan_bwd_kernel<Lti<Tl, false, true>><<<unsigned(blocks), Tl::NT, Tl::smem_bytes, stream>>>(p, w);
+  else
+    scan_bwd_kernel<Lti<Tl, true, true>><<<unsigned(blocks), Tl::NT, Tl::smem_bytes, stream>>>(p, w);
   CUDA_CHECK_LAUNCH("selective_scan_backward", stream);
 }
 
@@ -662,13 +738,25 @@ void scan_backward_kernel_launch(const ScanGradKernelParams& p, void* scratch, c
   if (p.b == 0 || p.e == 0) return;
   const Plan q = plan_for(p);
   float* base = static_cast<float*>(scratch);
-  const Scratch w{base + q.ckpt, base + q.local, base + q.bc, base + q.dA, base + q.dD, base + q.dbias,
-                  q.groups,      q.chunks,       q.per_ckpt,  q.ckpts};
+  const Scratch w{base + q.ckpt,  base + q.local,  base + q.bc,       base + q.dA,
+                  base + q.dD,    base + q.dbias,  q.groups,          q.chunks,
+                  q.per_ckpt,     q.ckpts,         base + q.dB_lti,   base + q.dC_lti};
   with_tile(p.n, [&]<class Tl>() { launch_main<Tl>(p, w, stream); });
   const int npad = with_tile(p.n, [&]<class Tl>() { return Tl::NPAD; });
-  if (p.l > 0) {
-    reduce_bc_kernel<<<grid_for(p.b * p.l * p.n, 256), 256, 0, stream>>>(p, w.bc, q.groups, npad);
+  const bool B_seq = p.B_lti == nullptr, C_seq = p.C_lti == nullptr;
+  if (p.l > 0 && (B_seq || C_seq)) {
+    const unsigned grid = grid_for(p.b * p.l * p.n, 256);
+    if (B_seq && C_seq)
+      reduce_bc_kernel<true, true><<<grid, 256, 0, stream>>>(p, w.bc, q.groups, npad);
+    else if (B_seq)
+      reduce_bc_kernel<true, false><<<grid, 256, 0, stream>>>(p, w.bc, q.groups, npad);
+    else
+      reduce_bc_kernel<false, true><<<grid, 256, 0, stream>>>(p, w.bc, q.groups, npad);
     CUDA_CHECK_LAUNCH("selective_scan_backward (dB, dC)", stream);
+  }
+  if (!B_seq || !C_seq) {
+    reduce_lti_kernel<<<grid_for(p.e * p.n, 256), 256, 0, stream>>>(p, w.dB_lti, w.dC_lti);
+    CUDA_CHECK_LAUNCH("selective_scan_backward (time-invariant dB, dC)", stream);
   }
   reduce_param_kernel<<<grid_for(p.e * (p.n + 1), 256), 256, 0, stream>>>(p, w.dA, w.dD, w.dbias);
   CUDA_CHECK_LAUNCH("selective_scan_backward (dA, dD, dt_bias)", stream);

@@ -3,7 +3,9 @@
 //
 // Mathematics: ops_backward.h, selective_scan_backward. Layout as in the forward (scan_kernel.h): (b, l, e) and
 // (b, l, n) sequences with a contiguous last dimension and arbitrary batch and token strides; A (e, n), D,
-// dt_bias (e), the states (b, e, n): contiguous. Everything is f32.
+// dt_bias (e), the states (b, e, n): contiguous. Everything is f32. A time-invariant B or C (the selection
+// ablations) is instead (e, n), per channel (B_lti / C_lti, the sequence B / C and dB / dC then absent), and its
+// gradient (e, n) is added to: the sum over batch rows and steps.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -23,7 +25,7 @@ struct GradSeq {
 struct ScanGradKernelParams {
   int64_t b = 0, l = 0, e = 0, n = 0;
   GradSeq du, ddt, dz;                // (b, l, e) written; dz.p == nullptr exactly when there is no gate
-  GradSeq dB, dC;                     // (b, l, n) written
+  GradSeq dB, dC;                     // (b, l, n) written; p == nullptr where B_lti / C_lti is given
   float* dA = nullptr;                // (e, n) added to, or nullptr
   float* dD = nullptr;                // (e) added to, or nullptr
   float* ddt_bias = nullptr;          // (e) added to, or nullptr
@@ -31,7 +33,7 @@ struct ScanGradKernelParams {
   GradSeq dy;                         // (b, l, e)
   const float* dstate_out = nullptr;  // (b, e, n) or nullptr for zero
   GradSeq u, dt, z;                   // (b, l, e); z.p == nullptr: no gate
-  GradSeq B, C;                       // (b, l, n)
+  GradSeq B, C;                       // (b, l, n); p == nullptr where B_lti / C_lti is given
   const float* A = nullptr;           // (e, n)
   const float* D = nullptr;           // (e) or nullptr
   const float* dt_bias = nullptr;     // (e) or nullptr
@@ -40,6 +42,10 @@ struct ScanGradKernelParams {
   // Budgets, in floats, of the state checkpoints and of the dB/dC partial sums; 0 takes the defaults. Smaller
   // budgets reach the paths that long sequences take (checkpoints every K chunks, several tiles per block).
   int64_t checkpoint_budget = 0, partial_budget = 0;
+  const float* B_lti = nullptr;       // (e, n) or nullptr: a time-invariant B[c, s] in place of B[t, s]
+  const float* C_lti = nullptr;       // (e, n) or nullptr: a time-invariant C[c, s] in place of C[t, s]
+  float* dB_lti = nullptr;            // (e, n) added to, or nullptr (not wanted); with B_lti only
+  float* dC_lti = nullptr;            // (e, n) added to, or nullptr (not wanted); with C_lti only
 };
 
 // The largest state size the kernel handles.
