@@ -72,11 +72,6 @@ void validate(Task task, const TaskCmdOptions& o, const std::vector<int64_t>& le
     const CudaRuntimeInfo info = cuda_runtime_info();
     MAMBA_CHECK(!info.devices.empty(), "--device cuda: no CUDA device can be used ({}); use --device cpu",
                 info.problem);
-    MambaConfig c = task_model_config(task, o.ssm);
-    MAMBA_CHECK(c.selective_B && c.selective_C,
-                "--device cuda with --ssm {}: the time-invariant B/C of this variant run only on the CPU (the CUDA "
-                "scan handles the selective (b, l, n) form); use --device cpu",
-                o.ssm);
   }
   MAMBA_CHECK(o.threads >= 0, "--threads must be ≥ 0, got {}", o.threads);
   MAMBA_CHECK(o.max_length >= 0, "--max-length must be ≥ 0, got {}", o.max_length);

@@ -2,7 +2,8 @@
 // lm_loss on cuda (f32 matrices) equal the CPU's and transformers' (relative 1e-4), bit for bit the same run to run;
 // packed documents and explicit targets agree with the CPU; mixed precision (bf16 matrices) stays close to f32; one
 // AdamW update of TrainableModel on cuda equals the CPU's; and `train --device cuda` resumes bit-identically, writes
-// checkpoints the CPU loads, and learns.
+// checkpoints the CPU loads, and learns. The selection ablations (lti, dt, b, c: a time-invariant B and/or C in the
+// scan) on a small random model: the loss, every gradient and the chunked forward's logits equal the CPU's.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -12,6 +13,7 @@
 
 #include "core/context.h"
 #include "core/cuda/device_memory.h"
+#include "model/lm.h"
 #include "cuda/cuda_test_util.h"
 #include "model/lm_train.h"
 #include "model/loader.h"
@@ -160,6 +162,69 @@ TEST_P(CudaTrainTest, OneUpdateOnTheGpuEqualsTheCpu) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Golden, CudaTrainTest, ::testing::ValuesIn(golden_model_names()));
+
+// A small random model of each ablation (n = 5, e = 40: neither a multiple of the kernels' tiles), on cuda
+// against the CPU: lm_loss and every parameter's gradient (mixer.B / mixer.C included where time-invariant), bit
+// for bit the same run to run; and the logits of a forward in chunks of 12 over 37 tokens (the last chunk one
+// token long, the scan's single-step kernel).
+class CudaTrainAblation : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override { SKIP_WITHOUT_GPU(); }
+};
+
+TEST_P(CudaTrainAblation, LossGradientsAndLogitsEqualTheCpu) {
+  MambaConfig c;
+  c.d_model = 16, c.n_layer = 2, c.vocab_size = 11, c.d_state = 5, c.d_conv = 4, c.expand = 2, c.d_inner = 40;
+  c.dt_rank = 2;
+  c.set_ssm_variant(GetParam());
+  const ModelWeights host = ModelWeights::random(c, DType::f32, 23);
+  const ModelWeights dev = host.to_device(Device::cuda, DType::f32);
+  const int64_t b = 2, l = 37, v = c.vocab_size;
+  std::vector<int32_t> ids(size_t(b * l));
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7 + i / 5) % size_t(v));
+  Context ctx(2);
+  const auto loss_of = [&](const ModelWeights& w, std::vector<float>* grads) {
+    ParamGrads g(w);
+    std::vector<float> nan(g.storage.bytes() / sizeof(float), std::nanf(""));
+    copy_memory(g.storage.data(), g.storage.device(), nan.data(), Device::cpu, g.storage.bytes());
+    g.zero(ctx);
+    TrainWorkspace ws(w.embedding.device);
+    const double loss = lm_loss(&g, w, ids.data(), b, l, ws, ctx);
+    *grads = host_grads(g);
+    return loss;
+  };
+  std::vector<float> cpu, gpu, gpu2;
+  const double cpu_loss = loss_of(host, &cpu), loss = loss_of(dev, &gpu), loss2 = loss_of(dev, &gpu2);
+  EXPECT_NEAR(loss, cpu_loss, 1e-5 * cpu_loss);
+  EXPECT_EQ(loss, loss2);
+  EXPECT_EQ(std::memcmp(gpu.data(), gpu2.data(), gpu.size() * sizeof(float)), 0) << "run-to-run bits differ";
+  ParamGrads layout(host);
+  size_t offset = 0;
+  for (size_t i = 0; i < layout.names.size(); ++i) {
+    const size_t n = size_t(layout.grads[i].numel());
+    const Closeness cl = compare(gpu.data() + offset, cpu.data() + offset, n);
+    EXPECT_LE(cl.rel_l2, 1e-4) << layout.names[i] << ": " << cl.describe();
+    offset += n;
+  }
+
+  std::vector<float> want(size_t(b * l * v)), got(size_t(b * l * v), std::nanf(""));
+  for (const Device d : {Device::cpu, Device::cuda}) {
+    Buffer logits(got.size() * sizeof(float), d);
+    copy_memory(logits.data(), d, got.data(), Device::cpu, logits.bytes());  // NaN
+    RecurrentState state(c, b, d);
+    Workspace ws(d);
+    ForwardOptions fo;
+    fo.logits_for = LogitsFor::all_positions;
+    fo.chunk = 12;
+    lm_forward(Tensor(logits.data(), DType::f32, {b, l, v}, d), state, d == Device::cpu ? host : dev, ids.data(), l,
+               fo, ws, ctx);
+    copy_memory(d == Device::cpu ? want.data() : got.data(), Device::cpu, logits.data(), d, logits.bytes());
+  }
+  EXPECT_CLOSE(got.data(), want.data(), want.size(), 1e-4) << "logits";
+  std::printf("%s: cuda loss %.9f (cpu %.9f)\n", GetParam().c_str(), loss, cpu_loss);
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, CudaTrainAblation, ::testing::Values("lti", "dt", "b", "c"));
 
 // A small byte-level run on the GPU: bf16 mixed precision, stopped and resumed = uninterrupted (bit for bit), the
 // checkpoints load on the CPU, and the loss falls.
