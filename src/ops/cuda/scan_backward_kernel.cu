@@ -22,7 +22,8 @@
 //
 // Determinism: no atomics. Every sum runs in an order fixed by the shapes: dB, dC per block in shared memory,
 // then over the groups in group order (reduce_bc_kernel); dA, dD and the Δ-bias gradient per thread over
-// time, over the G threads of a channel in g order, then over batch rows in order (reduce_param_kernel).
+// time, over the G threads of a channel in g order, then over batch rows in order (reduce_param_kernel). The
+// reductions, the work plan and the scratch layout are in scan_backward_launch.cu and scan_backward_plan.h.
 //
 // Steps past the end of the sequence and channels past e run with δ = 0, B = C = 0 and dy' = 0, which leaves
 // the state and its gradient unchanged and contributes nothing, so the inner loops have no bounds checks.
@@ -32,139 +33,15 @@
 // dB[c, ·] or dC[c, ·] over time in registers, as it does dA's; they are added over batch rows in order
 // (reduce_lti_kernel) to dB_lti / dC_lti. Those terms skip the lane reduction and the per-token partial sums.
 // The selective (S6) kernels are the tiles themselves, compiled as before.
-#include <algorithm>
-
 #include "core/cuda/check.h"
-#include "ops/cuda/scan_backward_kernel.h"
+#include "ops/cuda/scan_backward_plan.h"
+#include "ops/cuda/scan_math.cuh"
 
 namespace mambacpp::cuda {
 namespace {
 
-constexpr float kLog2e = 1.4426950408889634f;
-// Default budgets, in floats, of the state checkpoints and of the dB/dC partial sums: the larger of a fixed
-// floor and the size of one (b, l, e) tensor (at n ≤ 16 that keeps K = 1 and one tile per block at every length,
-// the scratch then being twice the size of du). Beyond them K grows and the number of groups shrinks.
-constexpr int64_t kBudgetFloor = int64_t(1) << 25;
-
-// The block shape: P states per thread, G threads per channel, CB channels per block, T steps per chunk.
-template <int P_, int G_, int CB_, int T_>
-struct Tile {
-  static constexpr int P = P_, G = G_, CB = CB_, T = T_;
-  static constexpr int MIN_BLOCKS = (P == 2 ? 512 : 384) / (CB * G);  // resident blocks per SM asked of the compiler
-  static constexpr int NT = CB * G;                  // threads per block
-  static constexpr int NPAD = P * G;                 // state slots: n rounded up
-  static constexpr int ITEMS = (T + G - 1) / G;      // (t, c) items per thread: t = g + k·G
-  // Shared memory, in floats: (δ, δ·u) [T][CB], dy' [T][CB], B [T][NPAD], C [T][NPAD], per-thread sums
-  // [2][T][G][CB], the block's dB and dC [T][2·NPAD].
-  static constexpr int TC_OFF = 0, DY_OFF = 2 * T * CB, B_OFF = 3 * T * CB, C_OFF = B_OFF + T * NPAD;
-  static constexpr int PART_OFF = C_OFF + T * NPAD;
-  static constexpr int BC_OFF = PART_OFF + 2 * T * G * CB;
-  static constexpr size_t smem_bytes = size_t(BC_OFF + 2 * T * NPAD) * sizeof(float);
-  static_assert(P == 2 || P == 4, "states are moved as float2 or float4");
-  static_assert(CB <= 32 && 32 % CB == 0 && NT % 32 == 0, "a channel group must sit inside one warp");
-  static_assert(smem_bytes <= 48 * 1024, "no opt-in to large shared memory");
-  static constexpr bool B_LTI = false, C_LTI = false;  // B and C per token
-};
-
-// The tile with a time-invariant B and/or C: (e, n) per channel, held in registers (B_lti, C_lti).
-template <class Tl, bool B, bool C>
-struct Lti : Tl {
-  static constexpr bool B_LTI = B, C_LTI = C;
-};
-
-using TileN8 = Tile<2, 4, 32, 16>;
-using TileN16 = Tile<2, 8, 32, 16>;
-using TileN32 = Tile<2, 16, 16, 16>;
-using TileN64 = Tile<4, 16, 8, 16>;
-using TileN256 = Tile<4, 64, 2, 8>;
-
-// Calls f.template operator()<Tile>() with the tile for state size n (1 ≤ n ≤ 256).
-template <class F>
-decltype(auto) with_tile(int64_t n, F&& f) {
-  if (n <= 8) return f.template operator()<TileN8>();
-  if (n <= 16) return f.template operator()<TileN16>();
-  if (n <= 32) return f.template operator()<TileN32>();
-  if (n <= 64) return f.template operator()<TileN64>();
-  return f.template operator()<TileN256>();
-}
-
-// How the work and the scratch memory are laid out; offsets in floats from the scratch base.
-struct Plan {
-  int64_t tiles = 0, groups = 0, chunks = 0;
-  int64_t per_ckpt = 1, ckpts = 0;  // K chunks between global checkpoints; their number
-  int64_t ckpt = 0, local = 0, bc = 0, dA = 0, dD = 0, dbias = 0, total = 0;
-  int64_t dB_lti = 0, dC_lti = 0;  // the batch rows' sums of a time-invariant B's / C's gradient (b, e, n)
-};
-
-struct Scratch {
-  float *ckpt, *local, *bc, *dA, *dD, *dbias;
-  int64_t groups, chunks, per_ckpt, ckpts;
-  float *dB_lti, *dC_lti;
-};
-
-int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
-
-template <class Tl>
-Plan plan_tile(const ScanGradKernelParams& p) {
-  Plan q;
-  q.tiles = (p.e + Tl::CB - 1) / Tl::CB;
-  q.chunks = (p.l + Tl::T - 1) / Tl::T;
-  const int64_t default_budget = std::max(kBudgetFloor, p.b * round_up(p.l, 16) * p.e);
-  const int64_t ckpt_budget = p.checkpoint_budget > 0 ? p.checkpoint_budget : default_budget;
-  const int64_t partial_budget = p.partial_budget > 0 ? p.partial_budget : default_budget;
-  const int64_t state_floats = p.b * p.e * Tl::NPAD;  // one checkpoint of every state
-  q.per_ckpt = std::max<int64_t>(1, (q.chunks * state_floats + ckpt_budget - 1) / ckpt_budget);
-  q.ckpts = (q.chunks + q.per_ckpt - 1) / q.per_ckpt;
-  const int64_t group_floats = std::max<int64_t>(1, p.b * p.l * 2 * Tl::NPAD);
-  q.groups = std::clamp<int64_t>(partial_budget / group_floats, 1, std::max<int64_t>(1, q.tiles));
-  const int64_t blocks = p.b * q.groups;
-  int64_t at = 0;
-  const auto take = [&at](int64_t floats) {
-    const int64_t off = at;
-    at += round_up(floats, 64);
-    return off;
-  };
-  const bool lti_both = p.B_lti != nullptr && p.C_lti != nullptr;  // then no per-token partial sums
-  q.ckpt = take(q.ckpts * state_floats);
-  q.local = take(q.per_ckpt > 1 ? blocks * q.per_ckpt * Tl::NT * Tl::P : 0);
-  q.bc = take(lti_both ? 0 : q.groups * group_floats);
-  q.dA = take(p.b * p.e * p.n);
-  q.dD = take(p.b * p.e);
-  q.dbias = take(p.b * p.e);
-  q.dB_lti = take(p.B_lti != nullptr ? p.b * p.e * p.n : 0);
-  q.dC_lti = take(p.C_lti != nullptr ? p.b * p.e * p.n : 0);
-  q.total = at;
-  return q;
-}
-
-Plan plan_for(const ScanGradKernelParams& p) {
-  return with_tile(p.n, [&]<class Tl>() { return plan_tile<Tl>(p); });
-}
-
-// 2^x on the special function unit (relative error about 2⁻²²); subnormal results flush to zero.
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-// 1 / (1 + e^−x): ex2 and a correctly rounded reciprocal (0 for x below about −88, 1 far above 0).
-__device__ __forceinline__ float sigmoid(float x) { return __frcp_rn(1.0f + ex2(-x * kLog2e)); }
-
-// log1p(w) for w in [0, 1] as w · p(w), p a degree-8 Chebyshev fit of log1p(w)/w (relative error below 2e-7; the
-// forward kernel's, scan_kernel.cu), on the FMA pipe.
-__device__ __forceinline__ float log1p_unit(float w) {
-  float q = 5.126102168e-03f;
-  q = fmaf(q, w, -2.907406478e-02f);
-  q = fmaf(q, w, 7.751608690e-02f);
-  q = fmaf(q, w, -1.360224764e-01f);
-  q = fmaf(q, w, 1.907688074e-01f);
-  q = fmaf(q, w, -2.483539899e-01f);
-  q = fmaf(q, w, 3.331812171e-01f);
-  q = fmaf(q, w, -4.999944498e-01f);
-  q = fmaf(q, w, 9.999999659e-01f);
-  return w * q;
-}
+using namespace scan_math;
+using namespace scan_bwd;
 
 // P consecutive floats (P = 2 or 4, aligned to P floats) in one access.
 template <int P>
@@ -204,10 +81,6 @@ struct TileRegs {
   float B[Tl::B_LTI ? Tl::P : 1], dB[Tl::B_LTI ? Tl::P : 1];
   float C[Tl::C_LTI ? Tl::P : 1], dC[Tl::C_LTI ? Tl::P : 1];
 };
-
-__device__ __forceinline__ int64_t at_seq(const GradSeq& s, int64_t bi, int64_t t, int64_t k) {
-  return bi * s.sb + t * s.sl + k;
-}
 
 template <class Tl>
 __device__ __forceinline__ float* global_ckpt(const Scratch& w, const Pos& at, int64_t e, int64_t k) {
@@ -633,69 +506,8 @@ __global__ void __launch_bounds__(Tl::NT, Tl::MIN_BLOCKS) scan_bwd_kernel(const 
   }
 }
 
-// dB[bi, t, s] and dC[bi, t, s] = the groups' partial sums, added in group order; only those of them that are
-// per token (B_OUT, C_OUT).
-template <bool B_OUT, bool C_OUT>
-__global__ void reduce_bc_kernel(const ScanGradKernelParams p, const float* bc, int64_t groups, int npad) {
-  const int64_t rows = p.b * p.l, count = rows * p.n;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t row = i / p.n, s = i % p.n;
-    float dB = 0.0f, dC = 0.0f;
-    for (int64_t grp = 0; grp < groups; ++grp) {
-      const float* src = bc + (grp * rows + row) * 2 * npad;
-      dB += src[s], dC += src[npad + s];
-    }
-    const int64_t bi = row / p.l, t = row % p.l;
-    if (B_OUT) p.dB.p[at_seq(p.dB, bi, t, s)] = dB;
-    if (C_OUT) p.dC.p[at_seq(p.dC, bi, t, s)] = dC;
-  }
-}
-
-// dB_lti and dC_lti (e, n) += the batch rows' sums of a time-invariant B's and C's gradient, in batch-row order.
-__global__ void reduce_lti_kernel(const ScanGradKernelParams p, const float* dB, const float* dC) {
-  const int64_t en = p.e * p.n;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < en; i += int64_t(gridDim.x) * blockDim.x) {
-    if (p.dB_lti != nullptr) {
-      float acc = p.dB_lti[i];
-      for (int64_t bi = 0; bi < p.b; ++bi) acc += dB[bi * en + i];
-      p.dB_lti[i] = acc;
-    }
-    if (p.dC_lti != nullptr) {
-      float acc = p.dC_lti[i];
-      for (int64_t bi = 0; bi < p.b; ++bi) acc += dC[bi * en + i];
-      p.dC_lti[i] = acc;
-    }
-  }
-}
-
-// dA, dD and the Δ-bias gradient += the batch rows' partial sums, added in batch-row order.
-__global__ void reduce_param_kernel(const ScanGradKernelParams p, const float* dA, const float* dD,
-                                    const float* dbias) {
-  const int64_t en = p.e * p.n, count = en + p.e;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x) {
-    if (i < en) {
-      if (p.dA == nullptr) continue;
-      float acc = p.dA[i];
-      for (int64_t bi = 0; bi < p.b; ++bi) acc += dA[bi * en + i];
-      p.dA[i] = acc;
-    } else {
-      const int64_t c = i - en;
-      if (p.dD != nullptr) {
-        float acc = p.dD[c];
-        for (int64_t bi = 0; bi < p.b; ++bi) acc += dD[bi * p.e + c];
-        p.dD[c] = acc;
-      }
-      if (p.ddt_bias != nullptr) {
-        float acc = p.ddt_bias[c];
-        for (int64_t bi = 0; bi < p.b; ++bi) acc += dbias[bi * p.e + c];
-        p.ddt_bias[c] = acc;
-      }
-    }
-  }
-}
-
 template <class Tl>
-void launch_main(const ScanGradKernelParams& p, const Scratch& w, cudaStream_t stream) {
+void launch_tile(const ScanGradKernelParams& p, const Scratch& w, cudaStream_t stream) {
   const int64_t blocks = p.b * w.groups;
   if (p.B_lti == nullptr && p.C_lti == nullptr)
     scan_bwd_kernel<Tl><<<unsigned(blocks), Tl::NT, Tl::smem_bytes, stream>>>(p, w);
@@ -708,58 +520,10 @@ void launch_main(const ScanGradKernelParams& p, const Scratch& w, cudaStream_t s
   CUDA_CHECK_LAUNCH("selective_scan_backward", stream);
 }
 
-unsigned grid_for(int64_t count, int threads) {
-  return unsigned(std::clamp<int64_t>((count + threads - 1) / threads, 1, 65536));
-}
-
-bool refuse(std::string* why, const std::string& msg) {
-  if (why != nullptr) *why = msg;
-  return false;
-}
-
 }  // namespace
 
-bool scan_backward_kernel_supports(const ScanGradKernelParams& p, std::string* why) {
-  if (p.n < 1 || p.n > kScanBackwardMaxState)
-    return refuse(why, "state size n = " + std::to_string(p.n) + " is outside the supported range 1.." +
-                           std::to_string(kScanBackwardMaxState));
-  if (p.b < 0 || p.l < 0 || p.e < 0) return refuse(why, "negative size");
-  const Plan q = plan_for(p);
-  if (p.b * q.groups > int64_t(INT32_MAX))
-    return refuse(why, "b = " + std::to_string(p.b) + " batch rows is more than one launch covers");
-  return true;
-}
-
-size_t scan_backward_scratch_bytes(const ScanGradKernelParams& p) {
-  return size_t(plan_for(p).total) * sizeof(float);
-}
-
-void scan_backward_kernel_launch(const ScanGradKernelParams& p, void* scratch, cudaStream_t stream) {
-  if (p.b == 0 || p.e == 0) return;
-  const Plan q = plan_for(p);
-  float* base = static_cast<float*>(scratch);
-  const Scratch w{base + q.ckpt,  base + q.local,  base + q.bc,       base + q.dA,
-                  base + q.dD,    base + q.dbias,  q.groups,          q.chunks,
-                  q.per_ckpt,     q.ckpts,         base + q.dB_lti,   base + q.dC_lti};
-  with_tile(p.n, [&]<class Tl>() { launch_main<Tl>(p, w, stream); });
-  const int npad = with_tile(p.n, [&]<class Tl>() { return Tl::NPAD; });
-  const bool B_seq = p.B_lti == nullptr, C_seq = p.C_lti == nullptr;
-  if (p.l > 0 && (B_seq || C_seq)) {
-    const unsigned grid = grid_for(p.b * p.l * p.n, 256);
-    if (B_seq && C_seq)
-      reduce_bc_kernel<true, true><<<grid, 256, 0, stream>>>(p, w.bc, q.groups, npad);
-    else if (B_seq)
-      reduce_bc_kernel<true, false><<<grid, 256, 0, stream>>>(p, w.bc, q.groups, npad);
-    else
-      reduce_bc_kernel<false, true><<<grid, 256, 0, stream>>>(p, w.bc, q.groups, npad);
-    CUDA_CHECK_LAUNCH("selective_scan_backward (dB, dC)", stream);
-  }
-  if (!B_seq || !C_seq) {
-    reduce_lti_kernel<<<grid_for(p.e * p.n, 256), 256, 0, stream>>>(p, w.dB_lti, w.dC_lti);
-    CUDA_CHECK_LAUNCH("selective_scan_backward (time-invariant dB, dC)", stream);
-  }
-  reduce_param_kernel<<<grid_for(p.e * (p.n + 1), 256), 256, 0, stream>>>(p, w.dA, w.dD, w.dbias);
-  CUDA_CHECK_LAUNCH("selective_scan_backward (dA, dD, dt_bias)", stream);
+void scan_bwd::launch_main(const ScanGradKernelParams& p, const Scratch& w, cudaStream_t stream) {
+  with_tile(p.n, [&]<class Tl>() { launch_tile<Tl>(p, w, stream); });
 }
 
 }  // namespace mambacpp::cuda

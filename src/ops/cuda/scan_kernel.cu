@@ -33,11 +33,12 @@
 
 #include "core/cuda/check.h"
 #include "ops/cuda/scan_kernel.h"
+#include "ops/cuda/scan_math.cuh"
 
 namespace mambacpp::cuda {
 namespace {
 
-constexpr float kLog2e = 1.4426950408889634f;
+using namespace scan_math;
 
 // The block shape: P states per thread, G threads per channel, CB channels per block, T steps per chunk.
 template <int P_, int G_, int CB_, int T_>
@@ -60,45 +61,6 @@ struct Lti : Tl {
   static constexpr bool B_LTI = B, C_LTI = C;
 };
 
-// 2^x on the special function unit; subnormal results flush to zero.
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-// log1p(w) for w in [0, 1] as w · p(w), p a degree-8 Chebyshev fit of log1p(w)/w: relative error below 2e-7
-// (measured in f32 over [0, 1]), on the FMA pipe.
-__device__ __forceinline__ float log1p_unit(float w) {
-  float p = 5.126102168e-03f;
-  p = fmaf(p, w, -2.907406478e-02f);
-  p = fmaf(p, w, 7.751608690e-02f);
-  p = fmaf(p, w, -1.360224764e-01f);
-  p = fmaf(p, w, 1.907688074e-01f);
-  p = fmaf(p, w, -2.483539899e-01f);
-  p = fmaf(p, w, 3.331812171e-01f);
-  p = fmaf(p, w, -4.999944498e-01f);
-  p = fmaf(p, w, 9.999999659e-01f);
-  return w * p;
-}
-
-// softplus(x) = max(x, 0) + log1p(e^−|x|). Above 20 the second term is below half an ulp of x, so this returns
-// x itself there, as the reference definition does.
-__device__ __forceinline__ float softplus(float x) {
-  return fmaxf(x, 0.0f) + log1p_unit(ex2(-fabsf(x) * kLog2e));
-}
-
-__device__ __forceinline__ float silu(float x) { return __fdividef(x, 1.0f + ex2(-x * kLog2e)); }
-
-template <class T>
-__device__ __forceinline__ float to_f32(T v);
-template <>
-__device__ __forceinline__ float to_f32(float v) { return v; }
-template <>
-__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <>
-__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
-
 template <class T>
 __device__ __forceinline__ T zero();
 template <>
@@ -109,13 +71,9 @@ template <>
 __device__ __forceinline__ __half zero() { return __ushort_as_half(0); }
 
 template <class T>
-__device__ __forceinline__ void store(T* p, float v);
-template <>
-__device__ __forceinline__ void store(float* p, float v) { *p = v; }
-template <>
-__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
-template <>
-__device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ void store(T* p, float v) {
+  *p = from_f32<T>(v);
+}
 
 // Reads P consecutive floats (16-byte aligned) of shared memory.
 template <int P>

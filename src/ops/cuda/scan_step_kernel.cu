@@ -11,24 +11,14 @@
 
 #include "core/cuda/check.h"
 #include "ops/cuda/scan_kernel.h"
+#include "ops/cuda/scan_math.cuh"
 
 namespace mambacpp::cuda {
 namespace {
 
+using namespace scan_math;
+
 constexpr int kThreads = 128;
-
-__device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
-
-template <class T>
-__device__ __forceinline__ T from_f32(float x);
-template <>
-__device__ __forceinline__ float from_f32<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-template <>
-__device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
 
 template <class In>
 __device__ __forceinline__ float at(const SeqIn& s, int64_t bi, int64_t k) {
