@@ -2,6 +2,7 @@
 // table on the device, the scratch rows of the workspace, and one launch of the persistent kernel per step.
 #include "model/lm_step_fused.h"
 
+#include <cstdlib>
 #include <vector>
 
 #include "core/cuda/device_memory.h"
@@ -35,6 +36,8 @@ cuda::DecodeStepParams model_params(const ModelWeights& w, int64_t b) {
   p.n_layer = c.n_layer, p.b = b, p.d = c.d_model, p.e = c.d_inner, p.n = c.d_state, p.r = c.dt_rank;
   p.k = c.d_conv, p.v = c.vocab_size, p.eps = c.norm_eps;
   p.w_dtype = w.embedding.dtype;
+  // A tuning switch: MAMBACPP_DECODE_THREADS=512 runs blocks of 512 threads (more registers per thread).
+  if (const char* env = std::getenv("MAMBACPP_DECODE_THREADS")) p.block_threads = std::atoi(env);
   p.embedding = w.embedding.data, p.norm_f = w.norm_f.f32(), p.lm_head = w.lm_head.data;
   return p;
 }
@@ -91,12 +94,12 @@ FusedStep::FusedStep(const ModelWeights& w, RecurrentState& state, Workspace& ws
     copy_memory(impl_->layers.data(), Device::cuda, table.data(), Device::cpu, impl_->layers.bytes());
   }
   impl_->part = Buffer(size_t(cuda::decode_step_part_bytes(p)), Device::cuda);
-  impl_->barrier = Buffer(64 * sizeof(unsigned), Device::cuda);
+  impl_->barrier = Buffer(sizeof(unsigned long long), Device::cuda);
   zero_memory(impl_->barrier.data(), Device::cuda, impl_->barrier.bytes());
   p.layers = impl_->layers.as<cuda::DecodeLayer>();
   p.residual = ws.residual.as<float>(), p.xz = ws.xz.as<float>(), p.xc = ws.xc.as<float>(), p.y = ws.y.as<float>();
   p.part = impl_->part.as<float>();
-  p.barrier = impl_->barrier.as<unsigned>();
+  p.barrier = impl_->barrier.as<unsigned long long>();
   impl_->blocks = cuda::decode_step_prepare(p);
   MAMBA_CHECK(impl_->blocks > 0, "fused decoding step: this GPU cannot run the persistent kernel (cooperative "
                                  "launch or one block per multiprocessor unavailable)");

@@ -1,11 +1,12 @@
 // The persistent decoding-step kernel of decode_kernels.h.
 //
-// One block of 1,024 threads per SM. A product phase gives each warp one output feature at a time (features
+// One block of 1,024 threads (or 512) per SM. A product phase gives each warp one output feature at a time (features
 // strided over the grid's warps): its lanes read the weight row 8 elements at a time (one 16-byte load for
 // bf16/f16, two for f32), kGroup pieces in flight before the first is used, against input rows held in shared
 // memory (the normalised residual, y) or, for x_proj's slices, read from global memory; the warp then adds its
-// partial sums with shuffles. Before each barrier every warp asks L2 for the weights of its first piece of work in
-// the next phase, so that their latency overlaps the barrier. The scan phase gives each (row, channel) a group of G
+// partial sums with shuffles. Before each barrier every warp loads the first pieces of its first row in the next
+// phase into registers (and asks L2 for the rest of that row), and the scan phase's lanes load the inputs that do
+// not depend on x_proj's output, so that these latencies overlap the barrier. The scan phase gives each (row, channel) a group of G
 // lanes (G = n rounded up to a power of two, at most 32) as scan_step_kernel.cu does. The arithmetic follows the
 // unfused ops (infer_kernels.cu, scan_step_kernel.cu) expression by expression; only the order of the products'
 // sums differs. Every sum has a fixed order, so results are the same from run to run.
@@ -21,10 +22,8 @@
 namespace mambacpp::cuda {
 namespace {
 
-constexpr int kThreads = 1024;
-constexpr int kWarps = kThreads / 32;
+constexpr int kMaxWarps = 32;  // per block (1,024 threads)
 constexpr int kGroup = 4;       // weight pieces (8 elements each) a lane loads before using them
-constexpr int kGenWord = 32;    // the barrier's generation word, a cache line away from its counter
 
 bool refuse(std::string* why, const std::string& msg) {
   if (why != nullptr) *why = msg;
@@ -98,29 +97,30 @@ __device__ __forceinline__ float silu_f(float x) { return x / (1.0f + __expf(-x)
 
 // ---- the grid barrier ----------------------------------------------------------------------------------------
 
-__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+__device__ __forceinline__ unsigned long long ld_acquire(const unsigned long long* p) {
+  unsigned long long v;
+  asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
   return v;
 }
 
+__device__ __forceinline__ unsigned long long add_release(unsigned long long* p, unsigned long long x) {
+  unsigned long long old;
+  asm volatile("atom.add.release.gpu.global.u64 %0, [%1], %2;" : "=l"(old) : "l"(p), "l"(x) : "memory");
+  return old;
+}
+
 // Every block of the grid waits here until all have arrived; writes before it are visible to reads after it.
-// bar[0] counts arrivals; the last block to arrive sets it back to 0 and then advances the generation
-// bar[kGenWord], which the others wait for. Both words are ready for the next barrier (and the next launch).
-__device__ void grid_sync(unsigned* bar) {
+// *count only grows: barrier j (counting from the first launch on this counter) is passed once it reaches
+// (j + 1) · blocks, and the value a block reads when it arrives tells it j. So nothing is reset, and the counter
+// is ready for the next barrier and the next launch (2^64 arrivals do not wrap in practice). The critical path is
+// one release-add and one acquire-load round trip to L2.
+__device__ void grid_sync(unsigned long long* count) {
   __syncthreads();
   if (threadIdx.x == 0) {
-    const unsigned gen = ld_acquire(bar + kGenWord);
-    __threadfence();
-    if (atomicAdd(bar, 1u) == gridDim.x - 1) {
-      atomicExch(bar, 0u);
-      __threadfence();
-      atomicAdd(bar + kGenWord, 1u);
-    } else {
-      while (ld_acquire(bar + kGenWord) == gen) {
-      }
+    const unsigned long long blocks = gridDim.x;
+    const unsigned long long target = (add_release(count, 1) / blocks + 1) * blocks;
+    while (ld_acquire(count) < target) {
     }
-    __threadfence();
   }
   __syncthreads();
 }
@@ -149,18 +149,36 @@ __device__ __forceinline__ void fma_piece(float (&acc)[M], const Piece<W>& pc, c
   }
 }
 
+// The first kGroup pieces of a lane's share of one weight row, loaded ahead (before a barrier).
+template <class W>
+struct RowHead {
+  Piece<W> pc[kGroup];
+};
+
+template <class W>
+__device__ __forceinline__ void load_head(RowHead<W>& h, const W* w, int64_t i, int lane) {
+#pragma unroll
+  for (int g = 0; g < kGroup; ++g)
+    if (int64_t(lane) * 8 + g * 256 < i) h.pc[g] = load_piece(w + int64_t(lane) * 8 + g * 256);
+}
+
 // acc[r] = Σ_k w[k] · x[r·ldx + k] over a weight row of i elements (i a multiple of 8), summed over the warp:
-// every lane holds the totals.
+// every lane holds the totals. head, when given, holds the row's first pieces (load_head).
 template <class W, int M>
 __device__ __forceinline__ void row_dot(float (&acc)[M], const W* w, const float* x, int64_t ldx, int64_t i,
-                                        int64_t b, int lane) {
+                                        int64_t b, int lane, const RowHead<W>* head = nullptr) {
 #pragma unroll
   for (int r = 0; r < M; ++r) acc[r] = 0.0f;
   for (int64_t k0 = int64_t(lane) * 8; k0 < i; k0 += 256 * kGroup) {
     Piece<W> pc[kGroup];
+    if (head != nullptr && k0 == int64_t(lane) * 8) {
 #pragma unroll
-    for (int g = 0; g < kGroup; ++g)
-      if (k0 + g * 256 < i) pc[g] = load_piece(w + k0 + g * 256);
+      for (int g = 0; g < kGroup; ++g) pc[g] = head->pc[g];
+    } else {
+#pragma unroll
+      for (int g = 0; g < kGroup; ++g)
+        if (k0 + g * 256 < i) pc[g] = load_piece(w + k0 + g * 256);
+    }
 #pragma unroll
     for (int g = 0; g < kGroup; ++g)
       if (k0 + g * 256 < i) fma_piece<W, M>(acc, pc[g], x + k0 + g * 256, ldx, b);
@@ -184,7 +202,8 @@ struct Grid {
 };
 
 __device__ __forceinline__ Grid grid_position() {
-  return Grid{int(threadIdx.x % 32), int(blockIdx.x * kWarps + threadIdx.x / 32), int(gridDim.x * kWarps)};
+  const int warps = int(blockDim.x / 32);
+  return Grid{int(threadIdx.x % 32), int(blockIdx.x) * warps + int(threadIdx.x / 32), int(gridDim.x) * warps};
 }
 
 // ---- phases --------------------------------------------------------------------------------------------------
@@ -193,7 +212,7 @@ __device__ __forceinline__ Grid grid_position() {
 // (NaN for an id out of range, as embedding_kernel writes), and block 0 also stores them as the residual.
 template <class W, int M>
 __device__ void norm_rows(float* xs, const DecodeStepParams& p, const float* norm_w, bool from_embedding) {
-  __shared__ float part[kWarps][M];
+  __shared__ float part[kMaxWarps][M];
   __shared__ float scale[M];
   const int64_t d = p.d;
   float sum[M];
@@ -203,7 +222,7 @@ __device__ void norm_rows(float* xs, const DecodeStepParams& p, const float* nor
     if (r >= p.b) continue;
     const int32_t id = from_embedding ? p.ids[r] : 0;
     const W* emb = static_cast<const W*>(p.embedding) + int64_t(id) * d;
-    for (int64_t j = threadIdx.x; j < d; j += kThreads) {
+    for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
       float v;
       if (from_embedding) {
         v = (id >= 0 && id < p.v) ? to_f32(emb[j]) : __int_as_float(0x7fc00000);
@@ -222,83 +241,134 @@ __device__ void norm_rows(float* xs, const DecodeStepParams& p, const float* nor
   __syncthreads();
   if (threadIdx.x < M) {
     float s = 0.0f;
-    for (int w = 0; w < kWarps; ++w) s += part[w][threadIdx.x];
+    for (int w = 0; w < int(blockDim.x / 32); ++w) s += part[w][threadIdx.x];
     scale[threadIdx.x] = rsqrtf(s / float(d) + p.eps);
   }
   __syncthreads();
-  for (int64_t t = threadIdx.x; t < p.b * d; t += kThreads) xs[t] = xs[t] * scale[t / d] * norm_w[t % d];
+  for (int64_t t = threadIdx.x; t < p.b * d; t += blockDim.x) xs[t] = xs[t] * scale[t / d] * norm_w[t % d];
   __syncthreads();
 }
 
-// Phase A: xz = xs · in_projᵀ + bias; for x features, the conv step of that channel (lane r: row r).
+// Phase A: xz = xs · in_projᵀ + bias; for x features, the conv step of that channel (lane r: row r). The warp's
+// first row starts from `head`; the conv window and weights are loaded before the product.
 template <class W, int M>
-__device__ void phase_in(const DecodeStepParams& p, const DecodeLayer& L, const float* xs) {
+__device__ void phase_in(const DecodeStepParams& p, const DecodeLayer& L, const float* xs, const RowHead<W>& head) {
   const Grid g = grid_position();
   const int64_t e = p.e, d = p.d, k = p.k, km1 = p.k - 1;
   for (int64_t o = g.warp; o < 2 * e; o += g.warps) {
+    const bool conv = o < e && g.lane < p.b;
+    float win[kDecodeMaxWidth], cw[kDecodeMaxWidth], a = 0.0f, bias = 0.0f;
+    float* st = L.conv_state + (g.lane * e + o) * km1;
+    if (g.lane < p.b) bias = L.in_bias != nullptr ? L.in_bias[o] : 0.0f;
+    if (conv) {
+      a = L.conv_b != nullptr ? L.conv_b[o] : 0.0f;
+#pragma unroll
+      for (int j = 0; j < kDecodeMaxWidth; ++j) {
+        if (j < km1) win[j] = st[j];
+        if (j < k) cw[j] = L.conv_w[o * k + j];
+      }
+    }
     float acc[M];
-    row_dot<W, M>(acc, static_cast<const W*>(L.in_proj) + o * d, xs, d, d, p.b, g.lane);
+    row_dot<W, M>(acc, static_cast<const W*>(L.in_proj) + o * d, xs, d, d, p.b, g.lane, o == g.warp ? &head : nullptr);
     if (g.lane >= p.b) continue;
-    const float x = lane_value(acc, g.lane) + (L.in_bias != nullptr ? L.in_bias[o] : 0.0f);
+    const float x = lane_value(acc, g.lane) + bias;
     if (o >= e) {
       p.xz[g.lane * 2 * e + o] = x;
       continue;
     }
     // conv_step_kernel's arithmetic: the window is the state, then x.
-    float* st = L.conv_state + (g.lane * e + o) * km1;
-    const float* cw = L.conv_w + o * k;
-    float a = L.conv_b != nullptr ? L.conv_b[o] : 0.0f;
-    for (int64_t j = 0; j < km1; ++j) a += cw[j] * st[j];
-    a += cw[km1] * x;
+#pragma unroll
+    for (int j = 0; j < kDecodeMaxWidth; ++j)
+      if (j == km1) win[j] = x;
+#pragma unroll
+    for (int j = 0; j < kDecodeMaxWidth; ++j)
+      if (j < k) a += cw[j] * win[j];
     p.xc[g.lane * e + o] = silu_f(a);
-    for (int64_t j = 0; j + 1 < km1; ++j) st[j] = st[j + 1];
-    if (km1 > 0) st[km1 - 1] = x;
+#pragma unroll
+    for (int j = 0; j + 1 < kDecodeMaxWidth; ++j)
+      if (j < km1) st[j] = win[j + 1];
   }
 }
 
 // Phase B: part (s, b, xw) = xc[:, slice s] · x_proj[:, slice s]ᵀ, one (feature, slice) per warp.
+// The piece of x_proj that lane `lane` of warp `warp` uses for unit u of phase B (k ≥ e: none).
+template <class W>
+__device__ __forceinline__ Piece<W> xproj_piece(const DecodeStepParams& p, const DecodeLayer& L, int64_t u, int lane) {
+  const int64_t xw = p.r + 2 * p.n, o = u % xw, k = u / xw * kDecodeSlice + lane * 8;
+  Piece<W> pc{};
+  if (k < p.e && u < xw * ((p.e + kDecodeSlice - 1) / kDecodeSlice))
+    pc = load_piece(static_cast<const W*>(L.x_proj) + o * p.e + k);
+  return pc;
+}
+
 template <class W, int M>
-__device__ void phase_xproj(const DecodeStepParams& p, const DecodeLayer& L) {
+__device__ void phase_xproj(const DecodeStepParams& p, const DecodeLayer& L, const Piece<W>& first) {
   const Grid g = grid_position();
   const int64_t e = p.e, xw = p.r + 2 * p.n, slices = (e + kDecodeSlice - 1) / kDecodeSlice;
   for (int64_t u = g.warp; u < xw * slices; u += g.warps) {
-    const int64_t o = u % xw, s = u / xw, k = s * kDecodeSlice + g.lane * 8;
+    const int64_t s = u / xw, k = s * kDecodeSlice + g.lane * 8;
     float acc[M];
 #pragma unroll
     for (int r = 0; r < M; ++r) acc[r] = 0.0f;
-    if (k < e) fma_piece<W, M>(acc, load_piece(static_cast<const W*>(L.x_proj) + o * e + k), p.xc + k, e, p.b);
+    if (k < e) fma_piece<W, M>(acc, u == g.warp ? first : xproj_piece<W>(p, L, u, g.lane), p.xc + k, e, p.b);
     warp_sum(acc);
-    if (g.lane < p.b) p.part[(s * p.b + g.lane) * xw + o] = lane_value(acc, g.lane);
+    if (g.lane < p.b) p.part[(s * p.b + g.lane) * xw + u % xw] = lane_value(acc, g.lane);
   }
 }
 
 __host__ __device__ __forceinline__ int64_t padded4(int64_t x) { return (x + 3) / 4 * 4; }
 
+// What one lane of the scan phase reads that does not depend on xdbl: its (row, channel)'s u and z, dt_bias, D,
+// its first state element with its A, and its first dt_proj piece. Loaded before the barrier into phase C.
+template <class W>
+struct ScanInputs {
+  float u = 0, z = 0, dt_bias = 0, D = 0, A0 = 0, h0 = 0;
+  Piece<W> wd0{};
+};
+
+template <class W>
+__device__ __forceinline__ ScanInputs<W> scan_inputs(const DecodeStepParams& p, const DecodeLayer& L, int64_t t,
+                                                     int group) {
+  ScanInputs<W> in;
+  const int64_t e = p.e, n = p.n, i = t / group, g = t % group;
+  if (t >= p.b * e * group) return in;
+  const int64_t bi = i / e, c = i % e;
+  in.u = p.xc[bi * e + c], in.z = p.xz[bi * 2 * e + e + c];
+  in.dt_bias = L.dt_bias[c], in.D = L.D[c];
+  if (g < n) in.A0 = L.A[c * n + g], in.h0 = L.ssm_state[i * n + g];
+  if (p.r % 8 == 0 && g * 8 < p.r) in.wd0 = load_piece(static_cast<const W*>(L.dt_proj) + c * p.r + g * 8);
+  return in;
+}
+
 // Phase C: xd (b, xw) = Σ_s part[s] into shared memory (rows padded to 4), then one scan step per (row,
-// channel), as scan_step_kernel does, with Δ from the dt_proj row.
+// channel), as scan_step_kernel does, with Δ from the dt_proj row. `first` holds the inputs of the lane's first
+// (row, channel).
 template <class W, int M>
-__device__ void phase_scan(const DecodeStepParams& p, const DecodeLayer& L, float* xd, int group) {
+__device__ void phase_scan(const DecodeStepParams& p, const DecodeLayer& L, float* xd, int group,
+                           const ScanInputs<W>& first) {
   const int64_t e = p.e, n = p.n, rk = p.r, xw = rk + 2 * n, ld = padded4(xw);
   const int64_t slices = (e + kDecodeSlice - 1) / kDecodeSlice;
-  for (int64_t t = threadIdx.x; t < p.b * xw; t += kThreads) {
+  for (int64_t t = threadIdx.x; t < p.b * xw; t += blockDim.x) {
     float s = 0.0f;
     for (int64_t q = 0; q < slices; ++q) s += p.part[q * p.b * xw + t];
     xd[(t / xw) * ld + t % xw] = s;
   }
   __syncthreads();
   const Grid gp = grid_position();
-  const int64_t total = p.b * e * group;
-  for (int64_t base = int64_t(gp.warp) * 32; base < total; base += int64_t(gp.warps) * 32) {
+  const int64_t total = p.b * e * group, start = int64_t(gp.warp) * 32;
+  for (int64_t base = start; base < total; base += int64_t(gp.warps) * 32) {
     const int64_t t = base + gp.lane, i = t / group, g = t % group;
     const bool valid = t < total;
+    const ScanInputs<W> in = base == start ? first : scan_inputs<W>(p, L, t, group);
     const int64_t bi = valid ? i / e : 0, c = valid ? i % e : 0;
     const float* x = xd + bi * ld;
-    float dt = 0.0f, y = 0.0f, u = 0.0f;
+    float dt = 0.0f, y = 0.0f;
     if (valid) {
       const W* wd = static_cast<const W*>(L.dt_proj) + c * rk;
       if (rk % 8 == 0) {
         float acc[1] = {0.0f};
-        for (int64_t q = g * 8; q < rk; q += group * 8) fma_piece<W, 1>(acc, load_piece(wd + q), x + q, 0, 1);
+        for (int64_t q = g * 8; q < rk; q += group * 8)
+          fma_piece<W, 1>(acc, q == g * 8 ? in.wd0 : load_piece(wd + q), x + q, 0, 1);
         dt = acc[0];
       } else {
         for (int64_t q = g; q < rk; q += group) dt += to_f32(wd[q]) * x[q];
@@ -306,49 +376,50 @@ __device__ void phase_scan(const DecodeStepParams& p, const DecodeLayer& L, floa
     }
     for (int off = group / 2; off > 0; off >>= 1) dt += __shfl_xor_sync(0xffffffffu, dt, off);
     if (valid) {
-      u = p.xc[bi * e + c];
-      float delta = dt + L.dt_bias[c];
+      float delta = dt + in.dt_bias;
       delta = delta > 20.0f ? delta : log1pf(expf(delta));
-      const float du = delta * u;
+      const float du = delta * in.u;
       const float* A = L.A + c * n;
       float* h = L.ssm_state + i * n;
       for (int64_t s = g; s < n; s += group) {
-        const float hs = expf(delta * A[s]) * h[s] + du * x[rk + s];
+        const float a = s == g ? in.A0 : A[s], h0 = s == g ? in.h0 : h[s];
+        const float hs = expf(delta * a) * h0 + du * x[rk + s];
         y += hs * x[rk + n + s];
         h[s] = hs;
       }
     }
     for (int off = group / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
     if (!valid || g != 0) continue;
-    y += L.D[c] * u;
-    const float z = p.xz[bi * 2 * e + e + c];
-    p.y[bi * e + c] = y * (z / (1.0f + expf(-z)));
+    y += in.D * in.u;
+    p.y[bi * e + c] = y * (in.z / (1.0f + expf(-in.z)));
   }
 }
 
 // Phase D: residual += y · out_projᵀ + bias (y staged in shared memory as xs).
 template <class W, int M>
-__device__ void phase_out(const DecodeStepParams& p, const DecodeLayer& L, float* xs) {
+__device__ void phase_out(const DecodeStepParams& p, const DecodeLayer& L, float* xs, const RowHead<W>& head) {
   const int64_t e = p.e, d = p.d;
-  for (int64_t t = threadIdx.x; t < p.b * e / 4; t += kThreads)
+  for (int64_t t = threadIdx.x; t < p.b * e / 4; t += blockDim.x)
     reinterpret_cast<float4*>(xs)[t] = reinterpret_cast<const float4*>(p.y)[t];
   __syncthreads();
   const Grid g = grid_position();
   for (int64_t o = g.warp; o < d; o += g.warps) {
+    float res = 0.0f, bias = 0.0f;
+    if (g.lane < p.b) res = p.residual[g.lane * d + o], bias = L.out_bias != nullptr ? L.out_bias[o] : 0.0f;
     float acc[M];
-    row_dot<W, M>(acc, static_cast<const W*>(L.out_proj) + o * e, xs, e, e, p.b, g.lane);
-    if (g.lane < p.b)
-      p.residual[g.lane * d + o] += lane_value(acc, g.lane) + (L.out_bias != nullptr ? L.out_bias[o] : 0.0f);
+    row_dot<W, M>(acc, static_cast<const W*>(L.out_proj) + o * e, xs, e, e, p.b, g.lane, o == g.warp ? &head : nullptr);
+    if (g.lane < p.b) p.residual[g.lane * d + o] = res + (lane_value(acc, g.lane) + bias);
   }
 }
 
 // Phase F: logits = xs · lm_headᵀ.
 template <class W, int M>
-__device__ void phase_head(const DecodeStepParams& p, const float* xs) {
+__device__ void phase_head(const DecodeStepParams& p, const float* xs, const RowHead<W>& head) {
   const Grid g = grid_position();
   for (int64_t o = g.warp; o < p.v; o += g.warps) {
     float acc[M];
-    row_dot<W, M>(acc, static_cast<const W*>(p.lm_head) + o * p.d, xs, p.d, p.d, p.b, g.lane);
+    row_dot<W, M>(acc, static_cast<const W*>(p.lm_head) + o * p.d, xs, p.d, p.d, p.b, g.lane,
+                  o == g.warp ? &head : nullptr);
     if (g.lane < p.b) p.logits[g.lane * p.v + o] = lane_value(acc, g.lane);
   }
 }
@@ -356,87 +427,78 @@ __device__ void phase_head(const DecodeStepParams& p, const float* xs) {
 // ---- L2 requests for the next phase's first piece of work ----------------------------------------------------
 
 template <class W>
-__device__ void prefetch_in(const DecodeStepParams& p, const DecodeLayer& L) {
+__device__ void next_in(RowHead<W>& head, const DecodeStepParams& p, const DecodeLayer& L) {
   const Grid g = grid_position();
-  if (g.warp >= 2 * p.e) return;
-  prefetch_bytes(static_cast<const W*>(L.in_proj) + g.warp * p.d, p.d * int64_t(sizeof(W)), g.lane);
   if (g.warp < p.e && g.lane < p.b && p.k > 1) prefetch_l2(L.conv_state + (g.lane * p.e + g.warp) * (p.k - 1));
+  next_rows(head, L.in_proj, 2 * p.e, p.d);
 }
 
+// The warp's first row of the next product phase (w (rows, i)): asked of L2 whole, its first pieces loaded.
 template <class W>
-__device__ void prefetch_xproj(const DecodeStepParams& p, const DecodeLayer& L) {
+__device__ void next_rows(RowHead<W>& head, const void* w, int64_t rows, int64_t i) {
   const Grid g = grid_position();
-  const int64_t xw = p.r + 2 * p.n, o = g.warp % xw, s = g.warp / xw, k = s * kDecodeSlice + g.lane * 8;
-  if (k < p.e && g.lane % 8 == 0)
-    prefetch_l2(static_cast<const W*>(L.x_proj) + o * p.e + k);
-}
-
-template <class W>
-__device__ void prefetch_scan(const DecodeStepParams& p, const DecodeLayer& L, int group) {
-  const Grid g = grid_position();
-  const int64_t t = int64_t(g.warp) * 32 + g.lane, i = t / group;
-  if (t % group != 0 || i >= p.b * p.e) return;
-  const int64_t c = i % p.e;
-  prefetch_l2(static_cast<const W*>(L.dt_proj) + c * p.r);
-  prefetch_l2(L.A + c * p.n);
-  prefetch_l2(L.ssm_state + i * p.n);
-}
-
-template <class W>
-__device__ void prefetch_rows(const void* w, int64_t rows, int64_t i) {
-  const Grid g = grid_position();
-  if (g.warp < rows) prefetch_bytes(static_cast<const W*>(w) + g.warp * i, i * int64_t(sizeof(W)), g.lane);
+  if (g.warp >= rows) return;
+  const W* row = static_cast<const W*>(w) + g.warp * i;
+  prefetch_bytes(row, i * int64_t(sizeof(W)), g.lane);
+  load_head(head, row, i, g.lane);
 }
 
 // ---- the kernel ----------------------------------------------------------------------------------------------
 
-template <class W, int M>
-__global__ void __launch_bounds__(kThreads, 1) decode_step_kernel(DecodeStepParams p) {
+template <class W, int M, int Threads>
+__global__ void __launch_bounds__(Threads, 1) decode_step_kernel(DecodeStepParams p) {
   extern __shared__ float4 shared_rows[];
   float* xs = reinterpret_cast<float*>(shared_rows);
   int group = 1;
   while (group < 32 && group < p.n) group *= 2;
-  if (p.n_layer > 0) prefetch_in<W>(p, p.layers[0]);
+  RowHead<W> head;
+  if (p.n_layer > 0) next_in(head, p, p.layers[0]);
   for (int64_t li = 0; li < p.n_layer; ++li) {
     const DecodeLayer& L = p.layers[li];
     norm_rows<W, M>(xs, p, L.norm, li == 0);
-    phase_in<W, M>(p, L, xs);
-    prefetch_xproj<W>(p, L);
+    phase_in<W, M>(p, L, xs, head);
+    const Piece<W> xpiece = xproj_piece<W>(p, L, grid_position().warp, grid_position().lane);
     grid_sync(p.barrier);
-    phase_xproj<W, M>(p, L);
-    prefetch_scan<W>(p, L, group);
+    phase_xproj<W, M>(p, L, xpiece);
+    const ScanInputs<W> scan = scan_inputs<W>(p, L, int64_t(grid_position().warp) * 32 + grid_position().lane, group);
     grid_sync(p.barrier);
-    phase_scan<W, M>(p, L, xs, group);
-    prefetch_rows<W>(L.out_proj, p.d, p.e);
+    phase_scan<W, M>(p, L, xs, group, scan);
+    next_rows(head, L.out_proj, p.d, p.e);
     grid_sync(p.barrier);
-    phase_out<W, M>(p, L, xs);
+    phase_out<W, M>(p, L, xs, head);
     if (li + 1 < p.n_layer)
-      prefetch_in<W>(p, p.layers[li + 1]);
+      next_in(head, p, p.layers[li + 1]);
     else
-      prefetch_rows<W>(p.lm_head, p.v, p.d);
+      next_rows(head, p.lm_head, p.v, p.d);
     grid_sync(p.barrier);
   }
+  if (p.n_layer == 0) next_rows(head, p.lm_head, p.v, p.d);
   norm_rows<W, M>(xs, p, p.norm_f, p.n_layer == 0);
-  phase_head<W, M>(p, xs);
+  phase_head<W, M>(p, xs, head);
 }
 
 using KernelFn = void (*)(DecodeStepParams);
 
-template <class W>
+template <class W, int Threads>
 KernelFn kernel_for_rows(int64_t b) {
-  if (b <= 1) return decode_step_kernel<W, 1>;
-  if (b <= 2) return decode_step_kernel<W, 2>;
-  if (b <= 4) return decode_step_kernel<W, 4>;
-  return decode_step_kernel<W, 8>;
+  if (b <= 1) return decode_step_kernel<W, 1, Threads>;
+  if (b <= 2) return decode_step_kernel<W, 2, Threads>;
+  if (b <= 4) return decode_step_kernel<W, 4, Threads>;
+  return decode_step_kernel<W, 8, Threads>;
+}
+
+template <int Threads>
+KernelFn kernel_for_threads(const DecodeStepParams& p) {
+  switch (p.w_dtype) {
+    case DType::f32: return kernel_for_rows<float, Threads>(p.b);
+    case DType::f16: return kernel_for_rows<__half, Threads>(p.b);
+    case DType::bf16: break;
+  }
+  return kernel_for_rows<__nv_bfloat16, Threads>(p.b);
 }
 
 KernelFn kernel_for(const DecodeStepParams& p) {
-  switch (p.w_dtype) {
-    case DType::f32: return kernel_for_rows<float>(p.b);
-    case DType::f16: return kernel_for_rows<__half>(p.b);
-    case DType::bf16: break;
-  }
-  return kernel_for_rows<__nv_bfloat16>(p.b);
+  return p.block_threads == 512 ? kernel_for_threads<512>(p) : kernel_for_threads<1024>(p);
 }
 
 int64_t shared_bytes(const DecodeStepParams& p) {
@@ -449,11 +511,13 @@ constexpr int64_t kMaxSharedBytes = 200 * 1024;
 }  // namespace
 
 bool decode_step_supports(const DecodeStepParams& p, std::string* why) {
+  if (p.block_threads != 512 && p.block_threads != 1024) return refuse(why, "decode step: blocks of 512 or 1,024 threads");
   if (p.b < 1 || p.b > kDecodeMaxRows)
     return refuse(why, "decode step: batch " + std::to_string(p.b) + " is outside 1.." + std::to_string(kDecodeMaxRows));
   if (p.d % 8 != 0 || p.e % 8 != 0)
     return refuse(why, "decode step: d_model and d_inner must be multiples of 8");
   if (p.k < 1 || p.n < 1 || p.r < 1) return refuse(why, "decode step: d_conv, d_state and dt_rank must be at least 1");
+  if (p.k > kDecodeMaxWidth) return refuse(why, "decode step: d_conv above " + std::to_string(kDecodeMaxWidth));
   if (shared_bytes(p) > kMaxSharedBytes) return refuse(why, "decode step: b · d_inner is too large for shared memory");
   return true;
 }
@@ -470,7 +534,7 @@ int decode_step_prepare(const DecodeStepParams& p) {
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   CUDA_CHECK(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device));
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kThreads, size_t(bytes)));
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, p.block_threads, size_t(bytes)));
   if (cooperative == 0 || per_sm < 1) return 0;
   return sms;
 }
@@ -481,7 +545,7 @@ void decode_step_launch(const DecodeStepParams& p, int blocks, cudaStream_t stre
   attr.val.cooperative = 1;
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(unsigned(blocks));
-  cfg.blockDim = dim3(kThreads);
+  cfg.blockDim = dim3(unsigned(p.block_threads));
   cfg.dynamicSmemBytes = size_t(shared_bytes(p));
   cfg.stream = stream;
   cfg.attrs = &attr;

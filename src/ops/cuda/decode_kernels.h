@@ -10,8 +10,8 @@
 //      the (b, e, n) state; y = (C·h + D·u) · silu(z)
 //   D  residual (b, d) += y · out_projᵀ [+ bias]
 // then F: logits (b, v) = rmsnorm_f(residual) · lm_headᵀ. The grid is one block per SM, launched cooperatively
-// (all blocks resident); the barrier counts arrivals in two words of device memory that every barrier leaves
-// ready for the next, so one launch can be recorded in a CUDA graph and replayed.
+// (all blocks resident); the barrier counts arrivals in one ever-growing word of device memory, which needs no
+// reset between barriers or launches, so one launch can be recorded in a CUDA graph and replayed.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -24,6 +24,7 @@
 namespace mambacpp::cuda {
 
 constexpr int64_t kDecodeMaxRows = 8;
+constexpr int kDecodeMaxWidth = 4;     // conv width k
 constexpr int64_t kDecodeSlice = 256;  // input channels per partial x_proj product (8 per lane)
 
 // One layer's parameters and recurrent state (device pointers; matrices in DecodeStepParams::w_dtype).
@@ -60,10 +61,12 @@ struct DecodeStepParams {
   float* xc = nullptr;        // (b, e)
   float* part = nullptr;      // (slices, b, r + 2n), slices = ceil(e / kDecodeSlice)
   float* y = nullptr;         // (b, e)
-  unsigned* barrier = nullptr;  // 2 words, zero before the first launch
+  unsigned long long* barrier = nullptr;
+  int block_threads = 1024;  // 1,024 (64 registers per thread) or 512 (128 registers)  // the barrier's arrival count, zero before the first launch
 };
 
-// Whether the sizes are handled (b ≤ kDecodeMaxRows, d and e multiples of 8, k ≥ 1, shared memory); else *why.
+// Whether the sizes are handled (b ≤ kDecodeMaxRows, d and e multiples of 8, 1 ≤ k ≤ kDecodeMaxWidth, shared
+// memory); else *why.
 bool decode_step_supports(const DecodeStepParams& p, std::string* why);
 // Bytes of the part buffer the step needs.
 int64_t decode_step_part_bytes(const DecodeStepParams& p);
