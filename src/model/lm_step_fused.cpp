@@ -2,7 +2,6 @@
 // table on the device, the scratch rows of the workspace, and one launch of the persistent kernel per step.
 #include "model/lm_step_fused.h"
 
-#include <cstdlib>
 #include <vector>
 
 #include "core/cuda/device_memory.h"
@@ -36,8 +35,6 @@ cuda::DecodeStepParams model_params(const ModelWeights& w, int64_t b) {
   p.n_layer = c.n_layer, p.b = b, p.d = c.d_model, p.e = c.d_inner, p.n = c.d_state, p.r = c.dt_rank;
   p.k = c.d_conv, p.v = c.vocab_size, p.eps = c.norm_eps;
   p.w_dtype = w.embedding.dtype;
-  // A tuning switch: MAMBACPP_DECODE_THREADS=512 runs blocks of 512 threads (more registers per thread).
-  if (const char* env = std::getenv("MAMBACPP_DECODE_THREADS")) p.block_threads = std::atoi(env);
   p.embedding = w.embedding.data, p.norm_f = w.norm_f.f32(), p.lm_head = w.lm_head.data;
   return p;
 }

@@ -17,8 +17,9 @@
 
 namespace mambacpp {
 
-// The largest batch generate() runs through the fused step: above it the unfused step, whose products of more
-// rows go through cuBLASLt, is as fast or faster (measured: docs/PERFORMANCE.md).
+// The largest batch generate() runs through the fused step (the kernel's own limit, kDecodeMaxRows): measured on
+// an H100 it is faster than lm_step_device at every batch from 1 to 8 (docs/PERFORMANCE.md); larger batches take
+// the unfused step, whose products of more than 8 rows run on the tensor cores through cuBLASLt.
 constexpr int64_t kFusedStepMaxBatch = 8;
 
 // One decoding step bound to a model, a recurrent state (its batch b) and a workspace (holding b rows): the

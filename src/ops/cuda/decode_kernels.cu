@@ -1,6 +1,6 @@
 // The persistent decoding-step kernel of decode_kernels.h.
 //
-// One block of 1,024 threads (or 512) per SM. A product phase gives each warp one output feature at a time (features
+// One block of 512 threads per SM. A product phase gives each warp one output feature at a time (features
 // strided over the grid's warps): its lanes read the weight row 8 elements at a time (one 16-byte load for
 // bf16/f16, two for f32), kGroup pieces in flight before the first is used, against input rows held in shared
 // memory (the normalised residual, y) or, for x_proj's slices, read from global memory; the warp then adds its
@@ -22,7 +22,10 @@
 namespace mambacpp::cuda {
 namespace {
 
-constexpr int kMaxWarps = 32;  // per block (1,024 threads)
+// One block per SM: at 512 threads a thread may hold 128 registers, so the preloaded weights and scan inputs
+// stay in registers (at 1,024 threads, 64 registers, they spilled and the step was slower: docs/PERFORMANCE.md).
+constexpr int kThreads = 512;
+constexpr int kWarps = kThreads / 32;
 constexpr int kGroup = 4;       // weight pieces (8 elements each) a lane loads before using them
 
 bool refuse(std::string* why, const std::string& msg) {
@@ -202,8 +205,7 @@ struct Grid {
 };
 
 __device__ __forceinline__ Grid grid_position() {
-  const int warps = int(blockDim.x / 32);
-  return Grid{int(threadIdx.x % 32), int(blockIdx.x) * warps + int(threadIdx.x / 32), int(gridDim.x) * warps};
+  return Grid{int(threadIdx.x % 32), int(blockIdx.x) * kWarps + int(threadIdx.x / 32), int(gridDim.x) * kWarps};
 }
 
 // ---- phases --------------------------------------------------------------------------------------------------
@@ -212,7 +214,7 @@ __device__ __forceinline__ Grid grid_position() {
 // (NaN for an id out of range, as embedding_kernel writes), and block 0 also stores them as the residual.
 template <class W, int M>
 __device__ void norm_rows(float* xs, const DecodeStepParams& p, const float* norm_w, bool from_embedding) {
-  __shared__ float part[kMaxWarps][M];
+  __shared__ float part[kWarps][M];
   __shared__ float scale[M];
   const int64_t d = p.d;
   float sum[M];
@@ -222,7 +224,7 @@ __device__ void norm_rows(float* xs, const DecodeStepParams& p, const float* nor
     if (r >= p.b) continue;
     const int32_t id = from_embedding ? p.ids[r] : 0;
     const W* emb = static_cast<const W*>(p.embedding) + int64_t(id) * d;
-    for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
+    for (int64_t j = threadIdx.x; j < d; j += kThreads) {
       float v;
       if (from_embedding) {
         v = (id >= 0 && id < p.v) ? to_f32(emb[j]) : __int_as_float(0x7fc00000);
@@ -241,11 +243,11 @@ __device__ void norm_rows(float* xs, const DecodeStepParams& p, const float* nor
   __syncthreads();
   if (threadIdx.x < M) {
     float s = 0.0f;
-    for (int w = 0; w < int(blockDim.x / 32); ++w) s += part[w][threadIdx.x];
+    for (int w = 0; w < kWarps; ++w) s += part[w][threadIdx.x];
     scale[threadIdx.x] = rsqrtf(s / float(d) + p.eps);
   }
   __syncthreads();
-  for (int64_t t = threadIdx.x; t < p.b * d; t += blockDim.x) xs[t] = xs[t] * scale[t / d] * norm_w[t % d];
+  for (int64_t t = threadIdx.x; t < p.b * d; t += kThreads) xs[t] = xs[t] * scale[t / d] * norm_w[t % d];
   __syncthreads();
 }
 
@@ -348,7 +350,7 @@ __device__ void phase_scan(const DecodeStepParams& p, const DecodeLayer& L, floa
                            const ScanInputs<W>& first) {
   const int64_t e = p.e, n = p.n, rk = p.r, xw = rk + 2 * n, ld = padded4(xw);
   const int64_t slices = (e + kDecodeSlice - 1) / kDecodeSlice;
-  for (int64_t t = threadIdx.x; t < p.b * xw; t += blockDim.x) {
+  for (int64_t t = threadIdx.x; t < p.b * xw; t += kThreads) {
     float s = 0.0f;
     for (int64_t q = 0; q < slices; ++q) s += p.part[q * p.b * xw + t];
     xd[(t / xw) * ld + t % xw] = s;
@@ -399,7 +401,7 @@ __device__ void phase_scan(const DecodeStepParams& p, const DecodeLayer& L, floa
 template <class W, int M>
 __device__ void phase_out(const DecodeStepParams& p, const DecodeLayer& L, float* xs, const RowHead<W>& head) {
   const int64_t e = p.e, d = p.d;
-  for (int64_t t = threadIdx.x; t < p.b * e / 4; t += blockDim.x)
+  for (int64_t t = threadIdx.x; t < p.b * e / 4; t += kThreads)
     reinterpret_cast<float4*>(xs)[t] = reinterpret_cast<const float4*>(p.y)[t];
   __syncthreads();
   const Grid g = grid_position();
@@ -445,8 +447,8 @@ __device__ void next_rows(RowHead<W>& head, const void* w, int64_t rows, int64_t
 
 // ---- the kernel ----------------------------------------------------------------------------------------------
 
-template <class W, int M, int Threads>
-__global__ void __launch_bounds__(Threads, 1) decode_step_kernel(DecodeStepParams p) {
+template <class W, int M>
+__global__ void __launch_bounds__(kThreads, 1) decode_step_kernel(DecodeStepParams p) {
   extern __shared__ float4 shared_rows[];
   float* xs = reinterpret_cast<float*>(shared_rows);
   int group = 1;
@@ -479,26 +481,21 @@ __global__ void __launch_bounds__(Threads, 1) decode_step_kernel(DecodeStepParam
 
 using KernelFn = void (*)(DecodeStepParams);
 
-template <class W, int Threads>
+template <class W>
 KernelFn kernel_for_rows(int64_t b) {
-  if (b <= 1) return decode_step_kernel<W, 1, Threads>;
-  if (b <= 2) return decode_step_kernel<W, 2, Threads>;
-  if (b <= 4) return decode_step_kernel<W, 4, Threads>;
-  return decode_step_kernel<W, 8, Threads>;
-}
-
-template <int Threads>
-KernelFn kernel_for_threads(const DecodeStepParams& p) {
-  switch (p.w_dtype) {
-    case DType::f32: return kernel_for_rows<float, Threads>(p.b);
-    case DType::f16: return kernel_for_rows<__half, Threads>(p.b);
-    case DType::bf16: break;
-  }
-  return kernel_for_rows<__nv_bfloat16, Threads>(p.b);
+  if (b <= 1) return decode_step_kernel<W, 1>;
+  if (b <= 2) return decode_step_kernel<W, 2>;
+  if (b <= 4) return decode_step_kernel<W, 4>;
+  return decode_step_kernel<W, 8>;
 }
 
 KernelFn kernel_for(const DecodeStepParams& p) {
-  return p.block_threads == 512 ? kernel_for_threads<512>(p) : kernel_for_threads<1024>(p);
+  switch (p.w_dtype) {
+    case DType::f32: return kernel_for_rows<float>(p.b);
+    case DType::f16: return kernel_for_rows<__half>(p.b);
+    case DType::bf16: break;
+  }
+  return kernel_for_rows<__nv_bfloat16>(p.b);
 }
 
 int64_t shared_bytes(const DecodeStepParams& p) {
@@ -511,7 +508,6 @@ constexpr int64_t kMaxSharedBytes = 200 * 1024;
 }  // namespace
 
 bool decode_step_supports(const DecodeStepParams& p, std::string* why) {
-  if (p.block_threads != 512 && p.block_threads != 1024) return refuse(why, "decode step: blocks of 512 or 1,024 threads");
   if (p.b < 1 || p.b > kDecodeMaxRows)
     return refuse(why, "decode step: batch " + std::to_string(p.b) + " is outside 1.." + std::to_string(kDecodeMaxRows));
   if (p.d % 8 != 0 || p.e % 8 != 0)
@@ -534,7 +530,7 @@ int decode_step_prepare(const DecodeStepParams& p) {
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   CUDA_CHECK(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device));
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, p.block_threads, size_t(bytes)));
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kThreads, size_t(bytes)));
   if (cooperative == 0 || per_sm < 1) return 0;
   return sms;
 }
@@ -545,7 +541,7 @@ void decode_step_launch(const DecodeStepParams& p, int blocks, cudaStream_t stre
   attr.val.cooperative = 1;
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(unsigned(blocks));
-  cfg.blockDim = dim3(unsigned(p.block_threads));
+  cfg.blockDim = dim3(kThreads);
   cfg.dynamicSmemBytes = size_t(shared_bytes(p));
   cfg.stream = stream;
   cfg.attrs = &attr;

@@ -9,9 +9,9 @@
 //   C  xdbl = Σ_s part (every block, fixed order); Δ = softplus(dt_proj · xdbl[:r] + dt_bias); one scan step of
 //      the (b, e, n) state; y = (C·h + D·u) · silu(z)
 //   D  residual (b, d) += y · out_projᵀ [+ bias]
-// then F: logits (b, v) = rmsnorm_f(residual) · lm_headᵀ. The grid is one block per SM, launched cooperatively
-// (all blocks resident); the barrier counts arrivals in one ever-growing word of device memory, which needs no
-// reset between barriers or launches, so one launch can be recorded in a CUDA graph and replayed.
+// then F: logits (b, v) = rmsnorm_f(residual) · lm_headᵀ. The grid is one block of 512 threads per SM, launched
+// cooperatively (all blocks resident); the barrier counts arrivals in one ever-growing word of device memory,
+// which needs no reset between barriers or launches, so one launch can be recorded in a CUDA graph and replayed.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -61,8 +61,7 @@ struct DecodeStepParams {
   float* xc = nullptr;        // (b, e)
   float* part = nullptr;      // (slices, b, r + 2n), slices = ceil(e / kDecodeSlice)
   float* y = nullptr;         // (b, e)
-  unsigned long long* barrier = nullptr;
-  int block_threads = 1024;  // 1,024 (64 registers per thread) or 512 (128 registers)  // the barrier's arrival count, zero before the first launch
+  unsigned long long* barrier = nullptr;  // the barrier's arrival count, zero before the first launch
 };
 
 // Whether the sizes are handled (b ≤ kDecodeMaxRows, d and e multiples of 8, 1 ≤ k ≤ kDecodeMaxWidth, shared
