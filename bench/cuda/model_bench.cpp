@@ -20,6 +20,7 @@
 #include "core/cuda/device_memory.h"
 #include "infer/generate.h"
 #include "model/lm.h"
+#include "model/lm_step_fused.h"
 #include "model/presets.h"
 
 namespace {
@@ -121,13 +122,28 @@ void bench_model(const std::string& name, Context& ctx) {
                 best * 1e3, double(b * kPrompt) / best / 1e3, ref, ref / (best * 1e3));
   }
 
-  std::printf("\n| decode, batch 1 | ms/token | mamba_ssm | ratio |\n|---|---|---|---|\n");
-  for (bool graph : {true, false}) {
+  // Decoding latency: the fused one-launch step (what generate() uses up to kFusedStepMaxBatch) against the
+  // unfused step, both replayed as graphs, and the unfused step launched op by op.
+  std::printf("\n| decode | batch | ms/token | mamba_ssm | ratio |\n|---|---|---|---|---|\n");
+  const auto decode_ms = [&](int64_t b, bool graph, bool fused) {
     GenerateStats st;
-    generate(w, prompts(1, 16, v), greedy(kNew + 1, 1, graph), nullptr, &st, ctx);
-    const double ms = st.generate_seconds * 1e3 / double(kNew);
-    std::printf("| %s | %.3f | %.1f | %.2fx |\n", graph ? "CUDA graph" : "op by op", ms, a.decode_ms, a.decode_ms / ms);
-  }
+    auto o = greedy(kNew + 1, b, graph);
+    o.fused_step = fused;
+    generate(w, prompts(b, 16, v), o, nullptr, &st, ctx);
+    return st.generate_seconds * 1e3 / double(kNew);
+  };
+  for (int64_t b : {1, 2, 4, 8, 16})
+    for (int how = 0; how < 3; ++how) {
+      if (how == 2 && b != 1) continue;
+      const bool fused = how == 0, graph = how < 2;
+      if (fused && b > kFusedStepMaxBatch) continue;
+      const double ms = decode_ms(b, graph, fused);
+      const char* name = fused ? "fused step, CUDA graph" : graph ? "op by op, CUDA graph" : "op by op";
+      if (b == 1)
+        std::printf("| %s | 1 | %.3f | %.1f | %.2fx |\n", name, ms, a.decode_ms, a.decode_ms / ms);
+      else
+        std::printf("| %s | %lld | %.3f | - | - |\n", name, (long long)b, ms);
+    }
 }
 
 }  // namespace

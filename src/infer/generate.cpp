@@ -2,10 +2,12 @@
 #include "infer/generate.h"
 
 #include <chrono>
+#include <memory>
 
 #include "core/cuda/device_memory.h"
 #include "core/error.h"
 #include "model/lm.h"
+#include "model/lm_step_fused.h"
 #ifdef MAMBACPP_HAS_CUDA
 #include "ops/cuda/cuda_ops.h"
 #endif
@@ -61,6 +63,8 @@ class Decoder {
     }
     ids_ = Buffer(size_t(b_) * sizeof(int32_t), dev_);
     ws_.reserve(w.config, b_);
+    if (opt.fused_step && b_ <= kFusedStepMaxBatch && FusedStep::supports(w, b_, nullptr))
+      fused_ = std::make_unique<FusedStep>(w, state, ws, ctx);
     for (int64_t i = 0; i < b_; ++i) rngs_.emplace_back(opt.seed + uint64_t(i));
     if (opt.sampling.temperature > 0.0f) {
       uniforms_ = Buffer(size_t(b_) * sizeof(double), dev_);
@@ -109,7 +113,10 @@ class Decoder {
   Tensor logits_tensor() const { return Tensor(logits_.data(), DType::f32, {b_, v_}, dev_); }
 
   void device_step() {
-    lm_step_device(logits_tensor(), state_, w_, ids_.as<int32_t>(), ws_, ctx_);
+    if (fused_)
+      fused_->run(logits_tensor(), ids_.as<int32_t>(), ctx_);
+    else
+      lm_step_device(logits_tensor(), state_, w_, ids_.as<int32_t>(), ws_, ctx_);
     choose_on_device();
   }
 
@@ -159,6 +166,7 @@ class Decoder {
   std::vector<double> host_uniforms_;
   Buffer ids_, seen_, uniforms_;
   StreamGraph graph_;
+  std::unique_ptr<FusedStep> fused_;  // the one-launch step, where it applies (lm_step_fused.h)
   int64_t steps_ = 0;
 };
 

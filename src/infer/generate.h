@@ -4,7 +4,8 @@
 // The model runs on the device its weights are on (ModelWeights::to_device). On cuda, decoding steps after
 // the first are recorded once as a CUDA graph and replayed, the choice of the next ids included: every sampling
 // setting runs on the GPU with the host Sampler's random draws (the same ids for the same seed), and only the
-// chosen ids come back to the host.
+// chosen ids come back to the host. A step is one persistent kernel (FusedStep) for small batches of the
+// selective model, else one launch per op (lm_step_device).
 #pragma once
 
 #include <cstdint>
@@ -24,6 +25,9 @@ struct GenerateOptions {
   int64_t eos_id = -1;   // stop a sequence when it produces this id (-1: never)
   int64_t chunk = 256;   // prefill chunk length (bounds memory for long prompts)
   bool cuda_graph = true;  // on cuda: replay decoding steps as a recorded graph (false: launch each op)
+  // on cuda: decode with the one-launch fused step (model/lm_step_fused.h) where it applies (S6 model, one
+  // matrix dtype, batch ≤ kFusedStepMaxBatch); false: always the op-by-op step lm_step_device
+  bool fused_step = true;
 };
 
 struct GenerateStats {

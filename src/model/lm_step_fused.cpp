@@ -1,16 +1,11 @@
-// The fused decoding step (see lm_step_fused.h). Per layer:
-//   1. xz (b, 2e)      = rmsnorm(residual) · in_proj        (norm_gemv)
-//   2. xdbl (b, r+2n)  = silu(conv step(xz's x)) · x_proj    (conv_gemv)
-//   3. y (b, e)        = scan step with Δ = softplus(dt_proj · xdbl + bias), the conv state shifted (ssm_step)
-//   4. residual       += y · out_proj                        (gemv_add)
-// then the final norm and the head through the ordinary ops. The residual of layer i+1 is updated in place by
-// layer i's step 4, so no step reads a buffer that the same launch writes.
+// The fused decoding step (see lm_step_fused.h): the model's parameters and the state's per-layer pointers in a
+// table on the device, the scratch rows of the workspace, and one launch of the persistent kernel per step.
 #include "model/lm_step_fused.h"
 
-#include <algorithm>
+#include <vector>
 
+#include "core/cuda/device_memory.h"
 #include "core/error.h"
-#include "ops/ops.h"
 #ifdef MAMBACPP_HAS_CUDA
 #include "core/cuda/cuda_state.h"
 #include "ops/cuda/decode_kernels.h"
@@ -18,50 +13,7 @@
 
 namespace mambacpp {
 
-#ifdef MAMBACPP_HAS_CUDA
 namespace {
-
-Tensor rows(void* p, int64_t m, int64_t c) { return Tensor(p, DType::f32, {m, c}, Device::cuda); }
-
-const float* f32_or_null(const Tensor& t) { return t.defined() ? t.f32() : nullptr; }
-
-struct LayerLaunch {
-  cuda::DecodeGemvParams in, x;
-  cuda::DecodeSsmParams ssm;
-  cuda::DecodeGemvParams out;
-};
-
-// The parameters of one layer's four launches at batch b.
-LayerLaunch layer_launch(const ModelWeights& w, int64_t layer, RecurrentState& state, Workspace& ws, int64_t b) {
-  const MambaConfig& c = w.config;
-  const LayerWeights& lw = w.layers[size_t(layer)];
-  const int64_t d = c.d_model, e = c.d_inner, n = c.d_state, r = c.dt_rank, xw = r + 2 * n;
-  LayerLaunch L;
-  L.in.y = ws.xz.as<float>(), L.in.ld_y = 2 * e;
-  L.in.w = lw.in_proj.data, L.in.w_dtype = lw.in_proj.dtype, L.in.bias = f32_or_null(lw.in_proj_bias);
-  L.in.b = b, L.in.i = d, L.in.o = 2 * e;
-  L.in.residual = ws.residual.as<float>(), L.in.norm_w = lw.norm.f32(), L.in.eps = c.norm_eps;
-
-  L.x.y = ws.xdbl.as<float>(), L.x.ld_y = xw;
-  L.x.w = lw.x_proj.data, L.x.w_dtype = lw.x_proj.dtype;
-  L.x.b = b, L.x.i = e, L.x.o = xw;
-  L.x.conv_w = lw.conv_w.f32(), L.x.conv_b = f32_or_null(lw.conv_b), L.x.conv_state = state.conv(layer).f32();
-  L.x.xin = ws.xz.as<float>(), L.x.ld_xin = 2 * e, L.x.k = c.d_conv;
-
-  cuda::DecodeSsmParams& s = L.ssm;
-  s.y = ws.y.as<float>(), s.conv_state = state.conv(layer).f32(), s.ssm_state = state.ssm(layer).f32();
-  s.xz = ws.xz.as<float>(), s.xdbl = ws.xdbl.as<float>();
-  s.conv_w = lw.conv_w.f32(), s.conv_b = f32_or_null(lw.conv_b);
-  s.dt_proj = lw.dt_proj.data, s.dt_dtype = lw.dt_proj.dtype, s.dt_bias = lw.dt_bias.f32();
-  s.A = lw.A.f32(), s.D = lw.D.f32();
-  s.b = b, s.e = e, s.n = n, s.r = r, s.k = c.d_conv;
-
-  L.out.y = ws.residual.as<float>(), L.out.ld_y = d;
-  L.out.w = lw.out_proj.data, L.out.w_dtype = lw.out_proj.dtype, L.out.bias = f32_or_null(lw.out_proj_bias);
-  L.out.b = b, L.out.i = e, L.out.o = d;
-  L.out.y_in = ws.y.as<float>();
-  return L;
-}
 
 bool refuse(std::string* why, const std::string& msg) {
   if (why != nullptr) *why = msg;
@@ -70,66 +22,116 @@ bool refuse(std::string* why, const std::string& msg) {
 
 }  // namespace
 
-bool lm_step_fused_supports(const ModelWeights& w, int64_t b, std::string* why) {
+#ifdef MAMBACPP_HAS_CUDA
+
+namespace {
+
+const float* f32_or_null(const Tensor& t) { return t.defined() ? t.f32() : nullptr; }
+
+// The kernel's sizes and model pointers; the per-step buffers are filled in by FusedStep.
+cuda::DecodeStepParams model_params(const ModelWeights& w, int64_t b) {
+  const MambaConfig& c = w.config;
+  cuda::DecodeStepParams p;
+  p.n_layer = c.n_layer, p.b = b, p.d = c.d_model, p.e = c.d_inner, p.n = c.d_state, p.r = c.dt_rank;
+  p.k = c.d_conv, p.v = c.vocab_size, p.eps = c.norm_eps;
+  p.w_dtype = w.embedding.dtype;
+  p.embedding = w.embedding.data, p.norm_f = w.norm_f.f32(), p.lm_head = w.lm_head.data;
+  return p;
+}
+
+cuda::DecodeLayer layer_table_row(const LayerWeights& lw, RecurrentState& state, int64_t layer) {
+  cuda::DecodeLayer L;
+  L.norm = lw.norm.f32();
+  L.in_proj = lw.in_proj.data, L.in_bias = f32_or_null(lw.in_proj_bias);
+  L.conv_w = lw.conv_w.f32(), L.conv_b = f32_or_null(lw.conv_b), L.conv_state = state.conv(layer).f32();
+  L.x_proj = lw.x_proj.data, L.dt_proj = lw.dt_proj.data, L.dt_bias = lw.dt_bias.f32();
+  L.A = lw.A.f32(), L.D = lw.D.f32(), L.ssm_state = state.ssm(layer).f32();
+  L.out_proj = lw.out_proj.data, L.out_bias = f32_or_null(lw.out_proj_bias);
+  return L;
+}
+
+}  // namespace
+
+struct FusedStep::Impl {
+  cuda::DecodeStepParams p;
+  int blocks = 0;
+  Buffer layers, part, barrier;
+};
+
+bool FusedStep::supports(const ModelWeights& w, int64_t b, std::string* why) {
   const MambaConfig& c = w.config;
   if (w.embedding.device != Device::cuda) return refuse(why, "the fused decoding step runs on cuda only");
   if (!c.selective_dt || !c.selective_B || !c.selective_C)
     return refuse(why, "the fused decoding step needs the selective (S6) model");
+  const DType dt = w.embedding.dtype;
+  const auto matrix_ok = [&](const Tensor& t) { return t.defined() && t.is_contiguous() && t.dtype == dt; };
+  if (!matrix_ok(w.embedding) || !matrix_ok(w.lm_head))
+    return refuse(why, "the fused decoding step needs the embedding and head contiguous in one dtype");
   for (const LayerWeights& lw : w.layers)
     for (const Tensor* t : {&lw.in_proj, &lw.x_proj, &lw.dt_proj, &lw.out_proj})
-      if (!t->defined() || !t->is_contiguous()) return refuse(why, "the fused decoding step needs contiguous matrices");
-  const int64_t e = c.d_inner;
-  for (const LayerWeights& lw : w.layers) {
-    cuda::DecodeGemvParams in, x, out;
-    in.w = lw.in_proj.data, in.b = b, in.i = c.d_model;
-    x.w = lw.x_proj.data, x.b = b, x.i = e, x.k = c.d_conv;
-    out.w = lw.out_proj.data, out.b = b, out.i = e;
-    cuda::DecodeSsmParams ssm;
-    ssm.n = c.d_state, ssm.k = c.d_conv, ssm.r = c.dt_rank;
-    if (!cuda::decode_gemv_supports(in, cuda::DecodeGemvKind::norm, why) ||
-        !cuda::decode_gemv_supports(x, cuda::DecodeGemvKind::conv, why) || !cuda::decode_ssm_supports(ssm, why) ||
-        !cuda::decode_gemv_supports(out, cuda::DecodeGemvKind::add, why))
-      return false;
-  }
-  return true;
+      if (!matrix_ok(*t))
+        return refuse(why, "the fused decoding step needs every matrix contiguous in the embedding's dtype");
+  return cuda::decode_step_supports(model_params(w, b), why);
 }
 
-void lm_step_fused(Tensor logits, RecurrentState& state, const ModelWeights& w, const int32_t* ids, Workspace& ws,
-                   Context& ctx) {
-  const MambaConfig& c = w.config;
-  const int64_t b = state.batch(), d = c.d_model, v = c.vocab_size;
+FusedStep::FusedStep(const ModelWeights& w, RecurrentState& state, Workspace& ws, Context& ctx)
+    : impl_(std::make_unique<Impl>()) {
+  const int64_t b = state.batch();
   std::string why;
-  MAMBA_CHECK(lm_step_fused_supports(w, b, &why), "lm_step_fused: {}", why);
-  MAMBA_CHECK(state.device() == Device::cuda && ws.device() == Device::cuda && logits.device == Device::cuda,
-              "lm_step_fused: the state, workspace and logits must be on cuda");
-  MAMBA_CHECK(logits.dtype == DType::f32 && logits.is_contiguous() && logits.ndim == 2 && logits.shape[0] == b &&
-                  logits.shape[1] == v,
-              "lm_step_fused: logits must be a contiguous f32 tensor of shape [{}, {}], got {}", b, v,
-              logits.shape_str());
-  MAMBA_CHECK(ws.rows() >= b, "lm_step_fused: the workspace holds {} rows, the step needs {}", ws.rows(), b);
-  const cudaStream_t stream = cuda_state(ctx).stream;
-  const Tensor residual = rows(ws.residual.data(), b, d), hidden = rows(ws.hidden.data(), b, d);
-  embedding_forward(residual, ids, b, w.embedding, ctx);
-  for (int64_t i = 0; i < c.n_layer; ++i) {
-    const LayerLaunch L = layer_launch(w, i, state, ws, b);
-    cuda::decode_gemv_launch(L.in, cuda::DecodeGemvKind::norm, stream);
-    cuda::decode_gemv_launch(L.x, cuda::DecodeGemvKind::conv, stream);
-    cuda::decode_ssm_launch(L.ssm, stream);
-    cuda::decode_gemv_launch(L.out, cuda::DecodeGemvKind::add, stream);
+  MAMBA_CHECK(supports(w, b, &why), "fused decoding step: {}", why);
+  MAMBA_CHECK(state.device() == Device::cuda && ws.device() == Device::cuda,
+              "fused decoding step: the state and workspace must be on cuda");
+  MAMBA_CHECK(ws.rows() >= b, "fused decoding step: the workspace holds {} rows, the step needs {}", ws.rows(), b);
+  cuda::DecodeStepParams& p = impl_->p;
+  p = model_params(w, b);
+  std::vector<cuda::DecodeLayer> table;
+  for (int64_t i = 0; i < w.config.n_layer; ++i) table.push_back(layer_table_row(w.layers[size_t(i)], state, i));
+  if (!table.empty()) {
+    impl_->layers = Buffer(table.size() * sizeof(cuda::DecodeLayer), Device::cuda);
+    copy_memory(impl_->layers.data(), Device::cuda, table.data(), Device::cpu, impl_->layers.bytes());
   }
-  rmsnorm_forward(hidden, residual, Tensor{}, w.norm_f, c.norm_eps, ctx);
-  linear_forward(logits, hidden, w.lm_head, Tensor{}, ctx);
+  impl_->part = Buffer(size_t(cuda::decode_step_part_bytes(p)), Device::cuda);
+  impl_->barrier = Buffer(sizeof(unsigned long long), Device::cuda);
+  zero_memory(impl_->barrier.data(), Device::cuda, impl_->barrier.bytes());
+  p.layers = impl_->layers.as<cuda::DecodeLayer>();
+  p.residual = ws.residual.as<float>(), p.xz = ws.xz.as<float>(), p.xc = ws.xc.as<float>(), p.y = ws.y.as<float>();
+  p.part = impl_->part.as<float>();
+  p.barrier = impl_->barrier.as<unsigned long long>();
+  impl_->blocks = cuda::decode_step_prepare(p);
+  MAMBA_CHECK(impl_->blocks > 0, "fused decoding step: this GPU cannot run the persistent kernel (cooperative "
+                                 "launch or one block per multiprocessor unavailable)");
+  (void)ctx;
+}
+
+FusedStep::~FusedStep() = default;
+
+void FusedStep::run(Tensor logits, const int32_t* ids, Context& ctx) {
+  cuda::DecodeStepParams p = impl_->p;
+  MAMBA_CHECK(logits.device == Device::cuda && logits.dtype == DType::f32 && logits.is_contiguous() &&
+                  logits.ndim == 2 && logits.shape[0] == p.b && logits.shape[1] == p.v,
+              "fused decoding step: logits must be a contiguous f32 tensor of shape [{}, {}] on cuda, got {}", p.b,
+              p.v, logits.shape_str());
+  p.ids = ids;
+  p.logits = logits.f32();
+  cuda::decode_step_launch(p, impl_->blocks, cuda_state(ctx).stream);
 }
 
 #else
 
-bool lm_step_fused_supports(const ModelWeights&, int64_t, std::string* why) {
-  if (why != nullptr) *why = "this build has no CUDA backend";
-  return false;
+struct FusedStep::Impl {};
+
+bool FusedStep::supports(const ModelWeights&, int64_t, std::string* why) {
+  return refuse(why, "this build has no CUDA backend");
 }
 
-void lm_step_fused(Tensor, RecurrentState&, const ModelWeights&, const int32_t*, Workspace&, Context&) {
-  MAMBA_CHECK(false, "lm_step_fused: this build has no CUDA backend");
+FusedStep::FusedStep(const ModelWeights&, RecurrentState&, Workspace&, Context&) {
+  MAMBA_CHECK(false, "fused decoding step: this build has no CUDA backend");
+}
+
+FusedStep::~FusedStep() = default;
+
+void FusedStep::run(Tensor, const int32_t*, Context&) {
+  MAMBA_CHECK(false, "fused decoding step: this build has no CUDA backend");
 }
 
 #endif

@@ -1,14 +1,17 @@
-// The fused decoding step (lm_step_fused) against the general one (lm_step_device): the logits of several steps
-// from the same state, on the golden checkpoints (f32 and bf16 matrices) and a random model of the Mamba-130M
-// shape, at batch 1 and 3; greedy continuations with the fused step equal to the CPU's; and the limits the
-// fused step refuses.
+// The fused one-launch decoding step (FusedStep) against the general one (lm_step_device): the logits of several
+// steps from the same state, on the golden checkpoints (f32, bf16 and f16 matrices) and a random model of the
+// Mamba-130M shape, at batch 1, 3 and 8; the same step recorded in a CUDA graph and replayed gives the same bits
+// as the direct launches (the grid barrier is reused across launches and replays); greedy continuations with the
+// fused step equal to the CPU's; and the limits the fused step refuses.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "core/context.h"
 #include "core/cuda/device_memory.h"
+#include "core/error.h"
 #include "core/rng.h"
 #include "cuda/cuda_test_util.h"
 #include "infer/sampler.h"
@@ -23,31 +26,53 @@
 namespace mambacpp::test {
 namespace {
 
-// Runs `steps` steps of random ids through both step functions from zero states; the logits must agree to tol.
+// One sequence of decoding steps: a state, a workspace and logits on the GPU.
+struct StepRun {
+  StepRun(const ModelWeights& w, int64_t b)
+      : state(w.config, b, Device::cuda), logits(size_t(b * w.config.vocab_size) * 4, Device::cuda) {
+    ws.reserve(w.config, b);
+  }
+  Tensor out(int64_t b, int64_t v) { return Tensor(logits.data(), DType::f32, {b, v}, Device::cuda); }
+  std::vector<float> host() {
+    std::vector<float> h(logits.bytes() / 4);
+    copy_memory(h.data(), Device::cpu, logits.data(), Device::cuda, logits.bytes());
+    return h;
+  }
+  RecurrentState state;
+  Workspace ws{Device::cuda};
+  Buffer logits;
+};
+
+// Runs `steps` steps of random ids from zero states through lm_step_device, the fused step launched directly and
+// the fused step replayed from a CUDA graph: the fused logits agree with the general step's to tol, and the two
+// fused runs agree bit for bit.
 void expect_same_steps(const ModelWeights& w, int64_t b, int64_t steps, double tol, Context& ctx) {
   std::string why;
-  ASSERT_TRUE(lm_step_fused_supports(w, b, &why)) << why;
-  const MambaConfig& c = w.config;
-  const int64_t v = c.vocab_size;
-  RecurrentState ref_state(c, b, Device::cuda), got_state(c, b, Device::cuda);
-  Workspace ref_ws(Device::cuda), got_ws(Device::cuda);
-  ref_ws.reserve(c, b), got_ws.reserve(c, b);
-  Buffer ids(size_t(b) * 4, Device::cuda), ref_logits(size_t(b * v) * 4, Device::cuda),
-      got_logits(size_t(b * v) * 4, Device::cuda);
-  std::vector<float> ref(static_cast<size_t>(b * v)), got(static_cast<size_t>(b * v));
+  ASSERT_TRUE(FusedStep::supports(w, b, &why)) << why;
+  const int64_t v = w.config.vocab_size;
+  StepRun ref(w, b), got(w, b), replayed(w, b);
+  FusedStep direct(w, got.state, got.ws, ctx), recorded(w, replayed.state, replayed.ws, ctx);
+  Buffer ids(size_t(b) * 4, Device::cuda);
+  StreamGraph graph;
   Rng rng(uint64_t(b * 31 + v));
   for (int64_t t = 0; t < steps; ++t) {
     std::vector<int32_t> tok(static_cast<size_t>(b));
     for (auto& id : tok) id = int32_t(rng.below(uint64_t(v)));
     copy_memory(ids.data(), Device::cuda, tok.data(), Device::cpu, ids.bytes());
-    ASSERT_EQ(cudaSuccess, cudaMemset(got_logits.data(), 0xff, got_logits.bytes()));
-    lm_step_device(Tensor(ref_logits.data(), DType::f32, {b, v}, Device::cuda), ref_state, w, ids.as<int32_t>(),
-                   ref_ws, ctx);
-    lm_step_fused(Tensor(got_logits.data(), DType::f32, {b, v}, Device::cuda), got_state, w, ids.as<int32_t>(),
-                  got_ws, ctx);
-    copy_memory(ref.data(), Device::cpu, ref_logits.data(), Device::cuda, ref_logits.bytes());
-    copy_memory(got.data(), Device::cpu, got_logits.data(), Device::cuda, got_logits.bytes());
-    EXPECT_CLOSE(got.data(), ref.data(), ref.size(), tol) << "batch " << b << " step " << t;
+    ASSERT_EQ(cudaSuccess, cudaMemset(got.logits.data(), 0xff, got.logits.bytes()));
+    ASSERT_EQ(cudaSuccess, cudaMemset(replayed.logits.data(), 0xff, replayed.logits.bytes()));
+    lm_step_device(ref.out(b, v), ref.state, w, ids.as<int32_t>(), ref.ws, ctx);
+    direct.run(got.out(b, v), ids.as<int32_t>(), ctx);
+    if (!graph.ready()) {
+      graph.begin_capture(ctx);
+      recorded.run(replayed.out(b, v), ids.as<int32_t>(), ctx);
+      graph.end_capture(ctx);
+    }
+    graph.replay(ctx);
+    synchronize(ctx);
+    const std::vector<float> r = ref.host(), g = got.host(), p = replayed.host();
+    EXPECT_CLOSE(g.data(), r.data(), r.size(), tol) << "batch " << b << " step " << t;
+    EXPECT_EQ(0, std::memcmp(g.data(), p.data(), g.size() * 4)) << "replayed step differs, batch " << b << " step " << t;
   }
 }
 
@@ -60,7 +85,7 @@ class CudaFusedStepTest : public ::testing::TestWithParam<std::string> {
 };
 
 TEST_P(CudaFusedStepTest, LogitsEqualTheGeneralStep) {
-  for (int64_t b : {1, 3}) {
+  for (int64_t b : {1, 3, 8}) {
     expect_same_steps(cpu.to_device(Device::cuda, DType::f32), b, 8, 1e-5, ctx);
     expect_same_steps(cpu.to_device(Device::cuda, DType::bf16), b, 8, 1e-2, ctx);
     expect_same_steps(cpu.to_device(Device::cuda, DType::f16), b, 4, 1e-2, ctx);
@@ -72,19 +97,19 @@ TEST_P(CudaFusedStepTest, GreedyContinuationEqualsCpu) {
   const ModelWeights gpu = cpu.to_device(Device::cuda, DType::f32);
   const MambaConfig& c = cpu.config;
   const int64_t b = 3, v = c.vocab_size, steps = 24;
-  RecurrentState cs(c, b), gs(c, b, Device::cuda);
-  Workspace cw, gw(Device::cuda);
-  gw.reserve(c, b);
-  Buffer glog(size_t(b * v) * 4, Device::cuda), gids(size_t(b) * 4, Device::cuda);
+  RecurrentState cs(c, b);
+  StepRun run(gpu, b);
+  FusedStep step(gpu, run.state, run.ws, ctx);
+  Workspace cw;
+  Buffer gids(size_t(b) * 4, Device::cuda);
   std::vector<float> clog(static_cast<size_t>(b * v));
   std::vector<int32_t> cpu_ids = {1, 7, 11}, gpu_ids = cpu_ids;
   copy_memory(gids.data(), Device::cuda, gpu_ids.data(), Device::cpu, gids.bytes());
   for (int64_t t = 0; t < steps; ++t) {
     lm_forward(Tensor(clog.data(), DType::f32, {b, v}), cs, cpu, cpu_ids.data(), 1, ForwardOptions{}, cw, ctx);
     for (int64_t i = 0; i < b; ++i) cpu_ids[size_t(i)] = argmax(clog.data() + i * v, v);
-    const Tensor logits(glog.data(), DType::f32, {b, v}, Device::cuda);
-    lm_step_fused(logits, gs, gpu, gids.as<int32_t>(), gw, ctx);
-    argmax_rows_cuda(gids.as<int32_t>(), logits, ctx);
+    step.run(run.out(b, v), gids.as<int32_t>(), ctx);
+    argmax_rows_cuda(gids.as<int32_t>(), run.out(b, v), ctx);
     copy_memory(gpu_ids.data(), Device::cpu, gids.data(), Device::cuda, gids.bytes());
     ASSERT_EQ(gpu_ids, cpu_ids) << "step " << t;
   }
@@ -92,11 +117,15 @@ TEST_P(CudaFusedStepTest, GreedyContinuationEqualsCpu) {
 
 TEST_P(CudaFusedStepTest, RefusesWhatItDoesNotHandle) {
   std::string why;
-  EXPECT_FALSE(lm_step_fused_supports(cpu, 1, &why));
+  EXPECT_FALSE(FusedStep::supports(cpu, 1, &why));
   EXPECT_NE(why.find("cuda"), std::string::npos) << why;
   const ModelWeights gpu = cpu.to_device(Device::cuda, DType::f32);
-  EXPECT_FALSE(lm_step_fused_supports(gpu, 9, &why));
+  EXPECT_FALSE(FusedStep::supports(gpu, 9, &why));
   EXPECT_NE(why.find("batch 9"), std::string::npos) << why;
+  StepRun run(gpu, 2);
+  Workspace small(Device::cuda);
+  small.reserve(gpu.config, 1);
+  EXPECT_THROW(FusedStep bad(gpu, run.state, small, ctx), Error);
 }
 
 INSTANTIATE_TEST_SUITE_P(Golden, CudaFusedStepTest, ::testing::ValuesIn(golden_model_names()));

@@ -102,13 +102,17 @@ TEST_P(CudaModelTest, GreedyContinuationEqualsCpu) {
   // Three prompts of different lengths: prefilled one by one, decoded together.
   const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3, 4, 5}, {7, 8}, {11, 12, 13, 14, 15, 16, 17, 18, 19}};
   const auto ref = generate(cpu, prompts, o, nullptr, nullptr, ctx);
-  for (bool graph : {true, false}) {
-    o.cuda_graph = graph;
-    EXPECT_EQ(generate(gpu, prompts, o, nullptr, nullptr, ctx), ref) << (graph ? "graph" : "no graph");
-    EXPECT_EQ(generate(gpu, {prompts[0], prompts[0]}, o, nullptr, nullptr, ctx),
-              (std::vector<std::vector<int32_t>>{ref[0], ref[0]}))
-        << "same-length batch";
-  }
+  // Both decoding steps: the fused one-launch step (the default at these batches) and lm_step_device.
+  for (bool fused : {true, false})
+    for (bool graph : {true, false}) {
+      o.cuda_graph = graph, o.fused_step = fused;
+      const std::string how = std::string(graph ? "graph" : "no graph") + (fused ? ", fused step" : ", op by op");
+      EXPECT_EQ(generate(gpu, prompts, o, nullptr, nullptr, ctx), ref) << how;
+      EXPECT_EQ(generate(gpu, {prompts[0], prompts[0]}, o, nullptr, nullptr, ctx),
+                (std::vector<std::vector<int32_t>>{ref[0], ref[0]}))
+          << "same-length batch, " << how;
+    }
+  o.fused_step = true;
   // Greedy with a repetition penalty: chosen on the GPU from its logits, as the CPU chooses.
   o.sampling.repetition_penalty = 1.3f;
   EXPECT_EQ(generate(gpu, prompts, o, nullptr, nullptr, ctx), generate(cpu, prompts, o, nullptr, nullptr, ctx));

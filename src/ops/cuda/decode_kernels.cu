@@ -1,15 +1,15 @@
-// The fused decoding-step kernels of decode_kernels.h.
+// The persistent decoding-step kernel of decode_kernels.h.
 //
-// The three products (in_proj, x_proj, out_proj) share one kernel: a block first builds its input rows x (b, i)
-// in shared memory — RMSNorm of the residual, the conv step with SiLU, or a plain copy — and then each warp
-// computes output features for all b rows, its lanes reading 8 weights at a time (16 bytes for bf16/f16) as the
-// few-row kernel of gemv_kernel.cu does. Recomputing the norm or the conv in every block costs a few KB of L2
-// reads per block and saves a launch and a round trip through device memory; each warp loads the start of its
-// weight row before the prologue, so that the two overlap. One warp per feature (the grid is capped at
-// kMaxBlocks blocks, beyond which warps loop).
-// The scan step gives each (row, channel) a group of G lanes (G = n rounded up to a power of two, at most 32),
-// as scan_step_kernel.cu does, with the conv output, the conv-state shift and the dt_proj row folded in.
-// The arithmetic follows the unfused ops (infer_kernels.cu, scan_step_kernel.cu) expression by expression.
+// One block of 512 threads per SM. A product phase gives each warp one output feature at a time (features
+// strided over the grid's warps): its lanes read the weight row 8 elements at a time (one 16-byte load for
+// bf16/f16, two for f32), kGroup pieces in flight before the first is used, against input rows held in shared
+// memory (the normalised residual, y) or, for x_proj's slices, read from global memory; the warp then adds its
+// partial sums with shuffles. Before each barrier every warp loads the first pieces of its first row in the next
+// phase into registers (and asks L2 for the rest of that row), and the scan phase's lanes load the inputs that do
+// not depend on x_proj's output, so that these latencies overlap the barrier. The scan phase gives each (row, channel) a group of G
+// lanes (G = n rounded up to a power of two, at most 32) as scan_step_kernel.cu does. The arithmetic follows the
+// unfused ops (infer_kernels.cu, scan_step_kernel.cu) expression by expression; only the order of the products'
+// sums differs. Every sum has a fixed order, so results are the same from run to run.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -22,278 +22,532 @@
 namespace mambacpp::cuda {
 namespace {
 
-constexpr int kWarps = 8;
-constexpr int kThreads = kWarps * 32;
-constexpr int kMaxBlocks = 4096;
-constexpr int kPrefetch = 4;  // weight chunks (8 per lane) a warp loads before its block's prologue
-constexpr int64_t kMaxSharedBytes = 200 * 1024;
-constexpr int kSsmThreads = 128;
+// One block per SM: at 512 threads a thread may hold 128 registers, so the preloaded weights and scan inputs
+// stay in registers (at 1,024 threads, 64 registers, they spilled and the step was slower: docs/PERFORMANCE.md).
+constexpr int kThreads = 512;
+constexpr int kWarps = kThreads / 32;
+constexpr int kGroup = 4;       // weight pieces (8 elements each) a lane loads before using them
 
 bool refuse(std::string* why, const std::string& msg) {
   if (why != nullptr) *why = msg;
   return false;
 }
 
+// ---- loads ---------------------------------------------------------------------------------------------------
+
+// 16 bytes of weights, not kept in L1 (each is read once per step).
+__device__ __forceinline__ uint4 ld_weights(const void* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+// Asks L2 for `bytes` bytes at p, the warp's lanes taking 128-byte lines in turn.
+__device__ __forceinline__ void prefetch_bytes(const void* p, int64_t bytes, int lane) {
+  for (int64_t off = int64_t(lane) * 128; off < bytes; off += 32 * 128) prefetch_l2(static_cast<const char*>(p) + off);
+}
+
+// 8 consecutive weights in their stored dtype.
+template <class W>
+struct Piece {
+  uint4 raw;
+};
+template <>
+struct Piece<float> {
+  uint4 lo, hi;
+};
+
+template <class W>
+__device__ __forceinline__ Piece<W> load_piece(const W* w) {
+  return Piece<W>{ld_weights(w)};
+}
+template <>
+__device__ __forceinline__ Piece<float> load_piece<float>(const float* w) {
+  return Piece<float>{ld_weights(w), ld_weights(w + 4)};
+}
+
+__device__ __forceinline__ void unpack(const Piece<float>& p, float* f) {
+  f[0] = __uint_as_float(p.lo.x), f[1] = __uint_as_float(p.lo.y), f[2] = __uint_as_float(p.lo.z);
+  f[3] = __uint_as_float(p.lo.w), f[4] = __uint_as_float(p.hi.x), f[5] = __uint_as_float(p.hi.y);
+  f[6] = __uint_as_float(p.hi.z), f[7] = __uint_as_float(p.hi.w);
+}
+__device__ __forceinline__ void unpack(const Piece<__nv_bfloat16>& p, float* f) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&p.raw);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const float2 t = __bfloat1622float2(h[k]);
+    f[2 * k] = t.x, f[2 * k + 1] = t.y;
+  }
+}
+__device__ __forceinline__ void unpack(const Piece<__half>& p, float* f) {
+  const __half2* h = reinterpret_cast<const __half2*>(&p.raw);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const float2 t = __half22float2(h[k]);
+    f[2 * k] = t.x, f[2 * k + 1] = t.y;
+  }
+}
+
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
 
-__device__ __forceinline__ void load8(const float* w, float* out) {
-  const float4 a = reinterpret_cast<const float4*>(w)[0], b = reinterpret_cast<const float4*>(w)[1];
-  out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w, out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
-}
-template <class H>
-__device__ __forceinline__ void load8(const H* w, float* out) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(w);
-  const H* h = reinterpret_cast<const H*>(&raw);
-#pragma unroll
-  for (int k = 0; k < 8; ++k) out[k] = to_f32(h[k]);
+__device__ __forceinline__ float silu_f(float x) { return x / (1.0f + __expf(-x)); }
+
+// ---- the grid barrier ----------------------------------------------------------------------------------------
+
+__device__ __forceinline__ unsigned long long ld_acquire(const unsigned long long* p) {
+  unsigned long long v;
+  asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  return v;
 }
 
-__device__ __forceinline__ float silu_fast(float x) { return x / (1.0f + __expf(-x)); }
+__device__ __forceinline__ unsigned long long add_release(unsigned long long* p, unsigned long long x) {
+  unsigned long long old;
+  asm volatile("atom.add.release.gpu.global.u64 %0, [%1], %2;" : "=l"(old) : "l"(p), "l"(x) : "memory");
+  return old;
+}
 
-// xs (b, i) = rmsnorm(residual) · norm_w, rows reduced together (M ≥ b).
+// Every block of the grid waits here until all have arrived; writes before it are visible to reads after it.
+// *count only grows: barrier j (counting from the first launch on this counter) is passed once it reaches
+// (j + 1) · blocks, and the value a block reads when it arrives tells it j. So nothing is reset, and the counter
+// is ready for the next barrier and the next launch (2^64 arrivals do not wrap in practice). The critical path is
+// one release-add and one acquire-load round trip to L2.
+__device__ void grid_sync(unsigned long long* count) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned long long blocks = gridDim.x;
+    const unsigned long long target = (add_release(count, 1) / blocks + 1) * blocks;
+    while (ld_acquire(count) < target) {
+    }
+  }
+  __syncthreads();
+}
+
+// ---- products ------------------------------------------------------------------------------------------------
+
 template <int M>
-__device__ void norm_prologue(const DecodeGemvParams& p, float* xs) {
+__device__ __forceinline__ void warp_sum(float (&acc)[M]) {
+#pragma unroll
+  for (int r = 0; r < M; ++r)
+    for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
+}
+
+// acc[r] += the piece · x[r·ldx .. +8] for the rows r < b (x 16-byte aligned).
+template <class W, int M>
+__device__ __forceinline__ void fma_piece(float (&acc)[M], const Piece<W>& pc, const float* x, int64_t ldx, int64_t b) {
+  float w[8];
+  unpack(pc, w);
+#pragma unroll
+  for (int r = 0; r < M; ++r) {
+    if (r >= b) break;
+    const float4 x0 = reinterpret_cast<const float4*>(x + r * ldx)[0];
+    const float4 x1 = reinterpret_cast<const float4*>(x + r * ldx)[1];
+    acc[r] += w[0] * x0.x, acc[r] += w[1] * x0.y, acc[r] += w[2] * x0.z, acc[r] += w[3] * x0.w;
+    acc[r] += w[4] * x1.x, acc[r] += w[5] * x1.y, acc[r] += w[6] * x1.z, acc[r] += w[7] * x1.w;
+  }
+}
+
+// The first kGroup pieces of a lane's share of one weight row, loaded ahead (before a barrier).
+template <class W>
+struct RowHead {
+  Piece<W> pc[kGroup];
+};
+
+template <class W>
+__device__ __forceinline__ void load_head(RowHead<W>& h, const W* w, int64_t i, int lane) {
+#pragma unroll
+  for (int g = 0; g < kGroup; ++g)
+    if (int64_t(lane) * 8 + g * 256 < i) h.pc[g] = load_piece(w + int64_t(lane) * 8 + g * 256);
+}
+
+// acc[r] = Σ_k w[k] · x[r·ldx + k] over a weight row of i elements (i a multiple of 8), summed over the warp:
+// every lane holds the totals. head, when given, holds the row's first pieces (load_head).
+template <class W, int M>
+__device__ __forceinline__ void row_dot(float (&acc)[M], const W* w, const float* x, int64_t ldx, int64_t i,
+                                        int64_t b, int lane, const RowHead<W>* head = nullptr) {
+#pragma unroll
+  for (int r = 0; r < M; ++r) acc[r] = 0.0f;
+  for (int64_t k0 = int64_t(lane) * 8; k0 < i; k0 += 256 * kGroup) {
+    Piece<W> pc[kGroup];
+    if (head != nullptr && k0 == int64_t(lane) * 8) {
+#pragma unroll
+      for (int g = 0; g < kGroup; ++g) pc[g] = head->pc[g];
+    } else {
+#pragma unroll
+      for (int g = 0; g < kGroup; ++g)
+        if (k0 + g * 256 < i) pc[g] = load_piece(w + k0 + g * 256);
+    }
+#pragma unroll
+    for (int g = 0; g < kGroup; ++g)
+      if (k0 + g * 256 < i) fma_piece<W, M>(acc, pc[g], x + k0 + g * 256, ldx, b);
+  }
+  warp_sum(acc);
+}
+
+// acc[lane] (+ bias): row `lane`'s result, held by lane `lane`.
+template <int M>
+__device__ __forceinline__ float lane_value(const float (&acc)[M], int lane) {
+  float v = 0.0f;
+#pragma unroll
+  for (int r = 0; r < M; ++r)
+    if (lane == r) v = acc[r];
+  return v;
+}
+
+struct Grid {
+  int lane, warp;  // global warp index
+  int warps;       // warps in the grid
+};
+
+__device__ __forceinline__ Grid grid_position() {
+  return Grid{int(threadIdx.x % 32), int(blockIdx.x) * kWarps + int(threadIdx.x / 32), int(gridDim.x) * kWarps};
+}
+
+// ---- phases --------------------------------------------------------------------------------------------------
+
+// xs (b, d) = rmsnorm of the residual rows · norm_w. With from_embedding the rows are the embedding of the ids
+// (NaN for an id out of range, as embedding_kernel writes), and block 0 also stores them as the residual.
+template <class W, int M>
+__device__ void norm_rows(float* xs, const DecodeStepParams& p, const float* norm_w, bool from_embedding) {
   __shared__ float part[kWarps][M];
   __shared__ float scale[M];
+  const int64_t d = p.d;
   float sum[M];
 #pragma unroll
   for (int r = 0; r < M; ++r) {
     sum[r] = 0.0f;
-    if (r < p.b)
-      for (int64_t j = threadIdx.x; j < p.i; j += kThreads) {
-        const float v = p.residual[r * p.i + j];
-        sum[r] += v * v;
+    if (r >= p.b) continue;
+    const int32_t id = from_embedding ? p.ids[r] : 0;
+    const W* emb = static_cast<const W*>(p.embedding) + int64_t(id) * d;
+    for (int64_t j = threadIdx.x; j < d; j += kThreads) {
+      float v;
+      if (from_embedding) {
+        v = (id >= 0 && id < p.v) ? to_f32(emb[j]) : __int_as_float(0x7fc00000);
+        if (blockIdx.x == 0) p.residual[r * d + j] = v;
+      } else {
+        v = p.residual[r * d + j];
       }
-    for (int o = 16; o > 0; o >>= 1) sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], o);
-    if (threadIdx.x % 32 == 0) part[threadIdx.x / 32][r] = sum[r];
+      xs[r * d + j] = v;
+      sum[r] += v * v;
+    }
   }
+  warp_sum(sum);
+  if (threadIdx.x % 32 == 0)
+#pragma unroll
+    for (int r = 0; r < M; ++r) part[threadIdx.x / 32][r] = sum[r];
   __syncthreads();
   if (threadIdx.x < M) {
     float s = 0.0f;
     for (int w = 0; w < kWarps; ++w) s += part[w][threadIdx.x];
-    scale[threadIdx.x] = rsqrtf(s / float(p.i) + p.eps);
+    scale[threadIdx.x] = rsqrtf(s / float(d) + p.eps);
   }
   __syncthreads();
-  for (int64_t t = threadIdx.x; t < p.b * p.i; t += kThreads) {
-    const int64_t r = t / p.i, j = t % p.i;
-    xs[t] = p.residual[r * p.i + j] * scale[r] * p.norm_w[j];
-  }
-}
-
-// xs (b, i) = silu(conv1d step) of every channel; the state is only read.
-__device__ void conv_prologue(const DecodeGemvParams& p, float* xs) {
-  const int64_t km1 = p.k - 1;
-  for (int64_t t = threadIdx.x; t < p.b * p.i; t += kThreads) {
-    const int64_t r = t / p.i, c = t % p.i;
-    const float* st = p.conv_state + t * km1;
-    float acc = p.conv_b != nullptr ? p.conv_b[c] : 0.0f;
-    for (int64_t j = 0; j < km1; ++j) acc += p.conv_w[c * p.k + j] * st[j];
-    acc += p.conv_w[c * p.k + km1] * p.xin[r * p.ld_xin + c];
-    xs[t] = silu_fast(acc);
-  }
-}
-
-// acc[r] += w chunk (8 weights at column k) · x row r chunk, for every row.
-template <int M>
-__device__ __forceinline__ void fma_chunk(float* acc, const float* wv, const float* xs, int64_t i, int64_t k, int64_t b) {
-#pragma unroll
-  for (int r = 0; r < M; ++r) {
-    if (r >= b) break;
-    float xv[8];
-    load8(xs + r * i + k, xv);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) acc[r] += wv[j] * xv[j];
-  }
-}
-
-template <class W, DecodeGemvKind K, int M>
-__global__ void __launch_bounds__(kThreads) decode_gemv_kernel(DecodeGemvParams p) {
-  extern __shared__ float4 shared_x[];
-  float* xs = reinterpret_cast<float*>(shared_x);
-  const int lane = threadIdx.x % 32;
-  const int64_t first_row = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
-  // The first kPrefetch chunks of this warp's first weight row are loaded before the prologue, so that their
-  // latency overlaps it.
-  float pre[kPrefetch][8];
-#pragma unroll
-  for (int c = 0; c < kPrefetch; ++c) {
-    const int64_t k = int64_t(lane) * 8 + c * 256;
-    if (first_row < p.o && k < p.i) load8(static_cast<const W*>(p.w) + first_row * p.i + k, pre[c]);
-  }
-  if constexpr (K == DecodeGemvKind::norm) {
-    norm_prologue<M>(p, xs);
-  } else if constexpr (K == DecodeGemvKind::conv) {
-    conv_prologue(p, xs);
-  } else {
-    for (int64_t t = threadIdx.x; t < p.b * p.i; t += kThreads) xs[t] = p.y_in[t];
-  }
+  for (int64_t t = threadIdx.x; t < p.b * d; t += kThreads) xs[t] = xs[t] * scale[t / d] * norm_w[t % d];
   __syncthreads();
-  for (int64_t row = first_row; row < p.o; row += int64_t(gridDim.x) * kWarps) {
-    const W* w = static_cast<const W*>(p.w) + row * p.i;
+}
+
+// Phase A: xz = xs · in_projᵀ + bias; for x features, the conv step of that channel (lane r: row r). The warp's
+// first row starts from `head`; the conv window and weights are loaded before the product.
+template <class W, int M>
+__device__ void phase_in(const DecodeStepParams& p, const DecodeLayer& L, const float* xs, const RowHead<W>& head) {
+  const Grid g = grid_position();
+  const int64_t e = p.e, d = p.d, k = p.k, km1 = p.k - 1;
+  for (int64_t o = g.warp; o < 2 * e; o += g.warps) {
+    const bool conv = o < e && g.lane < p.b;
+    float win[kDecodeMaxWidth], cw[kDecodeMaxWidth], a = 0.0f, bias = 0.0f;
+    float* st = L.conv_state + (g.lane * e + o) * km1;
+    if (g.lane < p.b) bias = L.in_bias != nullptr ? L.in_bias[o] : 0.0f;
+    if (conv) {
+      a = L.conv_b != nullptr ? L.conv_b[o] : 0.0f;
+#pragma unroll
+      for (int j = 0; j < kDecodeMaxWidth; ++j) {
+        if (j < km1) win[j] = st[j];
+        if (j < k) cw[j] = L.conv_w[o * k + j];
+      }
+    }
+    float acc[M];
+    row_dot<W, M>(acc, static_cast<const W*>(L.in_proj) + o * d, xs, d, d, p.b, g.lane, o == g.warp ? &head : nullptr);
+    if (g.lane >= p.b) continue;
+    const float x = lane_value(acc, g.lane) + bias;
+    if (o >= e) {
+      p.xz[g.lane * 2 * e + o] = x;
+      continue;
+    }
+    // conv_step_kernel's arithmetic: the window is the state, then x.
+#pragma unroll
+    for (int j = 0; j < kDecodeMaxWidth; ++j)
+      if (j == km1) win[j] = x;
+#pragma unroll
+    for (int j = 0; j < kDecodeMaxWidth; ++j)
+      if (j < k) a += cw[j] * win[j];
+    p.xc[g.lane * e + o] = silu_f(a);
+#pragma unroll
+    for (int j = 0; j + 1 < kDecodeMaxWidth; ++j)
+      if (j < km1) st[j] = win[j + 1];
+  }
+}
+
+// Phase B: part (s, b, xw) = xc[:, slice s] · x_proj[:, slice s]ᵀ, one (feature, slice) per warp.
+// The piece of x_proj that lane `lane` of warp `warp` uses for unit u of phase B (k ≥ e: none).
+template <class W>
+__device__ __forceinline__ Piece<W> xproj_piece(const DecodeStepParams& p, const DecodeLayer& L, int64_t u, int lane) {
+  const int64_t xw = p.r + 2 * p.n, o = u % xw, k = u / xw * kDecodeSlice + lane * 8;
+  Piece<W> pc{};
+  if (k < p.e && u < xw * ((p.e + kDecodeSlice - 1) / kDecodeSlice))
+    pc = load_piece(static_cast<const W*>(L.x_proj) + o * p.e + k);
+  return pc;
+}
+
+template <class W, int M>
+__device__ void phase_xproj(const DecodeStepParams& p, const DecodeLayer& L, const Piece<W>& first) {
+  const Grid g = grid_position();
+  const int64_t e = p.e, xw = p.r + 2 * p.n, slices = (e + kDecodeSlice - 1) / kDecodeSlice;
+  for (int64_t u = g.warp; u < xw * slices; u += g.warps) {
+    const int64_t s = u / xw, k = s * kDecodeSlice + g.lane * 8;
     float acc[M];
 #pragma unroll
     for (int r = 0; r < M; ++r) acc[r] = 0.0f;
-#pragma unroll
-    for (int c = 0; c < kPrefetch; ++c) {
-      const int64_t k = int64_t(lane) * 8 + c * 256;
-      if (k >= p.i) break;
-      float wv[8];
-      if (row == first_row) {
-#pragma unroll
-        for (int j = 0; j < 8; ++j) wv[j] = pre[c][j];
+    if (k < e) fma_piece<W, M>(acc, u == g.warp ? first : xproj_piece<W>(p, L, u, g.lane), p.xc + k, e, p.b);
+    warp_sum(acc);
+    if (g.lane < p.b) p.part[(s * p.b + g.lane) * xw + u % xw] = lane_value(acc, g.lane);
+  }
+}
+
+__host__ __device__ __forceinline__ int64_t padded4(int64_t x) { return (x + 3) / 4 * 4; }
+
+// What one lane of the scan phase reads that does not depend on xdbl: its (row, channel)'s u and z, dt_bias, D,
+// its first state element with its A, and its first dt_proj piece. Loaded before the barrier into phase C.
+template <class W>
+struct ScanInputs {
+  float u = 0, z = 0, dt_bias = 0, D = 0, A0 = 0, h0 = 0;
+  Piece<W> wd0{};
+};
+
+template <class W>
+__device__ __forceinline__ ScanInputs<W> scan_inputs(const DecodeStepParams& p, const DecodeLayer& L, int64_t t,
+                                                     int group) {
+  ScanInputs<W> in;
+  const int64_t e = p.e, n = p.n, i = t / group, g = t % group;
+  if (t >= p.b * e * group) return in;
+  const int64_t bi = i / e, c = i % e;
+  in.u = p.xc[bi * e + c], in.z = p.xz[bi * 2 * e + e + c];
+  in.dt_bias = L.dt_bias[c], in.D = L.D[c];
+  if (g < n) in.A0 = L.A[c * n + g], in.h0 = L.ssm_state[i * n + g];
+  if (p.r % 8 == 0 && g * 8 < p.r) in.wd0 = load_piece(static_cast<const W*>(L.dt_proj) + c * p.r + g * 8);
+  return in;
+}
+
+// Phase C: xd (b, xw) = Σ_s part[s] into shared memory (rows padded to 4), then one scan step per (row,
+// channel), as scan_step_kernel does, with Δ from the dt_proj row. `first` holds the inputs of the lane's first
+// (row, channel).
+template <class W, int M>
+__device__ void phase_scan(const DecodeStepParams& p, const DecodeLayer& L, float* xd, int group,
+                           const ScanInputs<W>& first) {
+  const int64_t e = p.e, n = p.n, rk = p.r, xw = rk + 2 * n, ld = padded4(xw);
+  const int64_t slices = (e + kDecodeSlice - 1) / kDecodeSlice;
+  for (int64_t t = threadIdx.x; t < p.b * xw; t += kThreads) {
+    float s = 0.0f;
+    for (int64_t q = 0; q < slices; ++q) s += p.part[q * p.b * xw + t];
+    xd[(t / xw) * ld + t % xw] = s;
+  }
+  __syncthreads();
+  const Grid gp = grid_position();
+  const int64_t total = p.b * e * group, start = int64_t(gp.warp) * 32;
+  for (int64_t base = start; base < total; base += int64_t(gp.warps) * 32) {
+    const int64_t t = base + gp.lane, i = t / group, g = t % group;
+    const bool valid = t < total;
+    const ScanInputs<W> in = base == start ? first : scan_inputs<W>(p, L, t, group);
+    const int64_t bi = valid ? i / e : 0, c = valid ? i % e : 0;
+    const float* x = xd + bi * ld;
+    float dt = 0.0f, y = 0.0f;
+    if (valid) {
+      const W* wd = static_cast<const W*>(L.dt_proj) + c * rk;
+      if (rk % 8 == 0) {
+        float acc[1] = {0.0f};
+        for (int64_t q = g * 8; q < rk; q += group * 8)
+          fma_piece<W, 1>(acc, q == g * 8 ? in.wd0 : load_piece(wd + q), x + q, 0, 1);
+        dt = acc[0];
       } else {
-        load8(w + k, wv);
-      }
-      fma_chunk<M>(acc, wv, xs, p.i, k, p.b);
-    }
-    for (int64_t k = int64_t(lane) * 8 + kPrefetch * 256; k < p.i; k += 32 * 8) {
-      float wv[8];
-      load8(w + k, wv);
-      fma_chunk<M>(acc, wv, xs, p.i, k, p.b);
-    }
-#pragma unroll
-    for (int r = 0; r < M; ++r)
-      for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
-    if (lane == 0) {
-      const float bias = p.bias != nullptr ? p.bias[row] : 0.0f;
-#pragma unroll
-      for (int r = 0; r < M; ++r) {
-        if (r >= p.b) break;
-        if constexpr (K == DecodeGemvKind::add)
-          p.y[r * p.ld_y + row] += acc[r] + bias;
-        else
-          p.y[r * p.ld_y + row] = acc[r] + bias;
+        for (int64_t q = g; q < rk; q += group) dt += to_f32(wd[q]) * x[q];
       }
     }
-  }
-}
-
-template <class W, DecodeGemvKind K, int M>
-void launch_gemv(const DecodeGemvParams& p, cudaStream_t stream) {
-  // The dynamic shared-memory limit is raised when a call first needs more than the default 48 KB (the first
-  // decoding step runs outside any graph capture).
-  static int64_t limit = 48 * 1024;
-  const int64_t bytes = p.b * p.i * int64_t(sizeof(float));
-  if (bytes > limit) {
-    CUDA_CHECK(cudaFuncSetAttribute(decode_gemv_kernel<W, K, M>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    int(bytes)));
-    limit = bytes;
-  }
-  const int64_t blocks = std::min<int64_t>((p.o + kWarps - 1) / kWarps, kMaxBlocks);
-  decode_gemv_kernel<W, K, M><<<unsigned(blocks), kThreads, size_t(bytes), stream>>>(p);
-  CUDA_CHECK_LAUNCH("decode_gemv_kernel", stream);
-}
-
-template <class W, DecodeGemvKind K>
-void launch_rows(const DecodeGemvParams& p, cudaStream_t stream) {
-  if (p.b <= 1)
-    launch_gemv<W, K, 1>(p, stream);
-  else if (p.b <= 2)
-    launch_gemv<W, K, 2>(p, stream);
-  else if (p.b <= 4)
-    launch_gemv<W, K, 4>(p, stream);
-  else
-    launch_gemv<W, K, 8>(p, stream);
-}
-
-template <class W>
-void launch_kind(const DecodeGemvParams& p, DecodeGemvKind kind, cudaStream_t stream) {
-  switch (kind) {
-    case DecodeGemvKind::norm: launch_rows<W, DecodeGemvKind::norm>(p, stream); break;
-    case DecodeGemvKind::conv: launch_rows<W, DecodeGemvKind::conv>(p, stream); break;
-    case DecodeGemvKind::add: launch_rows<W, DecodeGemvKind::add>(p, stream); break;
-  }
-}
-
-template <class W>
-__global__ void __launch_bounds__(kSsmThreads) decode_ssm_kernel(DecodeSsmParams p, int group) {
-  const int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t i = t / group, g = t % group;
-  const bool valid = i < p.b * p.e;
-  const int64_t bi = valid ? i / p.e : 0, c = valid ? i % p.e : 0, n = p.n, km1 = p.k - 1;
-  const int64_t xw = p.r + 2 * n;
-  const float* xd = p.xdbl + bi * xw;
-  float u = 0.0f, dt = 0.0f, y = 0.0f, x_new = 0.0f;
-  if (valid) {
-    const float* st = p.conv_state + i * km1;
-    x_new = p.xz[bi * 2 * p.e + c];
-    float acc = p.conv_b != nullptr ? p.conv_b[c] : 0.0f;
-    for (int64_t j = 0; j < km1; ++j) acc += p.conv_w[c * p.k + j] * st[j];
-    acc += p.conv_w[c * p.k + km1] * x_new;
-    u = silu_fast(acc);
-    const W* wd = static_cast<const W*>(p.dt_proj) + c * p.r;
-    for (int64_t q = g; q < p.r; q += group) dt += to_f32(wd[q]) * xd[q];
-  }
-  for (int off = group / 2; off > 0; off >>= 1) dt += __shfl_xor_sync(0xffffffffu, dt, off);
-  if (valid) {
-    float delta = dt + p.dt_bias[c];
-    delta = delta > 20.0f ? delta : log1pf(expf(delta));
-    const float du = delta * u;
-    const float* A = p.A + c * n;
-    float* h = p.ssm_state + i * n;
-    for (int64_t s = g; s < n; s += group) {
-      const float hs = expf(delta * A[s]) * h[s] + du * xd[p.r + s];
-      y += hs * xd[p.r + n + s];
-      h[s] = hs;
+    for (int off = group / 2; off > 0; off >>= 1) dt += __shfl_xor_sync(0xffffffffu, dt, off);
+    if (valid) {
+      float delta = dt + in.dt_bias;
+      delta = delta > 20.0f ? delta : log1pf(expf(delta));
+      const float du = delta * in.u;
+      const float* A = L.A + c * n;
+      float* h = L.ssm_state + i * n;
+      for (int64_t s = g; s < n; s += group) {
+        const float a = s == g ? in.A0 : A[s], h0 = s == g ? in.h0 : h[s];
+        const float hs = expf(delta * a) * h0 + du * x[rk + s];
+        y += hs * x[rk + n + s];
+        h[s] = hs;
+      }
     }
+    for (int off = group / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
+    if (!valid || g != 0) continue;
+    y += in.D * in.u;
+    p.y[bi * e + c] = y * (in.z / (1.0f + expf(-in.z)));
   }
-  for (int off = group / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
-  if (!valid || g != 0) return;
-  y += p.D[c] * u;
-  const float z = p.xz[bi * 2 * p.e + p.e + c];
-  p.y[bi * p.e + c] = y * (z / (1.0f + expf(-z)));
-  float* st = p.conv_state + i * km1;  // every lane of the group has read it (the shuffles above)
-  for (int64_t j = 0; j + 1 < km1; ++j) st[j] = st[j + 1];
-  if (km1 > 0) st[km1 - 1] = x_new;
 }
 
-bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+// Phase D: residual += y · out_projᵀ + bias (y staged in shared memory as xs).
+template <class W, int M>
+__device__ void phase_out(const DecodeStepParams& p, const DecodeLayer& L, float* xs, const RowHead<W>& head) {
+  const int64_t e = p.e, d = p.d;
+  for (int64_t t = threadIdx.x; t < p.b * e / 4; t += kThreads)
+    reinterpret_cast<float4*>(xs)[t] = reinterpret_cast<const float4*>(p.y)[t];
+  __syncthreads();
+  const Grid g = grid_position();
+  for (int64_t o = g.warp; o < d; o += g.warps) {
+    float res = 0.0f, bias = 0.0f;
+    if (g.lane < p.b) res = p.residual[g.lane * d + o], bias = L.out_bias != nullptr ? L.out_bias[o] : 0.0f;
+    float acc[M];
+    row_dot<W, M>(acc, static_cast<const W*>(L.out_proj) + o * e, xs, e, e, p.b, g.lane, o == g.warp ? &head : nullptr);
+    if (g.lane < p.b) p.residual[g.lane * d + o] = res + (lane_value(acc, g.lane) + bias);
+  }
+}
+
+// Phase F: logits = xs · lm_headᵀ.
+template <class W, int M>
+__device__ void phase_head(const DecodeStepParams& p, const float* xs, const RowHead<W>& head) {
+  const Grid g = grid_position();
+  for (int64_t o = g.warp; o < p.v; o += g.warps) {
+    float acc[M];
+    row_dot<W, M>(acc, static_cast<const W*>(p.lm_head) + o * p.d, xs, p.d, p.d, p.b, g.lane,
+                  o == g.warp ? &head : nullptr);
+    if (g.lane < p.b) p.logits[g.lane * p.v + o] = lane_value(acc, g.lane);
+  }
+}
+
+// ---- L2 requests for the next phase's first piece of work ----------------------------------------------------
+
+template <class W>
+__device__ void next_in(RowHead<W>& head, const DecodeStepParams& p, const DecodeLayer& L) {
+  const Grid g = grid_position();
+  if (g.warp < p.e && g.lane < p.b && p.k > 1) prefetch_l2(L.conv_state + (g.lane * p.e + g.warp) * (p.k - 1));
+  next_rows(head, L.in_proj, 2 * p.e, p.d);
+}
+
+// The warp's first row of the next product phase (w (rows, i)): asked of L2 whole, its first pieces loaded.
+template <class W>
+__device__ void next_rows(RowHead<W>& head, const void* w, int64_t rows, int64_t i) {
+  const Grid g = grid_position();
+  if (g.warp >= rows) return;
+  const W* row = static_cast<const W*>(w) + g.warp * i;
+  prefetch_bytes(row, i * int64_t(sizeof(W)), g.lane);
+  load_head(head, row, i, g.lane);
+}
+
+// ---- the kernel ----------------------------------------------------------------------------------------------
+
+template <class W, int M>
+__global__ void __launch_bounds__(kThreads, 1) decode_step_kernel(DecodeStepParams p) {
+  extern __shared__ float4 shared_rows[];
+  float* xs = reinterpret_cast<float*>(shared_rows);
+  int group = 1;
+  while (group < 32 && group < p.n) group *= 2;
+  RowHead<W> head;
+  if (p.n_layer > 0) next_in(head, p, p.layers[0]);
+  for (int64_t li = 0; li < p.n_layer; ++li) {
+    const DecodeLayer& L = p.layers[li];
+    norm_rows<W, M>(xs, p, L.norm, li == 0);
+    phase_in<W, M>(p, L, xs, head);
+    const Piece<W> xpiece = xproj_piece<W>(p, L, grid_position().warp, grid_position().lane);
+    grid_sync(p.barrier);
+    phase_xproj<W, M>(p, L, xpiece);
+    const ScanInputs<W> scan = scan_inputs<W>(p, L, int64_t(grid_position().warp) * 32 + grid_position().lane, group);
+    grid_sync(p.barrier);
+    phase_scan<W, M>(p, L, xs, group, scan);
+    next_rows(head, L.out_proj, p.d, p.e);
+    grid_sync(p.barrier);
+    phase_out<W, M>(p, L, xs, head);
+    if (li + 1 < p.n_layer)
+      next_in(head, p, p.layers[li + 1]);
+    else
+      next_rows(head, p.lm_head, p.v, p.d);
+    grid_sync(p.barrier);
+  }
+  if (p.n_layer == 0) next_rows(head, p.lm_head, p.v, p.d);
+  norm_rows<W, M>(xs, p, p.norm_f, p.n_layer == 0);
+  phase_head<W, M>(p, xs, head);
+}
+
+using KernelFn = void (*)(DecodeStepParams);
+
+template <class W>
+KernelFn kernel_for_rows(int64_t b) {
+  if (b <= 1) return decode_step_kernel<W, 1>;
+  if (b <= 2) return decode_step_kernel<W, 2>;
+  if (b <= 4) return decode_step_kernel<W, 4>;
+  return decode_step_kernel<W, 8>;
+}
+
+KernelFn kernel_for(const DecodeStepParams& p) {
+  switch (p.w_dtype) {
+    case DType::f32: return kernel_for_rows<float>(p.b);
+    case DType::f16: return kernel_for_rows<__half>(p.b);
+    case DType::bf16: break;
+  }
+  return kernel_for_rows<__nv_bfloat16>(p.b);
+}
+
+int64_t shared_bytes(const DecodeStepParams& p) {
+  const int64_t rows = std::max({p.d, p.e, padded4(p.r + 2 * p.n)});
+  return p.b * rows * int64_t(sizeof(float));
+}
+
+constexpr int64_t kMaxSharedBytes = 200 * 1024;
 
 }  // namespace
 
-bool decode_gemv_supports(const DecodeGemvParams& p, DecodeGemvKind kind, std::string* why) {
+bool decode_step_supports(const DecodeStepParams& p, std::string* why) {
   if (p.b < 1 || p.b > kDecodeMaxRows)
     return refuse(why, "decode step: batch " + std::to_string(p.b) + " is outside 1.." + std::to_string(kDecodeMaxRows));
-  if (p.i % 8 != 0) return refuse(why, "decode step: the product's input width must be a multiple of 8");
-  if (!aligned16(p.w)) return refuse(why, "decode step: the matrix is not 16-byte aligned");
-  if (p.b * p.i * int64_t(sizeof(float)) > kMaxSharedBytes)
-    return refuse(why, "decode step: b · i is too large for shared memory");
-  if (kind == DecodeGemvKind::conv && (p.k < 1 || p.k > kDecodeMaxWidth))
-    return refuse(why, "decode step: conv width outside 1.." + std::to_string(kDecodeMaxWidth));
+  if (p.d % 8 != 0 || p.e % 8 != 0)
+    return refuse(why, "decode step: d_model and d_inner must be multiples of 8");
+  if (p.k < 1 || p.n < 1 || p.r < 1) return refuse(why, "decode step: d_conv, d_state and dt_rank must be at least 1");
+  if (p.k > kDecodeMaxWidth) return refuse(why, "decode step: d_conv above " + std::to_string(kDecodeMaxWidth));
+  if (shared_bytes(p) > kMaxSharedBytes) return refuse(why, "decode step: b · d_inner is too large for shared memory");
   return true;
 }
 
-void decode_gemv_launch(const DecodeGemvParams& p, DecodeGemvKind kind, cudaStream_t stream) {
-  if (p.o == 0) return;
-  switch (p.w_dtype) {
-    case DType::f32: launch_kind<float>(p, kind, stream); break;
-    case DType::bf16: launch_kind<__nv_bfloat16>(p, kind, stream); break;
-    case DType::f16: launch_kind<__half>(p, kind, stream); break;
-  }
+int64_t decode_step_part_bytes(const DecodeStepParams& p) {
+  return (p.e + kDecodeSlice - 1) / kDecodeSlice * p.b * (p.r + 2 * p.n) * int64_t(sizeof(float));
 }
 
-bool decode_ssm_supports(const DecodeSsmParams& p, std::string* why) {
-  if (p.n < 1 || p.n > kDecodeMaxState)
-    return refuse(why, "decode step: d_state outside 1.." + std::to_string(kDecodeMaxState));
-  if (p.k < 1 || p.k > kDecodeMaxWidth)
-    return refuse(why, "decode step: conv width outside 1.." + std::to_string(kDecodeMaxWidth));
-  if (p.r < 1) return refuse(why, "decode step: dt_rank must be at least 1");
-  return true;
+int decode_step_prepare(const DecodeStepParams& p) {
+  const KernelFn fn = kernel_for(p);
+  const int bytes = int(shared_bytes(p));
+  CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  int device = 0, sms = 0, cooperative = 0, per_sm = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device));
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kThreads, size_t(bytes)));
+  if (cooperative == 0 || per_sm < 1) return 0;
+  return sms;
 }
 
-void decode_ssm_launch(const DecodeSsmParams& p, cudaStream_t stream) {
-  if (p.b * p.e == 0) return;
-  int group = 1;
-  while (group < 32 && group < p.n) group *= 2;
-  const unsigned blocks = unsigned((p.b * p.e * group + kSsmThreads - 1) / kSsmThreads);
-  switch (p.dt_dtype) {
-    case DType::f32: decode_ssm_kernel<float><<<blocks, kSsmThreads, 0, stream>>>(p, group); break;
-    case DType::bf16: decode_ssm_kernel<__nv_bfloat16><<<blocks, kSsmThreads, 0, stream>>>(p, group); break;
-    case DType::f16: decode_ssm_kernel<__half><<<blocks, kSsmThreads, 0, stream>>>(p, group); break;
-  }
-  CUDA_CHECK_LAUNCH("decode_ssm_kernel", stream);
+void decode_step_launch(const DecodeStepParams& p, int blocks, cudaStream_t stream) {
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeCooperative;
+  attr.val.cooperative = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(unsigned(blocks));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = size_t(shared_bytes(p));
+  cfg.stream = stream;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel_for(p), p));
+  CUDA_CHECK_LAUNCH("decode_step_kernel", stream);
 }
 
 }  // namespace mambacpp::cuda

@@ -1,12 +1,17 @@
-// The fused kernels of a decoding step (one token per sequence, b ≤ kDecodeMaxRows rows), four per layer instead
-// of seven, on raw device pointers; src/model/lm_step_fused.cpp strings them together. Activations, residual
-// stream and recurrent state are f32; matrices f32, bf16 or f16 (read as stored), f32 accumulation.
-//   norm_gemv:  y (b, o) = (rmsnorm(residual) · norm_w) · wᵀ [+ bias]   (RMSNorm recomputed by every block)
-//   conv_gemv:  y (b, o) = silu(conv1d step(conv state, x)) · wᵀ          (conv recomputed by every block; the
-//                                                                          state is left for ssm_step to shift)
-//   ssm_step:   per channel: conv output again, conv state shifted, Δ = softplus(dt_proj row · xdbl + dt_bias),
-//               one scan step of the (b, e, n) state, y = (C·h + D·u) · silu(z)
-//   gemv_add:   residual (b, o) += y · wᵀ [+ bias]
+// The persistent decoding-step kernel: one launch runs a whole decoding step (one token per sequence, b ≤
+// kDecodeMaxRows rows) — embedding, every layer, final norm and head — with grid-wide barriers between the
+// phases that need them, on raw device pointers; src/model/lm_step_fused.cpp prepares it. Activations, residual
+// stream and recurrent state are f32; every matrix (embedding and head included) has one dtype, f32, bf16 or
+// f16, read as stored; f32 accumulation. Per layer, with a barrier after each phase:
+//   A  xz (b, 2e) = rmsnorm(residual) · in_projᵀ [+ bias]; the block that makes x feature c also runs the conv
+//      step of channel c: xc = silu(conv(state, x)), state shifted        (layer 0 reads the embedding rows)
+//   B  partial x_proj products over slices of 256 input channels: part (s, b, r + 2n)
+//   C  xdbl = Σ_s part (every block, fixed order); Δ = softplus(dt_proj · xdbl[:r] + dt_bias); one scan step of
+//      the (b, e, n) state; y = (C·h + D·u) · silu(z)
+//   D  residual (b, d) += y · out_projᵀ [+ bias]
+// then F: logits (b, v) = rmsnorm_f(residual) · lm_headᵀ. The grid is one block of 512 threads per SM, launched
+// cooperatively (all blocks resident); the barrier counts arrivals in one ever-growing word of device memory,
+// which needs no reset between barriers or launches, so one launch can be recorded in a CUDA graph and replayed.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -19,53 +24,54 @@
 namespace mambacpp::cuda {
 
 constexpr int64_t kDecodeMaxRows = 8;
-constexpr int64_t kDecodeMaxWidth = 8;   // conv width k
-constexpr int64_t kDecodeMaxState = 256; // n
+constexpr int kDecodeMaxWidth = 4;     // conv width k
+constexpr int64_t kDecodeSlice = 256;  // input channels per partial x_proj product (8 per lane)
 
-// The matrix product of a step: y (b, o) [row stride ld_y] = x (b, i) · w (o, i)ᵀ + bias, where x is made by
-// the kernel's prologue (see the kinds above) into shared memory. w rows 16-byte aligned, i a multiple of 8.
-struct DecodeGemvParams {
-  float* y = nullptr;
-  int64_t ld_y = 0;
-  const void* w = nullptr;
-  DType w_dtype = DType::f32;
-  const float* bias = nullptr;  // (o) or nullptr
-  int64_t b = 0, i = 0, o = 0;
-  // norm_gemv: x = rmsnorm(residual (b, i)) · norm_w (i)
-  const float* residual = nullptr;
-  const float* norm_w = nullptr;
-  float eps = 0;
-  // conv_gemv: x = silu(conv_b + Σ_j conv_w (i, k)[:, j] · [state (b, i, k-1), xin (b, i) [row stride ld_xin]])
-  const float* conv_w = nullptr;
-  const float* conv_b = nullptr;  // (i) or nullptr
-  const float* conv_state = nullptr;
-  const float* xin = nullptr;
-  int64_t ld_xin = 0, k = 0;
-  // gemv_add: x = y_in (b, i) contiguous; y += the product
-  const float* y_in = nullptr;
-};
-
-// One scan step of every (row, channel), with the conv step and dt_proj folded in (see above).
-struct DecodeSsmParams {
-  float* y = nullptr;                // (b, e)
-  float* conv_state = nullptr;       // (b, e, k-1), shifted in place
-  float* ssm_state = nullptr;        // (b, e, n), updated in place
-  const float* xz = nullptr;         // (b, 2e): x then z
-  const float* xdbl = nullptr;       // (b, r + 2n): dt input, B, C
+// One layer's parameters and recurrent state (device pointers; matrices in DecodeStepParams::w_dtype).
+struct DecodeLayer {
+  const float* norm = nullptr;       // (d)
+  const void* in_proj = nullptr;     // (2e, d)
+  const float* in_bias = nullptr;    // (2e) or nullptr
   const float* conv_w = nullptr;     // (e, k)
   const float* conv_b = nullptr;     // (e) or nullptr
+  float* conv_state = nullptr;       // (b, e, k-1)
+  const void* x_proj = nullptr;      // (r + 2n, e)
   const void* dt_proj = nullptr;     // (e, r)
-  DType dt_dtype = DType::f32;
   const float* dt_bias = nullptr;    // (e)
   const float* A = nullptr;          // (e, n)
   const float* D = nullptr;          // (e)
-  int64_t b = 0, e = 0, n = 0, r = 0, k = 0;
+  float* ssm_state = nullptr;        // (b, e, n)
+  const void* out_proj = nullptr;    // (d, e)
+  const float* out_bias = nullptr;   // (d) or nullptr
 };
 
-enum class DecodeGemvKind { norm, conv, add };
-bool decode_gemv_supports(const DecodeGemvParams& p, DecodeGemvKind kind, std::string* why);
-void decode_gemv_launch(const DecodeGemvParams& p, DecodeGemvKind kind, cudaStream_t stream);
-bool decode_ssm_supports(const DecodeSsmParams& p, std::string* why);
-void decode_ssm_launch(const DecodeSsmParams& p, cudaStream_t stream);
+struct DecodeStepParams {
+  const DecodeLayer* layers = nullptr;  // (n_layer), in device memory
+  int64_t n_layer = 0, b = 0, d = 0, e = 0, n = 0, r = 0, k = 0, v = 0;
+  float eps = 0;
+  DType w_dtype = DType::bf16;
+  const void* embedding = nullptr;  // (v, d)
+  const float* norm_f = nullptr;    // (d)
+  const void* lm_head = nullptr;    // (v, d)
+  const int32_t* ids = nullptr;     // (b)
+  float* logits = nullptr;          // (b, v)
+  // scratch, f32
+  float* residual = nullptr;  // (b, d)
+  float* xz = nullptr;        // (b, 2e)
+  float* xc = nullptr;        // (b, e)
+  float* part = nullptr;      // (slices, b, r + 2n), slices = ceil(e / kDecodeSlice)
+  float* y = nullptr;         // (b, e)
+  unsigned long long* barrier = nullptr;  // the barrier's arrival count, zero before the first launch
+};
+
+// Whether the sizes are handled (b ≤ kDecodeMaxRows, d and e multiples of 8, 1 ≤ k ≤ kDecodeMaxWidth, shared
+// memory); else *why.
+bool decode_step_supports(const DecodeStepParams& p, std::string* why);
+// Bytes of the part buffer the step needs.
+int64_t decode_step_part_bytes(const DecodeStepParams& p);
+// Sets the kernel's shared-memory limit and returns the grid size (blocks) for p; call before any capture.
+int decode_step_prepare(const DecodeStepParams& p);
+// Queues one step (one cooperative launch of `blocks` blocks, as returned by decode_step_prepare).
+void decode_step_launch(const DecodeStepParams& p, int blocks, cudaStream_t stream);
 
 }  // namespace mambacpp::cuda
