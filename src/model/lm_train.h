@@ -6,7 +6,9 @@
 // Devices: the weights, the gradients and the workspace share one device (cpu or cuda); ids and targets are
 // host arrays (copied to the device once per group of sequences). On the CPU the weights hold f32 matrices; on
 // cuda they may also hold bf16 or f16 matrices (mixed precision: the products run on the tensor cores with f32
-// accumulation, every activation, gradient and vector parameter stays f32).
+// accumulation; the activations and gradients that feed only products are made in that dtype by the ops that
+// produce them, exactly the values the products would have rounded; the other activations and gradients, the
+// parameters' gradients and the vector parameters stay f32).
 #pragma once
 
 #include <cstdint>
