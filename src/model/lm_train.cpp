@@ -249,8 +249,6 @@ void model_forward(const ModelWeights& w, const int32_t* ids, int64_t m, const s
   }
 }
 
-// The backward of layer i's mixer and norm: consumes dres (the gradient of the residual after the layer) and
-// leaves in it the gradient of the residual before the layer.
 // The gradient of the residual rounded to the half dtype (written by the norms' backward), where out_proj's
 // backward can read it (no out_proj bias, whose gradient needs the f32 one); undefined otherwise.
 Tensor dres_half(const ModelWeights& w, TrainWorkspace& ws, int64_t m) {
@@ -258,6 +256,9 @@ Tensor dres_half(const ModelWeights& w, TrainWorkspace& ws, int64_t m) {
   return Act{ws.dresidual_half.data(), ws.half_dtype()}.view(m, w.config.d_model, w.config.d_model, ws.device());
 }
 
+// The backward of layer i's mixer and norm: consumes dres (the gradient of the residual after the layer) and
+// leaves in it the gradient of the residual before the layer. dres16: its half copy for out_proj's backward
+// (or undefined), which the norm's backward refreshes for the layer below unless this is the last (layer 0).
 void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs& a, const Tensor& dres16,
                     bool last, TrainWorkspace& ws, int64_t m, const std::vector<Run>& runs, const MambaConfig& c,
                     Context& ctx) {
