@@ -106,6 +106,26 @@ TEST(LinearBackward, StridedViewsAndThreadCounts) {
   }
 }
 
+// accumulate_dx adds the product to dx: bitwise dx + (the product written alone), for any thread count.
+TEST(LinearBackward, AccumulateDxAddsTheProduct) {
+  const int64_t m = 70, i = 24, o = 40, ld = 30;
+  auto x = random_vector(size_t(m * i), 1), w = random_vector(size_t(o * i), 2), dy = random_vector(size_t(m * o), 3);
+  const auto dx0 = random_vector(size_t(m * ld), 4);
+  for (int threads : {1, 2, 3}) {
+    Context ctx(threads);
+    std::vector<float> prod(size_t(m * i), kNaN), dx = dx0, dw_a(size_t(o * i), 0.0f), dw_b(size_t(o * i), 0.0f);
+    linear_backward(t2(prod, m, i), t2(dw_a, o, i), Tensor{}, t2(dy, m, o), t2(x, m, i), t2(w, o, i), ctx);
+    Tensor dxv(dx.data(), DType::f32, {m, i});
+    dxv.stride[0] = ld;
+    linear_backward(dxv, t2(dw_b, o, i), Tensor{}, t2(dy, m, o), t2(x, m, i), t2(w, o, i), true, ctx);
+    std::vector<float> want = dx0;
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t c = 0; c < i; ++c) want[size_t(r * ld + c)] += prod[size_t(r * i + c)];
+    EXPECT_TRUE(bitwise_equal(dx, want)) << threads << " threads";
+    EXPECT_TRUE(bitwise_equal(dw_a, dw_b)) << threads << " threads";
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // embedding
 
@@ -192,6 +212,45 @@ INSTANTIATE_TEST_SUITE_P(Shapes, ConvBackward,
                          ::testing::Values(ConvCase{1, 1, 3, 4, true, false, true}, ConvCase{2, 9, 20, 4, true, true, true},
                                            ConvCase{3, 5, 33, 3, false, true, false},
                                            ConvCase{1, 2, 16, 5, false, true, true}, ConvCase{2, 6, 7, 1, true, false, true}));
+
+// The half copies: the norm's backward writes dresidual rounded beside it, the conv's backward a dx of half dtype
+// rounded (through a strided view); each the bits of the f32 result rounded to nearest even.
+TEST(HalfGradients, AreTheRoundedF32Results) {
+  Context ctx(2);
+  const int64_t m = 9, d = 40, b = 2, l = 7, e = 12, k = 4;
+  auto res = random_vector(size_t(m * d), 1), w = random_vector(size_t(d), 2, 0.5f, 1.5f);
+  auto dout = random_vector(size_t(m * d), 3), dres0 = random_vector(size_t(m * d), 4);
+  auto x = random_vector(size_t(b * l * e), 5), cw = random_vector(size_t(e * k), 6), dc = random_vector(size_t(b * l * e), 7);
+  std::vector<float> dx(x.size(), kNaN);
+  conv1d_causal_backward(t3(dx, b, l, e), Tensor{}, Tensor{}, Tensor{}, t3(dc, b, l, e), t3(x, b, l, e), t2(cw, e, k),
+                         Tensor{}, Tensor{}, true, ctx);
+  for (DType ht : {DType::bf16, DType::f16}) {
+    SCOPED_TRACE(dtype_name(ht));
+    std::vector<float> dres = dres0;
+    std::vector<uint16_t> h(size_t(m * (d + 3)), 0x7fff), want(size_t(m * d));
+    Tensor hv(h.data(), ht, {m, d});
+    hv.stride[0] = d + 3;
+    rmsnorm_backward(t2(dres, m, d), hv, Tensor{}, t2(dout, m, d), t2(res, m, d), t1(w), 1e-5f, ctx);
+    std::vector<float> plain = dres0;
+    rmsnorm_backward(t2(plain, m, d), Tensor{}, t2(dout, m, d), t2(res, m, d), t1(w), 1e-5f, ctx);
+    EXPECT_TRUE(bitwise_equal(dres, plain)) << "dresidual";
+    convert_from_f32(want.data(), ht, dres.data(), dres.size());
+    for (int64_t r = 0; r < m; ++r) {
+      EXPECT_EQ(0, std::memcmp(&h[size_t(r * (d + 3))], &want[size_t(r * d)], size_t(d) * 2)) << "row " << r;
+      EXPECT_EQ(h[size_t(r * (d + 3) + d)], 0x7fff) << "gap of row " << r;
+    }
+    std::vector<uint16_t> dxh(size_t(b * l * 2 * e), 0x7fff), dxw(dx.size());
+    Tensor dv(dxh.data(), ht, {b, l, e});
+    dv.stride[1] = 2 * e, dv.stride[0] = l * 2 * e;
+    conv1d_causal_backward(dv, Tensor{}, Tensor{}, Tensor{}, t3(dc, b, l, e), t3(x, b, l, e), t2(cw, e, k), Tensor{},
+                           Tensor{}, true, ctx);
+    convert_from_f32(dxw.data(), ht, dx.data(), dx.size());
+    for (int64_t r = 0; r < b * l; ++r) {
+      EXPECT_EQ(0, std::memcmp(&dxh[size_t(r * 2 * e)], &dxw[size_t(r * e)], size_t(e) * 2)) << "dx row " << r;
+      EXPECT_EQ(dxh[size_t(r * 2 * e + e)], 0x7fff) << "other half of row " << r;
+    }
+  }
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // selective scan

@@ -262,6 +262,40 @@ TEST(RmsNorm, OutMayAliasX) {
   EXPECT_CLOSE(x.data(), ref.out.data(), x.size(), kTolElementwise);
 }
 
+// The form that keeps the stream before the add: bitwise a copy followed by the in-place form, residual_in
+// untouched, with strided views and any thread count.
+TEST(RmsNorm, SeparateResidualEqualsCopyThenInPlace) {
+  const int64_t m = 37, d = 100, pad = 3;
+  const auto res0 = random_vector(size_t(m * d), 11, -2.0f, 2.0f), xv = random_vector(size_t(m * d), 12);
+  auto w = random_vector(size_t(d), 13, 0.5f, 1.5f);
+  for (bool with_x : {false, true})
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE(testing::Message() << "x=" << with_x << " threads=" << threads);
+      Context ctx(threads);
+      Strided res_a(1, m, d, d + pad, res0), out_a(1, m, d, d + pad);
+      Strided res_in(1, m, d, d + pad, res0), res_b(1, m, d, d + pad), out_b(1, m, d, d + pad);
+      Strided x(1, m, d, d + pad, xv);
+      out_a.poison(), out_b.poison(), res_b.poison();
+      rmsnorm_forward(out_a.rows(), res_a.rows(), with_x ? x.rows() : Tensor(), vec_tensor(w), 1e-5f, ctx);
+      rmsnorm_forward(out_b.rows(), res_b.rows(), res_in.rows(), with_x ? x.rows() : Tensor(), vec_tensor(w), 1e-5f,
+                      ctx);
+      EXPECT_TRUE(bitwise_equal(out_a.packed(), out_b.packed())) << "out";
+      EXPECT_TRUE(bitwise_equal(res_a.packed(), res_b.packed())) << "residual_out";
+      EXPECT_TRUE(bitwise_equal(res_in.packed(), res0)) << "residual_in changed";
+      EXPECT_TRUE(res_b.gaps_intact() && out_b.gaps_intact());
+      // A half out holds the f32 out rounded to nearest even.
+      for (DType ht : {DType::bf16, DType::f16}) {
+        std::vector<uint16_t> half(size_t(m * d)), want(size_t(m * d));
+        Strided res_c(1, m, d, d + pad);
+        rmsnorm_forward(Tensor(half.data(), ht, {m, d}), res_c.rows(), res_in.rows(), with_x ? x.rows() : Tensor(),
+                        vec_tensor(w), 1e-5f, ctx);
+        const auto full = out_a.packed();
+        convert_from_f32(want.data(), ht, full.data(), full.size());
+        EXPECT_EQ(half, want) << dtype_name(ht) << " out";
+      }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Sequence helpers for conv1d and the scan
 
@@ -358,6 +392,30 @@ TEST(Conv1d, MatchesReference) {
     EXPECT_CLOSE(got.state.data(), ref.state.data(), got.state.size(), 0.0);
     const SeqResult one = run_conv(d, 1, {c.l});
     EXPECT_TRUE(bitwise_equal(got.y, one.y) && bitwise_equal(got.state, one.state)) << "1 vs 2 threads";
+  }
+}
+
+// out_half receives out rounded to nearest even, through a strided view like out's.
+TEST(Conv1d, HalfCopyIsTheRoundedOutput) {
+  ConvData d({2, 23, 37, 4, true, true, true});
+  const ConvCase& c = d.c;
+  Strided x(c.b, c.l, c.e, d.ld, d.x), out(c.b, c.l, c.e, c.e);
+  Tensor st0(d.state0.data(), DType::f32, {c.b, c.e, c.k - 1});
+  for (DType ht : {DType::bf16, DType::f16}) {
+    const int64_t ldh = c.e + 3;
+    std::vector<uint16_t> half(size_t(c.b * c.l * ldh), 0x7fff);
+    Tensor hv(half.data(), ht, {c.b, c.l, c.e});
+    hv.stride[1] = ldh, hv.stride[0] = c.l * ldh;
+    Context ctx(2);
+    conv1d_causal_forward(out.seq(), hv, Tensor{}, x.seq(), Tensor(d.w.data(), DType::f32, {c.e, c.k}),
+                          vec_tensor(d.bias), st0, c.silu, ctx);
+    const auto full = out.packed();
+    std::vector<uint16_t> want(full.size());
+    convert_from_f32(want.data(), ht, full.data(), full.size());
+    for (int64_t r = 0; r < c.b * c.l; ++r) {
+      EXPECT_EQ(0, std::memcmp(&half[size_t(r * ldh)], &want[size_t(r * c.e)], size_t(c.e) * 2)) << "row " << r;
+      EXPECT_EQ(half[size_t(r * ldh + c.e)], 0x7fff) << "gap of row " << r;
+    }
   }
 }
 
@@ -546,6 +604,11 @@ TEST(OpErrors, RmsNormRejectsAliasingAndShapes) {
   expect_error([&] { rmsnorm_forward(ta, tb, Tensor(b.data(), DType::f32, {8, 4}), vec_tensor(w), 1e-5f, ctx); },
                {"rmsnorm_forward", "x", "[8, 4]"});
   expect_error([&] { rmsnorm_forward(ta, tb, Tensor(), vec_tensor(w), -1.0f, ctx); }, {"rmsnorm_forward", "eps"});
+  std::vector<float> c(4 * 8, 1.0f);
+  expect_error([&] { rmsnorm_forward(ta, tb, tb, Tensor(), vec_tensor(w), 1e-5f, ctx); },
+               {"rmsnorm_forward", "residual_out may not overlap residual_in"});
+  expect_error([&] { rmsnorm_forward(ta, tb, Tensor(c.data(), DType::f32, {4, 7}), Tensor(), vec_tensor(w), 1e-5f, ctx); },
+               {"rmsnorm_forward", "residual_in", "[4, 7]"});
 }
 
 TEST(OpErrors, Conv1dChecksStateAndWidth) {

@@ -74,6 +74,25 @@ TEST(OpsTrain, CopyConvertRoundsAsCoreDtype) {
   }
 }
 
+// copy_convert_rows: strided rows on both sides, the gaps untouched.
+TEST(OpsTrain, CopyConvertRowsRoundsEachRow) {
+  Context ctx(2);
+  const int64_t rows = 5, cols = 13, ld_src = 20, ld_dst = 17;
+  const std::vector<float> src = random_vector(size_t(rows * ld_src), 8, -100.0f, 100.0f);
+  for (DType t : {DType::bf16, DType::f16}) {
+    std::vector<uint16_t> dst(size_t(rows * ld_dst), 0x7fff);
+    Tensor s(const_cast<float*>(src.data()), DType::f32, {rows, cols}), d(dst.data(), t, {rows, cols});
+    s.stride[0] = ld_src, d.stride[0] = ld_dst;
+    copy_convert_rows(d, s, ctx);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < ld_dst; ++c) {
+        const float v = src[size_t(r * ld_src + c)];
+        const uint16_t want = c >= cols ? 0x7fff : t == DType::bf16 ? f32_to_bf16(v) : f32_to_f16(v);
+        ASSERT_EQ(dst[size_t(r * ld_dst + c)], want) << dtype_name(t) << " row " << r << " column " << c;
+      }
+  }
+}
+
 TEST(OpsTrain, SumSquaresMatchesDoubleAndIgnoresThreadCount) {
   for (int64_t n : kSizes) {
     std::vector<float> t = random_vector(size_t(n), 5, -2.0f, 2.0f);

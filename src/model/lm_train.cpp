@@ -49,6 +49,25 @@ Tensor sequence(float* p, int64_t b, int64_t l, int64_t cols, int64_t ld, Device
 
 Tensor flat(float* p, int64_t count, Device dev) { return Tensor(p, DType::f32, {count}, dev); }
 
+// An activation kept in `dtype` (f32, or the matrices' half dtype on cuda): a (rows, cols) view with row stride ld.
+struct Act {
+  void* p;
+  DType dtype;
+  Tensor view(int64_t rows, int64_t cols, int64_t ld, Device dev) const {
+    Tensor t(p, dtype, {rows, cols}, dev);
+    t.stride[0] = ld;
+    return t;
+  }
+  Tensor flat(int64_t count, Device dev) const { return Tensor(p, dtype, {count}, dev); }
+  // A (rows, len, cols) view of `rows` sequences beginning at row row0.
+  Tensor sequence(int64_t row0, int64_t rows, int64_t len, int64_t cols, int64_t ld, Device dev) const {
+    Tensor t(static_cast<char*>(p) + size_t(row0 * ld) * dtype_size(dtype), dtype, {rows, len, cols}, dev);
+    t.stride[1] = ld;
+    t.stride[0] = len * ld;
+    return t;
+  }
+};
+
 void ensure(Buffer& buf, size_t bytes, Device dev) {
   if (buf.bytes() < bytes || buf.device() != dev) buf = Buffer(bytes, dev);
 }
@@ -127,16 +146,30 @@ Tensor run_view(float* p, const Run& r, int64_t cols, int64_t ld, Device dev) {
   return sequence(p + r.row0 * ld, r.rows, r.len, cols, ld, dev);
 }
 
-// Views of layer i's kept activations.
+// Views of layer i's kept activations. hidden and y are held in the workspace's half dtype when it has one
+// (they feed only matrix products); xc in f32 (for the scan) and, with a half dtype, also rounded (xc_half, for
+// x_proj); y_f32 is then the scan's f32 output, one layer's scratch, rounded into y.
 struct LayerActs {
-  float *residual, *hidden, *xz, *xc, *xdbl, *dt, *y;
+  float *residual, *xz, *xc, *xdbl, *dt, *y_f32;
+  Act hidden, y, xc_half;
 };
 
 LayerActs layer_acts(TrainWorkspace& ws, const MambaConfig& c, int64_t m, int64_t i) {
   const int64_t d = c.d_model, e = c.d_inner, x = c.dt_rank + 2 * c.d_state;
-  return {ws.residual.as<float>() + i * m * d, ws.hidden.as<float>() + i * m * d, ws.xz.as<float>() + i * m * 2 * e,
-          ws.xc.as<float>() + i * m * e,       ws.xdbl.as<float>() + i * m * x,   ws.dt.as<float>() + i * m * e,
-          ws.y.as<float>() + i * m * e};
+  const DType h = ws.half_dtype();
+  const size_t hs = dtype_size(h);
+  char* y = static_cast<char*>(ws.y.data()) + size_t(i * m * e) * hs;
+  LayerActs a;
+  a.residual = ws.residual.as<float>() + i * m * d;
+  a.xz = ws.xz.as<float>() + i * m * 2 * e;
+  a.xc = ws.xc.as<float>() + i * m * e;
+  a.xdbl = ws.xdbl.as<float>() + i * m * x;
+  a.dt = ws.dt.as<float>() + i * m * e;
+  a.hidden = {static_cast<char*>(ws.hidden.data()) + size_t(i * m * d) * hs, h};
+  a.y = {y, h};
+  a.y_f32 = h == DType::f32 ? reinterpret_cast<float*>(y) : ws.y_f32.as<float>();
+  a.xc_half = h == DType::f32 ? Act{a.xc, h} : Act{static_cast<char*>(ws.xc_half.data()) + size_t(i * m * e) * hs, h};
+  return a;
 }
 
 // Where B and C sit in x_proj's output (x = x_proj_rows() columns): column offsets, or -1 when time-invariant.
@@ -175,23 +208,26 @@ void mixer_forward(const LayerWeights& lw, const LayerActs& a, float* mixer_out,
   const int64_t d = c.d_model, e = c.d_inner, r = c.dt_rank;
   const SsmColumns col = ssm_columns(c);
   const int64_t x = col.x;
-  linear_forward(matrix(a.xz, m, 2 * e, 2 * e, dev), matrix(a.hidden, m, d, d, dev), lw.in_proj, lw.in_proj_bias,
-                 ctx);
-  for (const Run& run : runs)
-    conv1d_causal_forward(run_view(a.xc, run, e, e, dev), Tensor{}, run_view(a.xz, run, e, 2 * e, dev), lw.conv_w,
-                          lw.conv_b, Tensor{}, /*apply_silu=*/true, ctx);
-  if (x > 0) linear_forward(matrix(a.xdbl, m, x, x, dev), matrix(a.xc, m, e, e, dev), lw.x_proj, Tensor{}, ctx);
+  const bool half = a.hidden.dtype != DType::f32;
+  linear_forward(matrix(a.xz, m, 2 * e, 2 * e, dev), a.hidden.view(m, d, d, dev), lw.in_proj, lw.in_proj_bias, ctx);
+  for (const Run& run : runs)  // xc in f32 for the scan and, with a half dtype, rounded for x_proj (both passes)
+    conv1d_causal_forward(run_view(a.xc, run, e, e, dev),
+                          half ? a.xc_half.sequence(run.row0, run.rows, run.len, e, e, dev) : Tensor{}, Tensor{},
+                          run_view(a.xz, run, e, 2 * e, dev), lw.conv_w, lw.conv_b, Tensor{}, /*apply_silu=*/true,
+                          ctx);
+  if (x > 0) linear_forward(matrix(a.xdbl, m, x, x, dev), a.xc_half.view(m, e, e, dev), lw.x_proj, Tensor{}, ctx);
   if (c.selective_dt)
     linear_forward(matrix(a.dt, m, e, e, dev), matrix(a.xdbl, m, r, x, dev), lw.dt_proj, Tensor{}, ctx);
   else
     fill_zero(flat(a.dt, m * e, dev), ctx);  // Δ = softplus(dt_bias) per channel
   for (const Run& run : runs) {
     ScanArgs s;
-    s.y = run_view(a.y, run, e, e, dev);
+    s.y = run_view(a.y_f32, run, e, e, dev);
     set_scan_inputs(s, lw, a, run, c, col, dev);
     selective_scan_forward(s, ctx);
   }
-  linear_forward(matrix(mixer_out, m, d, d, dev), matrix(a.y, m, e, e, dev), lw.out_proj, lw.out_proj_bias, ctx);
+  if (half) copy_convert(a.y.flat(m * e, dev), flat(a.y_f32, m * e, dev), ctx);  // for out_proj, both passes
+  linear_forward(matrix(mixer_out, m, d, d, dev), a.y.view(m, e, e, dev), lw.out_proj, lw.out_proj_bias, ctx);
 }
 
 // Runs embedding → layers → final norm over all rows (ids in the workspace's memory), keeping the activations.
@@ -204,18 +240,28 @@ void model_forward(const ModelWeights& w, const int32_t* ids, int64_t m, const s
   embedding_forward(matrix(ws.residual.as<float>(), m, d, d, dev), ids, m, w.embedding, ctx);
   for (int64_t i = 0; i <= c.n_layer; ++i) {
     const LayerActs a = layer_acts(ws, c, m, i);
-    if (i > 0) copy_convert(flat(a.residual, m * d, dev), flat(a.residual - m * d, m * d, dev), ctx);
     const Tensor norm = i < c.n_layer ? w.layers[size_t(i)].norm : w.norm_f;
-    rmsnorm_forward(matrix(a.hidden, m, d, d, dev), matrix(a.residual, m, d, d, dev),
+    // residual_i = residual_{i-1} + mixer_out, written by the norm itself (the stream before the add is kept).
+    rmsnorm_forward(a.hidden.view(m, d, d, dev), matrix(a.residual, m, d, d, dev),
+                    i > 0 ? matrix(a.residual - m * d, m, d, d, dev) : Tensor{},
                     i > 0 ? matrix(mixer_out, m, d, d, dev) : Tensor{}, norm, c.norm_eps, ctx);
     if (i < c.n_layer) mixer_forward(w.layers[size_t(i)], a, mixer_out, m, runs, c, dev, ctx);
   }
 }
 
+// The gradient of the residual rounded to the half dtype (written by the norms' backward), where out_proj's
+// backward can read it (no out_proj bias, whose gradient needs the f32 one); undefined otherwise.
+Tensor dres_half(const ModelWeights& w, TrainWorkspace& ws, int64_t m) {
+  if (ws.half_dtype() == DType::f32 || w.layers.empty() || w.layers[0].out_proj_bias.defined()) return Tensor{};
+  return Act{ws.dresidual_half.data(), ws.half_dtype()}.view(m, w.config.d_model, w.config.d_model, ws.device());
+}
+
 // The backward of layer i's mixer and norm: consumes dres (the gradient of the residual after the layer) and
-// leaves in it the gradient of the residual before the layer.
-void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs& a, TrainWorkspace& ws, int64_t m,
-                    const std::vector<Run>& runs, const MambaConfig& c, Context& ctx) {
+// leaves in it the gradient of the residual before the layer. dres16: its half copy for out_proj's backward
+// (or undefined), which the norm's backward refreshes for the layer below unless this is the last (layer 0).
+void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs& a, const Tensor& dres16,
+                    bool last, TrainWorkspace& ws, int64_t m, const std::vector<Run>& runs, const MambaConfig& c,
+                    Context& ctx) {
   const int64_t d = c.d_model, e = c.d_inner, n = c.d_state, r = c.dt_rank;
   const SsmColumns col = ssm_columns(c);
   const int64_t x = col.x;
@@ -226,8 +272,8 @@ void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs
   float* dxc = ws.dxc.as<float>();
   float* dy = ws.dy.as<float>();
   float* ddt = ws.ddt.as<float>();
-  linear_backward(matrix(dy, m, e, e, dev), g.out_proj, g.out_proj_bias, matrix(dres, m, d, d, dev),
-                  matrix(a.y, m, e, e, dev), lw.out_proj, ctx);
+  linear_backward(matrix(dy, m, e, e, dev), g.out_proj, g.out_proj_bias,
+                  dres16.defined() ? dres16 : matrix(dres, m, d, d, dev), a.y.view(m, e, e, dev), lw.out_proj, ctx);
 
   const Tensor dA(ws.dA.data(), DType::f32, {e, n}, dev);
   fill_zero(dA, ctx);
@@ -250,20 +296,28 @@ void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs
   if (c.selective_dt)
     linear_backward(matrix(dxdbl, m, r, x, dev), g.dt_proj, Tensor{}, matrix(ddt, m, e, e, dev),
                     matrix(a.xdbl, m, r, x, dev), lw.dt_proj, ctx);
-  if (x > 0) {
-    float* dxc_proj = ws.dxc_proj.as<float>();
-    linear_backward(matrix(dxc_proj, m, e, e, dev), g.x_proj, Tensor{}, matrix(dxdbl, m, x, x, dev),
-                    matrix(a.xc, m, e, e, dev), lw.x_proj, ctx);
-    add_into(flat(dxc, m * e, dev), flat(dxc_proj, m * e, dev), ctx);
-  }
+  if (x > 0)  // dxc (the scan's du) += x_proj's input gradient, added by the product itself
+    linear_backward(matrix(dxc, m, e, e, dev), g.x_proj, Tensor{}, matrix(dxdbl, m, x, x, dev),
+                    a.xc_half.view(m, e, e, dev), lw.x_proj, /*accumulate_dx=*/true, ctx);
+  // With a half dtype (and no in_proj bias, whose gradient needs f32), in_proj's backward reads dxz rounded:
+  // the conv writes its dx half rounded, the scan's dz is rounded beside it.
+  const bool dxz_half = ws.half_dtype() != DType::f32 && !lw.in_proj_bias.defined();
+  const Act dxz16{ws.dxz_half.data(), ws.half_dtype()};
   for (const Run& run : runs)
-    conv1d_causal_backward(run_view(dxz, run, e, 2 * e, dev), g.conv_w, g.conv_b, Tensor{},
-                           run_view(dxc, run, e, e, dev), run_view(a.xz, run, e, 2 * e, dev), lw.conv_w, lw.conv_b,
-                           Tensor{}, /*apply_silu=*/true, ctx);
+    conv1d_causal_backward(dxz_half ? dxz16.sequence(run.row0, run.rows, run.len, e, 2 * e, dev)
+                                    : run_view(dxz, run, e, 2 * e, dev),
+                           g.conv_w, g.conv_b, Tensor{}, run_view(dxc, run, e, e, dev),
+                           run_view(a.xz, run, e, 2 * e, dev), lw.conv_w, lw.conv_b, Tensor{}, /*apply_silu=*/true,
+                           ctx);
+  if (dxz_half) {
+    const Act dz16{static_cast<char*>(ws.dxz_half.data()) + size_t(e) * dtype_size(dxz16.dtype), dxz16.dtype};
+    copy_convert_rows(dz16.view(m, e, 2 * e, dev), matrix(dxz + e, m, e, 2 * e, dev), ctx);
+  }
   float* dhidden = ws.dhidden.as<float>();
-  linear_backward(matrix(dhidden, m, d, d, dev), g.in_proj, g.in_proj_bias, matrix(dxz, m, 2 * e, 2 * e, dev),
-                  matrix(a.hidden, m, d, d, dev), lw.in_proj, ctx);
-  rmsnorm_backward(matrix(dres, m, d, d, dev), g.norm, matrix(dhidden, m, d, d, dev),
+  linear_backward(matrix(dhidden, m, d, d, dev), g.in_proj, g.in_proj_bias,
+                  dxz_half ? dxz16.view(m, 2 * e, 2 * e, dev) : matrix(dxz, m, 2 * e, 2 * e, dev),
+                  a.hidden.view(m, d, d, dev), lw.in_proj, ctx);
+  rmsnorm_backward(matrix(dres, m, d, d, dev), last ? Tensor{} : dres16, g.norm, matrix(dhidden, m, d, d, dev),
                    matrix(a.residual, m, d, d, dev), lw.norm, c.norm_eps, ctx);
 }
 
@@ -298,7 +352,7 @@ double sequences_pass(const ModelGrads* g, const ModelWeights& w, const int32_t*
   const MambaConfig& c = w.config;
   const int64_t m = b * l, d = c.d_model;
   const Device dev = ws.device();
-  ws.reserve(c, m);
+  ws.reserve(c, m, ws.device() == Device::cuda ? w.matrix_dtype : DType::f32);
   const std::vector<Run> runs = make_runs(doc_start, b, l);
   fill_targets(ws.targets.data(), ids, doc_start, targets, m, l);
   const int32_t* dev_ids = ids;
@@ -315,14 +369,16 @@ double sequences_pass(const ModelGrads* g, const ModelWeights& w, const int32_t*
   float* dhidden = ws.dhidden.as<float>();
   const double sum =
       linear_cross_entropy(g ? matrix(dhidden, m, d, d, dev) : Tensor{}, g ? g->lm_head : Tensor{},
-                           matrix(top.hidden, m, d, d, dev), w.lm_head, dev_targets, scale, ctx);
+                           top.hidden.view(m, d, d, dev), w.lm_head, dev_targets, scale, ctx);
   if (!g) return sum;
   float* dres = ws.dresidual.as<float>();
   fill_zero(flat(dres, m * d, dev), ctx);
-  rmsnorm_backward(matrix(dres, m, d, d, dev), g->norm_f, matrix(dhidden, m, d, d, dev),
+  const Tensor dres16 = dres_half(w, ws, m);  // for each out_proj's backward
+  rmsnorm_backward(matrix(dres, m, d, d, dev), dres16, g->norm_f, matrix(dhidden, m, d, d, dev),
                    matrix(top.residual, m, d, d, dev), w.norm_f, c.norm_eps, ctx);
   for (int64_t i = c.n_layer - 1; i >= 0; --i)
-    layer_backward(w.layers[size_t(i)], g->layers[size_t(i)], layer_acts(ws, c, m, i), ws, m, runs, c, ctx);
+    layer_backward(w.layers[size_t(i)], g->layers[size_t(i)], layer_acts(ws, c, m, i), dres16, i == 0, ws, m, runs,
+                   c, ctx);
   embedding_backward(g->embedding, matrix(dres, m, d, d, dev), dev_ids, m, ctx);
   return sum;
 }
@@ -378,24 +434,32 @@ double ParamGrads::norm(Context& ctx) const { return std::sqrt(sum_squares(all()
 
 void ParamGrads::scale(float s, Context& ctx) { scale_inplace(all(), s, ctx); }
 
-void TrainWorkspace::reserve(const MambaConfig& c, int64_t rows) {
+void TrainWorkspace::reserve(const MambaConfig& c, int64_t rows, DType half) {
   const size_t m = size_t(rows), L = size_t(c.n_layer), d = size_t(c.d_model), e = size_t(c.d_inner);
-  const size_t x = size_t(c.dt_rank + 2 * c.d_state), f = sizeof(float);
+  const size_t x = size_t(c.dt_rank + 2 * c.d_state), f = sizeof(float), h = dtype_size(half);
   const Device dev = device_;
+  if (half != half_)
+    rows_ = 0, half_ = half, hidden = Buffer(), y = Buffer(), xc_half = Buffer(), y_f32 = Buffer(),
+    dresidual_half = Buffer(), dxz_half = Buffer();
   ensure(residual, (L + 1) * m * d * f, dev);
-  ensure(hidden, (L + 1) * m * d * f, dev);
+  ensure(hidden, (L + 1) * m * d * h, dev);
   ensure(xz, L * m * 2 * e * f, dev);
   ensure(xc, L * m * e * f, dev);
   ensure(xdbl, L * m * x * f, dev);
   ensure(dt, L * m * e * f, dev);
-  ensure(y, L * m * e * f, dev);
+  ensure(y, L * m * e * h, dev);
+  if (half != DType::f32) {
+    ensure(xc_half, L * m * e * h, dev);
+    ensure(y_f32, m * e * f, dev);
+    ensure(dresidual_half, m * d * h, dev);
+    ensure(dxz_half, m * 2 * e * h, dev);
+  }
   ensure(mixer_out, m * d * f, dev);
   ensure(dresidual, m * d * f, dev);
   ensure(dhidden, m * d * f, dev);
   ensure(dy, m * e * f, dev);
   ensure(dxz, m * 2 * e * f, dev);
   ensure(dxc, m * e * f, dev);
-  ensure(dxc_proj, m * e * f, dev);
   ensure(dxdbl, m * x * f, dev);
   ensure(ddt, m * e * f, dev);
   ensure(dA, e * size_t(c.d_state) * f, dev);

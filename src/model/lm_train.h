@@ -6,7 +6,9 @@
 // Devices: the weights, the gradients and the workspace share one device (cpu or cuda); ids and targets are
 // host arrays (copied to the device once per group of sequences). On the CPU the weights hold f32 matrices; on
 // cuda they may also hold bf16 or f16 matrices (mixed precision: the products run on the tensor cores with f32
-// accumulation, every activation, gradient and vector parameter stays f32).
+// accumulation; the activations and gradients that feed only products are made in that dtype by the ops that
+// produce them, exactly the values the products would have rounded; the other activations and gradients, the
+// parameters' gradients and the vector parameters stay f32).
 #pragma once
 
 #include <cstdint>
@@ -43,30 +45,39 @@ class TrainWorkspace {
  public:
   // The workspace lives on `device`, which must be the device of the weights it trains.
   explicit TrainWorkspace(Device device = Device::cpu) : device_(device) {}
-  void reserve(const MambaConfig& cfg, int64_t rows);
+  // half: f32, or (on cuda) the matrices' bf16 / f16, in which hidden and y are then kept (see below).
+  void reserve(const MambaConfig& cfg, int64_t rows, DType half = DType::f32);
   int64_t rows() const { return rows_; }
   Device device() const { return device_; }
+  DType half_dtype() const { return half_; }
 
   // lm_loss runs the batch in groups of whole sequences of at most this many tokens (at least one sequence),
   // forward and backward per group, which bounds the activations kept here to about this many rows.
   int64_t rows_per_pass = 4096;
 
   // Kept by the forward pass (per layer i, then one more residual for the final norm):
+  // With a half dtype, the activations that feed only matrix products (hidden, y, and x_proj's copy of xc) are
+  // kept in it, rounded once where they are made, so that no product rounds its operand again:
   Buffer residual;  // (n_layer + 1, m, d) the residual stream entering norm i, after its add
-  Buffer hidden;    // (n_layer + 1, m, d) the norm outputs (the last one feeds the head)
+  Buffer hidden;    // (n_layer + 1, m, d) the norm outputs (the last one feeds the head), f32 or half
   Buffer xz;        // (n_layer, m, 2e) in_proj outputs: x, z
   Buffer xc;        // (n_layer, m, e) SiLU(conv1d(x))
+  Buffer xc_half;   // (n_layer, m, e) xc rounded to the half dtype (only with one)
   Buffer xdbl;      // (n_layer, m, r + 2n) x_proj outputs: dt_low, B, C
   Buffer dt;        // (n_layer, m, e) dt_proj outputs (before the Δ bias)
-  Buffer y;         // (n_layer, m, e) scan outputs
+  Buffer y;         // (n_layer, m, e) scan outputs, f32 or half
+  Buffer y_f32;     // (m, e) the current layer's scan output before rounding (only with a half dtype)
   Buffer mixer_out;  // (m, d) the current layer's output, forward scratch
   // Backward scratch, one layer at a time:
-  Buffer dresidual, dhidden, dy, dxz, dxc, dxc_proj, dxdbl, ddt, dA;
+  Buffer dresidual, dhidden, dy, dxz, dxc, dxdbl, ddt, dA;
+  Buffer dresidual_half;  // (m, d) dresidual rounded by the norms' backward, for out_proj's (with a half dtype)
+  Buffer dxz_half;        // (m, 2e) dxz rounded (the conv's dx written so, dz rounded), for in_proj's
   std::vector<int32_t> targets;  // (m) next-token ids, -1 at the last position of each sequence (host)
   Buffer ids;                    // (2, m) int32 on a device: the group's ids, then its targets
 
  private:
   Device device_ = Device::cpu;
+  DType half_ = DType::f32;
   int64_t rows_ = 0;
 };
 

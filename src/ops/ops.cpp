@@ -6,10 +6,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <initializer_list>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "ops/dispatch.h"
@@ -117,12 +119,20 @@ bool overlap(const cpu::MatF32& a, const cpu::MatF32& b) {
   return a0 && b0 && a0 < b1 && b0 < a1;
 }
 
+// On cuda an activation may be held in a half dtype (`half`: bf16 or f16) where the op allows it: its shape and
+// strides are then checked as those of an f32 tensor (its span over-estimated, so the overlap checks stay safe).
+Tensor shape_of_half(const Tensor& t, Device dev, DType half) {
+  Tensor c = t;
+  if (dev == Device::cuda && half != DType::f32 && t.dtype == half) c.dtype = DType::f32;
+  return c;
+}
+
 }  // namespace
 
 void linear_forward(Tensor y, Tensor x, Tensor w, Tensor bias, Context& ctx) {
   constexpr const char* op = "linear_forward";
   [[maybe_unused]] const Device dev = common_device(op, {{"y", &y}, {"x", &x}, {"w", &w}, {"bias", &bias}});
-  const cpu::MatF32 xm = as_rows(op, "x", x), ym = as_rows(op, "y", y);
+  const cpu::MatF32 xm = as_rows(op, "x", shape_of_half(x, dev, w.dtype)), ym = as_rows(op, "y", y);
   const cpu::MatAny wm = as_matrix(op, "w", w);
   MAMBA_CHECK(wm.cols == xm.cols, "{}: w (shape {}) expects {} input features but x (shape {}) has {}", op,
               w.shape_str(), wm.cols, x.shape_str(), xm.cols);
@@ -163,38 +173,79 @@ void embedding_forward(Tensor out, const int32_t* ids, int64_t m, Tensor table, 
   cpu::embedding(om, ids, tm, ctx.threads());
 }
 
-void rmsnorm_forward(Tensor out, Tensor residual, Tensor x, Tensor w, float eps, Context& ctx) {
-  constexpr const char* op = "rmsnorm_forward";
-  [[maybe_unused]] const Device dev =
-      common_device(op, {{"out", &out}, {"residual", &residual}, {"x", &x}, {"w", &w}});
-  const cpu::MatF32 om = as_rows(op, "out", out), rm = as_rows(op, "residual", residual);
+namespace {
+
+// The checks of both rmsnorm_forward forms; residual_in undefined is the in-place form.
+void check_rmsnorm(const char* op, Device dev, const Tensor& out, const Tensor& residual, const Tensor& residual_in,
+                   const Tensor& x, const Tensor& w, float eps) {
+  const DType half = out.dtype == DType::bf16 || out.dtype == DType::f16 ? out.dtype : DType::f32;
+  const cpu::MatF32 om = as_rows(op, "out", shape_of_half(out, Device::cuda, half)), rm = as_rows(op, "residual", residual);
   MAMBA_CHECK(om.rows == rm.rows && om.cols == rm.cols, "{}: out (shape {}) and residual (shape {}) differ in shape",
               op, out.shape_str(), residual.shape_str());
-  cpu::MatF32 xm;
   if (x.defined()) {
-    xm = as_rows(op, "x", x);
+    const cpu::MatF32 xm = as_rows(op, "x", x);
     MAMBA_CHECK(xm.rows == rm.rows && xm.cols == rm.cols, "{}: x (shape {}) and residual (shape {}) differ in shape",
                 op, x.shape_str(), residual.shape_str());
     MAMBA_CHECK(!overlap(xm, rm), "{}: x may not overlap residual", op);
   }
+  if (residual_in.defined()) {
+    const cpu::MatF32 im = as_rows(op, "residual_in", residual_in);
+    MAMBA_CHECK(im.rows == rm.rows && im.cols == rm.cols,
+                "{}: residual_in (shape {}) and residual_out (shape {}) differ in shape", op, residual_in.shape_str(),
+                residual.shape_str());
+    MAMBA_CHECK(!overlap(im, rm), "{}: residual_out may not overlap residual_in", op);
+  }
   MAMBA_CHECK(!overlap(om, rm), "{}: out may not overlap residual", op);
   require_f32_shape(op, "w", w, {rm.cols});
   MAMBA_CHECK(eps >= 0.0f && std::isfinite(eps), "{}: eps = {} must be finite and non-negative", op, eps);
+}
+
+}  // namespace
+
+void rmsnorm_forward(Tensor out, Tensor residual, Tensor x, Tensor w, float eps, Context& ctx) {
+  rmsnorm_forward(out, residual, Tensor{}, x, w, eps, ctx);
+}
+
+void rmsnorm_forward(Tensor out, Tensor residual_out, Tensor residual_in, Tensor x, Tensor w, float eps,
+                     Context& ctx) {
+  constexpr const char* op = "rmsnorm_forward";
+  [[maybe_unused]] const Device dev = common_device(
+      op, {{"out", &out}, {"residual", &residual_out}, {"residual_in", &residual_in}, {"x", &x}, {"w", &w}});
+  check_rmsnorm(op, dev, out, residual_out, residual_in, x, w, eps);
 #ifdef MAMBACPP_HAS_CUDA
   if (dev == Device::cuda) {
     std::string why;
-    require_cuda_support(op, rmsnorm_cuda_supports(out, residual, x, w, &why), why);
-    return rmsnorm_forward_cuda(out, residual, x, w, eps, ctx);
+    require_cuda_support(op, rmsnorm_cuda_supports(out, residual_out, residual_in, x, w, &why), why);
+    return rmsnorm_forward_cuda(out, residual_out, residual_in, x, w, eps, ctx);
   }
 #endif
-  cpu::rmsnorm(om, rm, xm, w.f32(), eps, ctx.threads());
+  const cpu::MatF32 rm = as_rows(op, "residual", residual_out);
+  if (residual_in.defined()) {
+    const cpu::MatF32 im = as_rows(op, "residual_in", residual_in);
+    for (int64_t r = 0; r < rm.rows; ++r) std::copy(im.row(r), im.row(r) + rm.cols, rm.row(r));
+  }
+  const cpu::MatF32 xm = x.defined() ? as_rows(op, "x", x) : cpu::MatF32{};
+  if (out.dtype == DType::f32) return cpu::rmsnorm(as_rows(op, "out", out), rm, xm, w.f32(), eps, ctx.threads());
+  // A half out: the f32 rows, then each rounded.
+  std::vector<float> full(size_t(rm.rows * rm.cols));
+  cpu::rmsnorm(cpu::MatF32{full.data(), rm.rows, rm.cols, rm.cols}, rm, xm, w.f32(), eps, ctx.threads());
+  const cpu::MatF32 om = as_rows(op, "out", shape_of_half(out, Device::cuda, out.dtype));
+  for (int64_t r = 0; r < rm.rows; ++r)
+    convert_from_f32(static_cast<char*>(out.data) + size_t(r * om.ld) * dtype_size(out.dtype), out.dtype,
+                     full.data() + r * rm.cols, size_t(rm.cols));
 }
 
 void conv1d_causal_forward(Tensor out, Tensor state_out, Tensor x, Tensor w, Tensor bias, Tensor state_in,
                            bool apply_silu, Context& ctx) {
+  conv1d_causal_forward(out, Tensor{}, state_out, x, w, bias, state_in, apply_silu, ctx);
+}
+
+void conv1d_causal_forward(Tensor out, Tensor out_half, Tensor state_out, Tensor x, Tensor w, Tensor bias,
+                           Tensor state_in, bool apply_silu, Context& ctx) {
   constexpr const char* op = "conv1d_causal_forward";
-  [[maybe_unused]] const Device dev = common_device(
-      op, {{"out", &out}, {"state_out", &state_out}, {"x", &x}, {"w", &w}, {"bias", &bias}, {"state_in", &state_in}});
+  [[maybe_unused]] const Device dev =
+      common_device(op, {{"out", &out}, {"out_half", &out_half}, {"state_out", &state_out}, {"x", &x}, {"w", &w},
+                         {"bias", &bias}, {"state_in", &state_in}});
   require_defined(op, "x", x);
   require_defined(op, "w", w);
   MAMBA_CHECK(x.ndim == 3, "{}: x must have shape [b, l, e], got {}", op, x.shape_str());
@@ -217,14 +268,27 @@ void conv1d_causal_forward(Tensor out, Tensor state_out, Tensor x, Tensor w, Ten
     p.state_out = state_out.f32();
   }
   p.silu = apply_silu;
+  if (out_half.defined()) {
+    MAMBA_CHECK(out_half.dtype == DType::bf16 || out_half.dtype == DType::f16, "{}: out_half must be bf16 or f16, got {}",
+                op, dtype_name(out_half.dtype));
+    Tensor shape = out_half;
+    shape.dtype = DType::f32;
+    (void)as_seq(op, "out_half", shape, p.b, p.l, p.e);
+  }
 #ifdef MAMBACPP_HAS_CUDA
   if (dev == Device::cuda) {
     std::string why;
-    require_cuda_support(op, conv1d_cuda_supports(out, state_out, x, w, bias, state_in, &why), why);
-    return conv1d_causal_forward_cuda(out, state_out, x, w, bias, state_in, apply_silu, ctx);
+    require_cuda_support(op, conv1d_cuda_supports(out, out_half, state_out, x, w, bias, state_in, &why), why);
+    return conv1d_causal_forward_cuda(out, out_half, state_out, x, w, bias, state_in, apply_silu, ctx);
   }
 #endif
   cpu::conv1d_causal(p, ctx.threads());
+  if (out_half.defined())  // each row of out rounded
+    for (int64_t bi = 0; bi < p.b; ++bi)
+      for (int64_t t = 0; t < p.l; ++t)
+        convert_from_f32(static_cast<char*>(out_half.data) +
+                             size_t(bi * out_half.stride[0] + t * out_half.stride[1]) * dtype_size(out_half.dtype),
+                         out_half.dtype, p.out.p + bi * p.out.sb + t * p.out.sl, size_t(p.e));
 }
 
 void selective_scan_forward(const ScanArgs& a, Context& ctx) {

@@ -28,7 +28,9 @@ inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
 inline float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
 
 // y (m, o) = x (m, i) · wᵀ (o, i) [+ bias (o)].
-// x, y: f32 with row strides; w: f32/bf16/f16 contiguous; bias: f32 or undefined.
+// x, y: f32 with row strides; w: f32/bf16/f16 contiguous; bias: f32 or undefined. On cuda with a bf16 or f16 w,
+// x may also be held in w's dtype: it is then multiplied as it is (an f32 x is rounded to that dtype first, so
+// an x rounded beforehand gives the same y).
 void linear_forward(Tensor y, Tensor x, Tensor w, Tensor bias, Context& ctx);
 
 // out (m, d) = table (v, d)[ids (m)], converted to f32. ids: int32 in [0, v), in the memory of out's device.
@@ -38,7 +40,13 @@ void embedding_forward(Tensor out, const int32_t* ids, int64_t m, Tensor table, 
 
 // RMSNorm with the fp32 residual stream. If x is defined: residual (m, d) += x (m, d); then
 // out (m, d) = residual · rsqrt(mean(residual²) + eps) · w (d). out may not alias residual.
+// out may also be bf16 or f16 (the f32 result rounded to nearest even).
 void rmsnorm_forward(Tensor out, Tensor residual, Tensor x, Tensor w, float eps, Context& ctx);
+// The same with the stream before the add kept: residual_out (m, d) = residual_in + x (x optional), then out as
+// above from residual_out. Bitwise the same as copying residual_in to residual_out and calling the form above,
+// without the copy. residual_out may not overlap residual_in, x or out.
+void rmsnorm_forward(Tensor out, Tensor residual_out, Tensor residual_in, Tensor x, Tensor w, float eps,
+                     Context& ctx);
 
 // Causal depthwise conv1d over the sequence, with optional bias and SiLU:
 //   out[b, t, c] = act(bias[c] + Σ_{j<k} w[c, j] · xx[b, t + j, c]),
@@ -47,6 +55,10 @@ void rmsnorm_forward(Tensor out, Tensor residual, Tensor x, Tensor w, float eps,
 // w: (e, k) f32 (the checkpoint's (e, 1, k) squeezed); bias: (e) f32 or undefined.
 void conv1d_causal_forward(Tensor out, Tensor state_out, Tensor x, Tensor w, Tensor bias, Tensor state_in,
                            bool apply_silu, Context& ctx);
+// The same, with out also written rounded to out_half's dtype (bf16 or f16, rounded to nearest even; the shape
+// and strides rules of out) where out_half is defined: for a product that reads the output in half precision.
+void conv1d_causal_forward(Tensor out, Tensor out_half, Tensor state_out, Tensor x, Tensor w, Tensor bias,
+                           Tensor state_in, bool apply_silu, Context& ctx);
 
 // Selective scan (Mamba-1 S6), fused with its discretisation, D skip and gate:
 //   δ[t,c]   = dt_softplus ? softplus(dt[t,c] + dt_bias[c]) : dt[t,c] + dt_bias[c]

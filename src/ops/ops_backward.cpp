@@ -12,6 +12,7 @@
 #include <initializer_list>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "ops/dispatch.h"
@@ -34,6 +35,14 @@ Tensor weight_shape(const Tensor& w, Device dev) {
   Tensor t = w;
   if (dev == Device::cuda) t.dtype = DType::f32;
   return t;
+}
+
+// On cuda an activation or incoming gradient may be held in w's half dtype (bf16 or f16) where the op allows
+// it: its shape and strides are then checked as those of an f32 matrix.
+Tensor half_shape(const Tensor& t, Device dev, DType half) {
+  Tensor c = t;
+  if (dev == Device::cuda && half != DType::f32 && t.dtype == half) c.dtype = DType::f32;
+  return c;
 }
 
 bool defined_or_empty(const Tensor& t) { return t.defined() || (t.ndim > 0 && t.numel() == 0); }
@@ -84,12 +93,17 @@ P* optional_exact(const char* op, const char* name, const Tensor& t, std::initia
 }  // namespace
 
 void linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dy, Tensor x, Tensor w, Context& ctx) {
+  linear_backward(dx, dw, dbias, dy, x, w, /*accumulate_dx=*/false, ctx);
+}
+
+void linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dy, Tensor x, Tensor w, bool accumulate_dx,
+                     Context& ctx) {
   constexpr const char* op = "linear_backward";
   [[maybe_unused]] const Device dev = common_device(op, {{"dx", &dx}, {"dw", &dw}, {"dbias", &dbias}, {"dy", &dy}, {"x", &x}, {"w", &w}});
   const cpu::MatF32 wm = matrix(op, "w", weight_shape(w, dev), -1, -1);
-  const cpu::MatF32 dym = matrix(op, "dy", dy, -1, wm.rows);
+  const cpu::MatF32 dym = matrix(op, "dy", half_shape(dy, dev, w.dtype), -1, wm.rows);
   const cpu::MatF32 dxm = optional_matrix(op, "dx", dx, dym.rows, wm.cols);
-  const cpu::MatF32 xm = dw.defined() ? matrix(op, "x", x, dym.rows, wm.cols) : cpu::MatF32{};
+  const cpu::MatF32 xm = dw.defined() ? matrix(op, "x", half_shape(x, dev, w.dtype), dym.rows, wm.cols) : cpu::MatF32{};
   const cpu::MatF32 dwm = optional_matrix(op, "dw", dw, wm.rows, wm.cols);
   MAMBA_CHECK(!dw.defined() || dwm.ld == wm.cols, "{}: dw must be contiguous", op);
   float* db = optional_exact<float>(op, "dbias", dbias, {wm.rows});
@@ -97,10 +111,10 @@ void linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dy, Tensor x, Te
   if (dev == Device::cuda) {
     std::string why;
     require_cuda_support(op, linear_backward_cuda_supports(dx, dw, dbias, dy, x, w, &why), why);
-    return linear_backward_cuda(dx, dw, dbias, dy, x, w, ctx);
+    return linear_backward_cuda(dx, dw, dbias, dy, x, w, accumulate_dx, ctx);
   }
 #endif
-  cpu::linear_backward(dxm, dwm, db, dym, xm, wm, ctx.threads());
+  cpu::linear_backward(dxm, dwm, db, dym, xm, wm, accumulate_dx, ctx.threads());
 }
 
 void embedding_backward(Tensor dtable, Tensor dout, const int32_t* ids, int64_t m, Context& ctx) {
@@ -122,11 +136,24 @@ void embedding_backward(Tensor dtable, Tensor dout, const int32_t* ids, int64_t 
 }
 
 void rmsnorm_backward(Tensor dresidual, Tensor dw, Tensor dout, Tensor residual, Tensor w, float eps, Context& ctx) {
+  rmsnorm_backward(dresidual, Tensor{}, dw, dout, residual, w, eps, ctx);
+}
+
+void rmsnorm_backward(Tensor dresidual, Tensor dresidual_half, Tensor dw, Tensor dout, Tensor residual, Tensor w,
+                      float eps, Context& ctx) {
   constexpr const char* op = "rmsnorm_backward";
-  [[maybe_unused]] const Device dev = common_device(op, {{"dresidual", &dresidual}, {"dw", &dw}, {"dout", &dout}, {"residual", &residual}, {"w", &w}});
+  [[maybe_unused]] const Device dev = common_device(op, {{"dresidual", &dresidual}, {"dresidual_half", &dresidual_half}, {"dw", &dw}, {"dout", &dout}, {"residual", &residual}, {"w", &w}});
   const cpu::MatF32 rm = matrix(op, "residual", residual, -1, -1);
   const cpu::MatF32 om = matrix(op, "dout", dout, rm.rows, rm.cols);
   const cpu::MatF32 drm = matrix(op, "dresidual", dresidual, rm.rows, rm.cols);
+  cpu::MatF32 hm;  // dresidual_half's shape and row stride (its pointer is not an f32 one)
+  if (dresidual_half.defined()) {
+    MAMBA_CHECK(dresidual_half.dtype == DType::bf16 || dresidual_half.dtype == DType::f16,
+                "{}: dresidual_half must be bf16 or f16, got {}", op, dtype_name(dresidual_half.dtype));
+    Tensor shape = dresidual_half;
+    shape.dtype = DType::f32;
+    hm = matrix(op, "dresidual_half", shape, rm.rows, rm.cols);
+  }
   const float* wp = optional_exact<const float>(op, "w", w, {rm.cols});
   MAMBA_CHECK(wp || rm.cols == 0, "{}: w is required but undefined", op);
   float* dwp = optional_exact<float>(op, "dw", dw, {rm.cols});
@@ -135,10 +162,13 @@ void rmsnorm_backward(Tensor dresidual, Tensor dw, Tensor dout, Tensor residual,
   if (dev == Device::cuda) {
     std::string why;
     require_cuda_support(op, rmsnorm_backward_cuda_supports(dresidual, dw, dout, residual, w, &why), why);
-    return rmsnorm_backward_cuda(dresidual, dw, dout, residual, w, eps, ctx);
+    return rmsnorm_backward_cuda(dresidual, dresidual_half, dw, dout, residual, w, eps, ctx);
   }
 #endif
   cpu::rmsnorm_backward(drm, dwp, om, rm, wp, eps, ctx.threads());
+  for (int64_t r = 0; dresidual_half.defined() && r < rm.rows; ++r)  // each row of the result rounded
+    convert_from_f32(static_cast<char*>(dresidual_half.data) + size_t(r * hm.ld) * dtype_size(dresidual_half.dtype),
+                     dresidual_half.dtype, drm.row(r), size_t(rm.cols));
 }
 
 void conv1d_causal_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dstate_in, Tensor dout, Tensor x, Tensor w,
@@ -155,7 +185,10 @@ void conv1d_causal_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dstate_in
   p.w = optional_exact<const float>(op, "w", w, {p.e, p.k});
   p.x = sequence(op, "x", x, p.b, p.l, p.e);
   p.dout = sequence(op, "dout", dout, p.b, p.l, p.e);
-  p.dx = sequence(op, "dx", dx, p.b, p.l, p.e);
+  const bool dx_half = dx.dtype == DType::bf16 || dx.dtype == DType::f16;
+  Tensor dx_shape = dx;  // a half dx has the shape and strides rules of an f32 one
+  if (dx_half) dx_shape.dtype = DType::f32;
+  p.dx = sequence(op, "dx", dx_shape, p.b, p.l, p.e);
   p.dw = optional_exact<float>(op, "dw", dw, {p.e, p.k});
   p.bias = optional_exact<const float>(op, "bias", bias, {p.e});
   p.dbias = optional_exact<float>(op, "dbias", dbias, {p.e});
@@ -169,7 +202,15 @@ void conv1d_causal_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dstate_in
     return conv1d_causal_backward_cuda(dx, dw, dbias, dstate_in, dout, x, w, bias, state_in, apply_silu, ctx);
   }
 #endif
+  if (!dx_half) return cpu::conv1d_causal_backward(p, ctx.threads());
+  // A half dx: the f32 gradient, then each row rounded.
+  std::vector<float> full(size_t(p.b * p.l * p.e));
+  p.dx = {full.data(), p.l * p.e, p.e};
   cpu::conv1d_causal_backward(p, ctx.threads());
+  for (int64_t bi = 0; bi < p.b; ++bi)
+    for (int64_t t = 0; t < p.l; ++t)
+      convert_from_f32(static_cast<char*>(dx.data) + size_t(bi * dx.stride[0] + t * dx.stride[1]) * dtype_size(dx.dtype),
+                       dx.dtype, p.dx.at(bi, t), size_t(p.e));
 }
 
 void selective_scan_backward(const ScanGradArgs& a, Context& ctx) {
@@ -232,7 +273,7 @@ double linear_cross_entropy(Tensor dx, Tensor dw, Tensor x, Tensor w, const int3
   constexpr const char* op = "linear_cross_entropy";
   [[maybe_unused]] const Device dev = common_device(op, {{"dx", &dx}, {"dw", &dw}, {"x", &x}, {"w", &w}});
   const cpu::MatF32 wm = matrix(op, "w", weight_shape(w, dev), -1, -1);
-  const cpu::MatF32 xm = matrix(op, "x", x, -1, wm.cols);
+  const cpu::MatF32 xm = matrix(op, "x", half_shape(x, dev, w.dtype), -1, wm.cols);
   const cpu::MatF32 dxm = optional_matrix(op, "dx", dx, xm.rows, wm.cols);
   const cpu::MatF32 dwm = optional_matrix(op, "dw", dw, wm.rows, wm.cols);
   MAMBA_CHECK(xm.rows == 0 || targets != nullptr, "{}: targets is null", op);

@@ -21,8 +21,13 @@ namespace mambacpp {
 // Backward of linear_forward, y (m, o) = x (m, i) · wᵀ (o, i) + bias (o):
 //   dx (m, i) = dy (m, o) · w;   dw (o, i) += dyᵀ · x;   dbias (o) += Σ_rows dy.
 // Any of dx, dw, dbias may be undefined (not wanted); x is needed only for dw. w: f32 (on cuda also bf16 or f16:
-// dy and x are then rounded to w's dtype for the tensor-core products, with f32 accumulation).
+// dy and x are then rounded to w's dtype for the tensor-core products, with f32 accumulation). On cuda, dy and x
+// may also be held in w's half dtype already (used as they are, no rounding pass); dbias then needs an f32 dy.
 void linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dy, Tensor x, Tensor w, Context& ctx);
+// The same with dx ADDED to when accumulate_dx (dx += dy · w, for an activation that takes gradient from two
+// places; on cuda the product is added by the matrix product itself, beta = 1).
+void linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dy, Tensor x, Tensor w, bool accumulate_dx,
+                     Context& ctx);
 
 // Backward of embedding_forward: dtable (v, d) += Σ over rows r with ids[r] = row of dout (m, d)[r], the rows
 // added in order r = 0, 1, … . ids: int32 in [0, v) (checked).
@@ -34,12 +39,17 @@ void embedding_backward(Tensor dtable, Tensor dout, const int32_t* ids, int64_t 
 // The gradient of the forward's added x equals the gradient of its residual input: both are dresidual.
 // dw may be undefined.
 void rmsnorm_backward(Tensor dresidual, Tensor dw, Tensor dout, Tensor residual, Tensor w, float eps, Context& ctx);
+// The same, with the resulting dresidual also written rounded to dresidual_half's dtype (bf16 or f16, nearest
+// even; (m, d) with a row stride) where that is defined: for a product that reads it in half precision next.
+void rmsnorm_backward(Tensor dresidual, Tensor dresidual_half, Tensor dw, Tensor dout, Tensor residual, Tensor w,
+                      float eps, Context& ctx);
 
 // Backward of conv1d_causal_forward, pre[b, t, c] = bias[c] + Σ_j w[c, j] · xx[b, t + j, c], out = act(pre),
 // xx = state_in (b, e, k-1) then x (b, l, e):
 //   dpre = dout · act'(pre);  dxx[p] = Σ_j w[c, j] · dpre[p − j];  dx (b, l, e) = dxx[k-1 ..];
 //   dstate_in (b, e, k-1) = dxx[.. k-1];  dw (e, k) += Σ_{b,t} dpre · xx[t + j];  dbias (e) += Σ_{b,t} dpre.
-// dw, dbias, dstate_in may be undefined; state_in undefined means zeros (as in the forward). The forward's
+// dw, dbias, dstate_in may be undefined; state_in undefined means zeros (as in the forward). dx may also be bf16
+// or f16: the gradient is then written rounded to nearest even (for a product that reads it in half precision). The forward's
 // state_out takes no gradient here: a loss that depends on it (a sequence split into chunks whose backward
 // passes are chained) is not supported by this op.
 void conv1d_causal_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dstate_in, Tensor dout, Tensor x, Tensor w,
@@ -81,7 +91,8 @@ void selective_scan_backward(const ScanGradArgs& args, Context& ctx);
 //   returns Σ over rows r with targets[r] ≥ 0 of −log softmax(logits[r])[targets[r]] (in double);
 //   dx (m, d) = scale · (softmax(logits) − onehot(targets)) · w   (zero rows where targets[r] < 0);
 //   dw (v, d) += scale · (softmax(logits) − onehot(targets))ᵀ · x.
-// x: (m, d) f32 with a row stride; w: (v, d) f32 (on cuda also bf16 or f16, as in linear_backward); targets: m
+// x: (m, d) f32 with a row stride (on cuda also in w's half dtype, as in linear_backward); w: (v, d) f32 (on cuda
+// also bf16 or f16, as in linear_backward); targets: m
 // ids in [0, v), or negative to skip the row (in the memory of the tensors' device).
 // dx and dw may be undefined (the loss alone).
 double linear_cross_entropy(Tensor dx, Tensor dw, Tensor x, Tensor w, const int32_t* targets, float scale,

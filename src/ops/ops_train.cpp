@@ -13,6 +13,7 @@
 #ifdef MAMBACPP_HAS_CUDA
 #include "core/cuda/check.h"
 #include "core/cuda/cuda_state.h"
+#include "ops/cuda/infer_kernels.h"
 #include "ops/cuda/train_kernels.h"
 #endif
 
@@ -121,6 +122,38 @@ void copy_convert(Tensor dst, Tensor src, Context& ctx) {
   if (dev == Device::cuda) return run_elementwise(cuda::ElementOp::convert, dst, src, {}, 0, ctx);
 #endif
   cpu::copy_convert(dst.data, dst.dtype, src.f32(), dst.numel(), ctx.threads());
+}
+
+void copy_convert_rows(Tensor dst, Tensor src, Context& ctx) {
+  constexpr const char* op = "copy_convert_rows";
+  [[maybe_unused]] const Device dev = dispatch::common_device(op, {{"dst", &dst}, {"src", &src}});
+  require_f32(op, {{"src", &src}});
+  MAMBA_CHECK(dst.dtype == DType::bf16 || dst.dtype == DType::f16, "{}: dst must be bf16 or f16, got {}", op,
+              dtype_name(dst.dtype));
+  MAMBA_CHECK(dst.ndim == 2 && src.ndim == 2 && dst.shape[0] == src.shape[0] && dst.shape[1] == src.shape[1],
+              "{}: dst (shape {}) and src (shape {}) must be matrices of one shape", op, dst.shape_str(),
+              src.shape_str());
+  for (const Named& t : {Named{"dst", &dst}, Named{"src", &src}}) {
+    const Tensor& v = *t.second;
+    MAMBA_CHECK(v.defined() || v.numel() == 0, "{}: {} is required but undefined", op, t.first);
+    MAMBA_CHECK(v.shape[1] <= 1 || v.stride[1] == 1, "{}: {} (shape {}) must be contiguous in its last dimension", op,
+                t.first, v.shape_str());
+    MAMBA_CHECK(v.shape[0] <= 1 || v.stride[0] >= v.shape[1], "{}: {} (shape {}) has overlapping rows", op, t.first,
+                v.shape_str());
+  }
+  const int64_t rows = src.shape[0], cols = src.shape[1];
+  const int64_t ld_src = rows <= 1 ? cols : src.stride[0], ld_dst = rows <= 1 ? cols : dst.stride[0];
+#ifdef MAMBACPP_HAS_CUDA
+  if (dev == Device::cuda) {
+    cuda::ConvertParams p;
+    p.dst = dst.data, p.dst_dtype = dst.dtype, p.src = src.f32(), p.ld_src = ld_src, p.m = rows, p.c = cols;
+    p.ld_dst = ld_dst;
+    return cuda::convert_kernel_launch(p, cuda_state(ctx).stream);
+  }
+#endif
+  for (int64_t r = 0; r < rows; ++r)
+    cpu::copy_convert(static_cast<char*>(dst.data) + size_t(r * ld_dst) * dtype_size(dst.dtype), dst.dtype,
+                      src.f32() + r * ld_src, cols, 1);
 }
 
 double sum_squares(Tensor t, Context& ctx) {

@@ -31,6 +31,10 @@ void neg_exp(Tensor dst, Tensor src, Context& ctx);
 // src is f32; both on one device, same numel, contiguous.
 void copy_convert(Tensor dst, Tensor src, Context& ctx);
 
+// The same for row views: dst (rows, cols) = src (rows, cols) rounded, each with a row stride (last dimension
+// contiguous); dst bf16 or f16 (a half copy of part of a wider matrix, such as one half of in_proj's output).
+void copy_convert_rows(Tensor dst, Tensor src, Context& ctx);
+
 // Σ t² accumulated in double, in an order fixed by the size (the same result for any thread count, and on the
 // GPU for any run). On cuda it waits for the stream.
 double sum_squares(Tensor t, Context& ctx);

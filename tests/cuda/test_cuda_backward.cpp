@@ -9,6 +9,7 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/context.h"
@@ -120,6 +121,68 @@ TEST(CudaBackward, LinearWithoutInputGradientOrWeightGradient) {
   expect_pair_close(dw, kTolF32, "dw");
 }
 
+// Activations and gradients already held in the matrices' half dtype are multiplied as they are: the same bits
+// as rounding f32 ones inside the op. accumulate_dx adds the product to dx (beta = 1 in the product itself).
+TEST(CudaBackward, LinearTakesHalfOperandsAndAccumulates) {
+  SKIP_WITHOUT_GPU();
+  Context ctx(4);
+  const LinearCase cases[] = {{130, 96, 257, false, false}, {9, 768, 1536, false, false}, {1000, 1536, 80, false, false}};
+  for (DType wt : {DType::bf16, DType::f16})
+    for (const LinearCase& c : cases) {
+      SCOPED_TRACE(std::string(dtype_name(wt)) + " m,i,o=" + shape_name({c.m, c.i, c.o}));
+      const std::vector<float> xv = random_vector(size_t(c.m * c.i), 1), dyv = random_vector(size_t(c.m * c.o), 2);
+      Pair x = make_pair(DType::f32, {c.m, c.i}), dy = make_pair(DType::f32, {c.m, c.o});
+      Pair x16 = make_pair(wt, {c.m, c.i}), dy16 = make_pair(wt, {c.m, c.o}), w = make_pair(wt, {c.o, c.i});
+      fill(x, xv), fill(dy, dyv), fill(x16, xv), fill(dy16, dyv);  // fill rounds to nearest even, as the op does
+      fill(w, random_vector(size_t(c.o * c.i), 3, -0.2f, 0.2f));
+      Pair dx_a = make_pair(DType::f32, {c.m, c.i}), dx_b = make_pair(DType::f32, {c.m, c.i});
+      Pair dw_a = make_pair(DType::f32, {c.o, c.i}), dw_b = make_pair(DType::f32, {c.o, c.i});
+      const std::vector<float> dw0 = random_vector(size_t(c.o * c.i), 4);
+      poison(dx_a), poison(dx_b), fill(dw_a, dw0), fill(dw_b, dw0);
+      linear_backward(dx_a.dev, dw_a.dev, Tensor{}, dy.dev, x.dev, w.dev, ctx);
+      linear_backward(dx_b.dev, dw_b.dev, Tensor{}, dy16.dev, x16.dev, w.dev, ctx);
+      const auto bytes_a = device_bytes(dx_a), wbytes_a = device_bytes(dw_a);
+      EXPECT_EQ(0, std::memcmp(bytes_a.data(), device_bytes(dx_b).data(), bytes_a.size())) << "dx from half dy";
+      EXPECT_EQ(0, std::memcmp(wbytes_a.data(), device_bytes(dw_b).data(), wbytes_a.size())) << "dw from half x";
+
+      Pair dx_c = make_pair(DType::f32, {c.m, c.i});
+      const std::vector<float> dx0 = random_vector(size_t(c.m * c.i), 5);
+      const auto reset = [&] { fill(dx_c, dx0); };
+      const auto run = [&] { linear_backward(dx_c.dev, Tensor{}, Tensor{}, dy16.dev, Tensor{}, w.dev, true, ctx); };
+      reset(), run();
+      const std::vector<float> prod = download(dx_a), got = download(dx_c);
+      std::vector<float> want(prod.size());
+      for (size_t k = 0; k < want.size(); ++k) want[k] = dx0[k] + prod[k];
+      // The same product, possibly by another cuBLASLt algorithm (beta = 1): f32 sums in another order at most.
+      EXPECT_CLOSE(got.data(), want.data(), want.size(), 1e-5) << "dx accumulated";
+      expect_deterministic(reset, run, {&dx_c});
+    }
+  // The head reads a half x as it is, too.
+  const int64_t m = 70, d = 64, v = 1000;
+  const std::vector<float> xv = random_vector(size_t(m * d), 6, -2.0f, 2.0f);
+  Pair x = make_pair(DType::f32, {m, d}), x16 = make_pair(DType::bf16, {m, d}), w = make_pair(DType::bf16, {v, d});
+  fill(x, xv), fill(x16, xv), fill(w, random_vector(size_t(v * d), 7, -0.5f, 0.5f));
+  Pair dx_a = make_pair(DType::f32, {m, d}), dx_b = make_pair(DType::f32, {m, d});
+  Pair dw_a = make_pair(DType::f32, {v, d}), dw_b = make_pair(DType::f32, {v, d}), tg = make_pair(DType::f32, {m});
+  std::vector<int32_t> targets(static_cast<size_t>(m));
+  for (int64_t r = 0; r < m; ++r) targets[size_t(r)] = int32_t((r * 7919) % v);
+  ASSERT_EQ(cudaSuccess, cudaMemcpy(tg.dev.data, targets.data(), size_t(m) * 4, cudaMemcpyHostToDevice));
+  fill(dw_a, std::vector<float>(size_t(v * d), 0.0f)), fill(dw_b, std::vector<float>(size_t(v * d), 0.0f));
+  const double la = linear_cross_entropy(dx_a.dev, dw_a.dev, x.dev, w.dev, tg.dev.ptr<int32_t>(), 0.1f, ctx);
+  const double lb = linear_cross_entropy(dx_b.dev, dw_b.dev, x16.dev, w.dev, tg.dev.ptr<int32_t>(), 0.1f, ctx);
+  EXPECT_EQ(la, lb) << "loss from a half x";
+  const auto xa = device_bytes(dx_a), wa = device_bytes(dw_a);
+  EXPECT_EQ(0, std::memcmp(xa.data(), device_bytes(dx_b).data(), xa.size())) << "head dx from a half x";
+  EXPECT_EQ(0, std::memcmp(wa.data(), device_bytes(dw_b).data(), wa.size())) << "head dw from a half x";
+  // A half dy cannot give an f32 bias gradient; an f16 x does not go with a bf16 w.
+  Pair db = make_pair(DType::f32, {v}), dy16 = make_pair(DType::bf16, {m, v});
+  expect_error([&] { linear_backward(Tensor{}, Tensor{}, db.dev, dy16.dev, Tensor{}, w.dev, ctx); },
+               {"linear_backward", "bias gradient needs an f32 dy"});
+  Pair xh = make_pair(DType::f16, {m, d});
+  expect_error([&] { linear_cross_entropy(Tensor{}, Tensor{}, xh.dev, w.dev, tg.dev.ptr<int32_t>(), 1.0f, ctx); },
+               {"linear_cross_entropy", "x", "f16"});
+}
+
 TEST(CudaBackward, EmbeddingMatchesCpu) {
   SKIP_WITHOUT_GPU();
   Context ctx(4);
@@ -224,6 +287,68 @@ TEST(CudaBackward, Conv1dMatchesCpu) {
     if (c.wants_dw) expect_pair_close(dw, kTolF32, "dw");
     if (c.wants_dw && c.bias) expect_pair_close(db, kTolF32, "dbias");
     expect_deterministic(reset, [&] { call(true); }, {&dxz, &ds_in, &dw, &db});
+  }
+}
+
+// v rounded to dtype t, as the halves of the raw device bytes hold it.
+std::vector<uint16_t> half_bits(const std::vector<float>& v, DType t) {
+  std::vector<uint16_t> h(v.size());
+  convert_from_f32(h.data(), t, v.data(), v.size());
+  return h;
+}
+
+std::vector<uint16_t> device_halves(const Pair& p) {
+  const std::vector<char> b = device_bytes(p);
+  std::vector<uint16_t> h(b.size() / 2);
+  std::memcpy(h.data(), b.data(), b.size());
+  return h;
+}
+
+// The half copies the training step multiplies: the norm's backward rounds its dresidual, the conv's backward
+// writes dx rounded (into the first half of a (b, l, 2e) matrix), copy_convert_rows rounds a strided view beside
+// it; each holds the bits of the op's f32 result rounded to nearest even.
+TEST(CudaBackward, HalfCopiesAreTheRoundedResults) {
+  SKIP_WITHOUT_GPU();
+  Context ctx(4);
+  for (DType ht : {DType::bf16, DType::f16}) {
+    SCOPED_TRACE(dtype_name(ht));
+    const int64_t m = 130, d = 768;
+    Pair res = make_pair(DType::f32, {m, d}), dout = make_pair(DType::f32, {m, d}), w = make_pair(DType::f32, {d});
+    Pair dres = make_pair(DType::f32, {m, d}), dres16 = make_pair(ht, {m, d + 8});
+    fill(res, random_vector(size_t(m * d), 30, -2.0f, 2.0f)), fill(dout, random_vector(size_t(m * d), 31));
+    fill(w, random_vector(size_t(d), 32, 0.5f, 1.5f)), fill(dres, random_vector(size_t(m * d), 33));
+    poison(dres16);
+    const auto [h16, d16] = views(dres16, 0, {m, d}, {d + 8, 1});
+    rmsnorm_backward(dres.dev, d16, Tensor{}, dout.dev, res.dev, w.dev, 1e-5f, ctx);
+    const std::vector<uint16_t> want = half_bits(download(dres), ht), got = device_halves(dres16);
+    for (int64_t r = 0; r < m; ++r)
+      ASSERT_EQ(0, std::memcmp(&got[size_t(r * (d + 8))], &want[size_t(r * d)], size_t(d) * 2)) << "dresidual row " << r;
+
+    for (auto [b, l, e] : {std::tuple<int64_t, int64_t, int64_t>{2, 70, 1536}, {1, 5, 31}}) {
+      SCOPED_TRACE("b,l,e=" + shape_name({b, l, e}));
+      const int64_t k = 4, n = b * l * e;
+      Pair xz = make_pair(DType::f32, {b, l, 2 * e}), dx = make_pair(DType::f32, {b, l, e});
+      Pair dxz16 = make_pair(ht, {b, l, 2 * e}), dc = make_pair(DType::f32, {b, l, e}), cw = make_pair(DType::f32, {e, k});
+      fill(xz, random_vector(size_t(2 * n), 34)), fill(dc, random_vector(size_t(n), 35));
+      fill(cw, random_vector(size_t(e * k), 36));
+      poison(dx), poison(dxz16);
+      const auto [xh, xd] = views(xz, 0, {b, l, e}, {l * 2 * e, 2 * e, 1});
+      const auto [dh, dd] = views(dxz16, 0, {b, l, e}, {l * 2 * e, 2 * e, 1});
+      conv1d_causal_backward(dx.dev, Tensor{}, Tensor{}, Tensor{}, dc.dev, xd, cw.dev, Tensor{}, Tensor{}, true, ctx);
+      conv1d_causal_backward(dd, Tensor{}, Tensor{}, Tensor{}, dc.dev, xd, cw.dev, Tensor{}, Tensor{}, true, ctx);
+      // The second half: the f32 x rounded beside it by copy_convert_rows.
+      Tensor src(static_cast<float*>(xz.dev.data) + e, DType::f32, {b * l, e}, Device::cuda);
+      Tensor dst(static_cast<char*>(dxz16.dev.data) + size_t(e) * 2, ht, {b * l, e}, Device::cuda);
+      src.stride[0] = 2 * e, dst.stride[0] = 2 * e;
+      copy_convert_rows(dst, src, ctx);
+      const std::vector<uint16_t> want_dx = half_bits(download(dx), ht), want_x = half_bits(host_values(xz), ht);
+      const std::vector<uint16_t> all = device_halves(dxz16);
+      for (int64_t r = 0; r < b * l; ++r) {
+        ASSERT_EQ(0, std::memcmp(&all[size_t(r * 2 * e)], &want_dx[size_t(r * e)], size_t(e) * 2)) << "dx row " << r;
+        ASSERT_EQ(0, std::memcmp(&all[size_t(r * 2 * e + e)], &want_x[size_t(r * 2 * e + e)], size_t(e) * 2))
+            << "converted row " << r;
+      }
+    }
   }
 }
 

@@ -7,7 +7,9 @@
 
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/context.h"
@@ -100,6 +102,62 @@ TEST(CudaOps, RmsNormMatchesCpu) {
     }
 }
 
+// The norm that keeps the stream before its add (residual_in) and writes a half out: the same residual as the
+// in-place form, and out the same f32 values rounded to nearest even.
+TEST(CudaOps, RmsNormWritesTheNextResidualAndAHalfOut) {
+  SKIP_WITHOUT_GPU();
+  Context ctx(2);
+  for (auto [m, d] : {std::pair<int64_t, int64_t>{1, 33}, {130, 768}, {7, 2048}})
+    for (DType ot : {DType::bf16, DType::f16}) {
+      SCOPED_TRACE("m=" + std::to_string(m) + " d=" + std::to_string(d) + " " + dtype_name(ot));
+      const std::vector<float> r0 = random_vector(size_t(m * d), 5, -2.0f, 2.0f);
+      Pair res_a = make_pair(DType::f32, {m, d}), res_in = make_pair(DType::f32, {m, d});
+      Pair res_b = make_pair(DType::f32, {m, d}), x = make_pair(DType::f32, {m, d}), w = make_pair(DType::f32, {d});
+      Pair out_a = make_pair(DType::f32, {m, d}), out_b = make_pair(ot, {m, d});
+      fill(res_a, r0), fill(res_in, r0), fill(x, random_vector(size_t(m * d), 6));
+      fill(w, random_vector(size_t(d), 7, 0.5f, 1.5f));
+      poison(res_b), poison(out_a), poison(out_b);
+      rmsnorm_forward(out_a.dev, res_a.dev, x.dev, w.dev, 1e-5f, ctx);
+      rmsnorm_forward(out_b.dev, res_b.dev, res_in.dev, x.dev, w.dev, 1e-5f, ctx);
+      const auto ra = download(res_a), rb = download(res_b);
+      EXPECT_EQ(0, std::memcmp(ra.data(), rb.data(), ra.size() * sizeof(float))) << "residual_out";
+      EXPECT_EQ(0, std::memcmp(r0.data(), download(res_in).data(), r0.size() * sizeof(float))) << "residual_in kept";
+      const auto oa = download(out_a), ob = download(out_b);
+      std::vector<uint16_t> h(oa.size());
+      std::vector<float> want(oa.size());
+      convert_from_f32(h.data(), ot, oa.data(), oa.size());
+      convert_to_f32(want.data(), h.data(), ot, oa.size());
+      EXPECT_EQ(0, std::memcmp(want.data(), ob.data(), want.size() * sizeof(float))) << "half out";
+      // and the CPU's two-input form
+      rmsnorm_forward(out_a.host, res_b.host, res_in.host, x.host, w.host, 1e-5f, ctx);
+      const auto ref = host_values(res_b);
+      EXPECT_CLOSE(rb.data(), ref.data(), ref.size(), kTolF32) << "residual_out against the CPU";
+    }
+}
+
+// linear_forward multiplies an x already held in w's half dtype as it is: the bits of rounding an f32 x.
+TEST(CudaOps, LinearTakesAHalfInput) {
+  SKIP_WITHOUT_GPU();
+  Context ctx(2);
+  for (auto [m, i, o] : {std::tuple<int64_t, int64_t, int64_t>{4, 64, 48}, {300, 768, 1536}, {1000, 1536, 80}}) {
+    SCOPED_TRACE("m,i,o=" + std::to_string(m) + "," + std::to_string(i) + "," + std::to_string(o));
+    const std::vector<float> xv = random_vector(size_t(m * i), 1);
+    Pair x = make_pair(DType::f32, {m, i}), x16 = make_pair(DType::bf16, {m, i}), w = make_pair(DType::bf16, {o, i});
+    Pair ya = make_pair(DType::f32, {m, o}), yb = make_pair(DType::f32, {m, o});
+    fill(x, xv), fill(x16, xv), fill(w, random_vector(size_t(o * i), 2, -0.2f, 0.2f));
+    poison(ya), poison(yb);
+    // Rows of at most kGemvMaxRows go to the few-row kernel for an f32 x (not rounded) but to cuBLASLt for a half
+    // one: there the two differ by the rounding of x; above, bit for bit.
+    linear_forward(ya.dev, x.dev, w.dev, Tensor{}, ctx);
+    linear_forward(yb.dev, x16.dev, w.dev, Tensor{}, ctx);
+    const auto a = download(ya), b = download(yb);
+    if (m > 8)
+      EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+    else
+      EXPECT_CLOSE(b.data(), a.data(), a.size(), kTolHalf);
+  }
+}
+
 struct ConvCase {
   int64_t b, l, e, k;
   bool bias, state_in, state_out, in_place, silu;
@@ -140,6 +198,35 @@ TEST(CudaOps, Conv1dMatchesCpu) {
       EXPECT_CLOSE(gs.data(), rs.data(), rs.size(), 0.0) << "state_out";
     }
   }
+}
+
+// The conv's half copy of its output (x_proj's operand in training) holds the f32 output rounded to nearest
+// even, through the vector path (e a multiple of 4), the scalar one and a one-token call.
+TEST(CudaOps, Conv1dHalfCopyIsTheRoundedOutput) {
+  SKIP_WITHOUT_GPU();
+  Context ctx(2);
+  for (auto [b, l, e] : {std::tuple<int64_t, int64_t, int64_t>{2, 70, 1536}, {1, 5, 31}, {3, 1, 64}})
+    for (DType ht : {DType::bf16, DType::f16}) {
+      SCOPED_TRACE("b,l,e=" + std::to_string(b) + "," + std::to_string(l) + "," + std::to_string(e) + " " +
+                   dtype_name(ht));
+      const int64_t k = 4;
+      Pair xz = make_pair(DType::f32, {b, l, 2 * e}), w = make_pair(DType::f32, {e, k}), bias = make_pair(DType::f32, {e});
+      Pair out = make_pair(DType::f32, {b, l, e}), half = make_pair(ht, {b, l, e + 4});
+      fill(xz, random_vector(size_t(b * l * 2 * e), 8)), fill(w, random_vector(size_t(e * k), 9));
+      fill(bias, random_vector(size_t(e), 10));
+      poison(out), poison(half);
+      const auto [xh, xd] = views(xz, 0, {b, l, e}, {l * 2 * e, 2 * e, 1});
+      const auto [hh, hd] = views(half, 0, {b, l, e}, {l * (e + 4), e + 4, 1});
+      conv1d_causal_forward(out.dev, hd, Tensor{}, xd, w.dev, bias.dev, Tensor{}, true, ctx);
+      const auto o = download(out);
+      std::vector<uint16_t> want(o.size());
+      convert_from_f32(want.data(), ht, o.data(), o.size());
+      EXPECT_EQ(cudaSuccess, cudaDeviceSynchronize());
+      std::vector<uint16_t> got(size_t(b * l * (e + 4)));
+      ASSERT_EQ(cudaSuccess, cudaMemcpy(got.data(), half.dev.data, got.size() * 2, cudaMemcpyDeviceToHost));
+      for (int64_t r = 0; r < b * l; ++r)
+        ASSERT_EQ(0, std::memcmp(&got[size_t(r * (e + 4))], &want[size_t(r * e)], size_t(e) * 2)) << "row " << r;
+    }
 }
 
 // The dispatcher routes cuda tensors to the fused scan kernel; one decoding-step shape and one prefill shape.

@@ -12,8 +12,9 @@
 
 namespace mambacpp::cpu {
 
-// dx = dy · w; dw += dyᵀ · x; dbias += Σ_rows dy. w: (o, i) f32 contiguous rows.
-void linear_backward(MatF32 dx, MatF32 dw, float* dbias, MatF32 dy, MatF32 x, MatF32 w, int threads);
+// dx = dy · w (dx += dy · w when accumulate_dx); dw += dyᵀ · x; dbias += Σ_rows dy. w: (o, i) f32 contiguous rows.
+void linear_backward(MatF32 dx, MatF32 dw, float* dbias, MatF32 dy, MatF32 x, MatF32 w, bool accumulate_dx,
+                     int threads);
 
 // dtable[ids[r]] += dout[r] for r = 0 .. m-1 in order.
 void embedding_backward(MatF32 dtable, MatF32 dout, const int32_t* ids, int threads);

@@ -79,7 +79,7 @@ double linear_cross_entropy(MatF32 dx, MatF32 dw, MatF32 x, MatF32 w, const int3
     }
     for (int64_t r = 0; r < rc; ++r) total += losses[size_t(r)];
     if (dx.p) linear(MatF32{dx.row(r0), rc, d, dx.ld}, lb, MatAny{wt, DType::f32, d, v, v}, nullptr, threads);
-    if (dw.p) linear_backward(MatF32{}, dw, nullptr, lb, xb, w, threads);
+    if (dw.p) linear_backward(MatF32{}, dw, nullptr, lb, xb, w, false, threads);
   }
   return total;
 }

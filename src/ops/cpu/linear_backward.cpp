@@ -52,15 +52,23 @@ void transpose(float* dst, MatF32 src, int threads) {
   }
 }
 
-void linear_backward(MatF32 dx, MatF32 dw, float* dbias, MatF32 dy, MatF32 x, MatF32 w, int threads) {
+void linear_backward(MatF32 dx, MatF32 dw, float* dbias, MatF32 dy, MatF32 x, MatF32 w, bool accumulate_dx,
+                     int threads) {
   const int64_t m = dy.rows, o = dy.cols, i = w.cols;
   if (dbias) bias_grad(dbias, dy, threads);
   if (dx.p) {
     float* wt = grown(operands.wt, size_t(i * o));  // (i, o)
     transpose(wt, w, threads);
-    linear(dx, dy, as_any(wt, i, o), nullptr, threads);
+    // With accumulate_dx the product goes to a temporary first, then is added: dx + (dy · w) rounded as such.
+    const MatF32 out = accumulate_dx ? MatF32{grown(operands.prod, size_t(m * i)), m, i, i} : dx;
+    linear(out, dy, as_any(wt, i, o), nullptr, threads);
     if (o == 0)
-      for (int64_t r = 0; r < m; ++r) std::fill(dx.row(r), dx.row(r) + i, 0.0f);
+      for (int64_t r = 0; r < m; ++r) std::fill(out.row(r), out.row(r) + i, 0.0f);
+    if (accumulate_dx) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+      for (int64_t r = 0; r < m; ++r)
+        for (int64_t c = 0; c < i; ++c) dx.row(r)[c] += out.row(r)[c];
+    }
   }
   if (dw.p && m > 0) {
     float* dyt = grown(operands.dyt, size_t(o * m));

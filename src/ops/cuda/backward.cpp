@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "core/cuda/check.h"
 #include "core/cuda/cuda_state.h"
@@ -154,12 +155,17 @@ bool linear_backward_cuda_supports(const Tensor& dx, const Tensor& dw, const Ten
                                    const Tensor& x, const Tensor& w, std::string* why) {
   if (!cuda::on_cuda({{"dx", &dx}, {"dw", &dw}, {"dbias", &dbias}, {"dy", &dy}, {"x", &x}, {"w", &w}}, why))
     return false;
+  for (const auto& [name, t] : {std::pair{"dy", &dy}, std::pair{"x", &x}})
+    if (t->defined() && t->dtype != DType::f32 && t->dtype != w.dtype)
+      return refuse(why, std::string(name) + " is " + dtype_name(t->dtype) + ": it must be f32 or w's dtype");
+  if (dbias.defined() && dy.dtype != DType::f32) return refuse(why, "the bias gradient needs an f32 dy");
   const cuda::Rows r = cuda::rows_of(dy);
   if (dbias.defined() && (r.rows + 127) / 128 > kMaxGridY) return refuse(why, "too many rows for the bias gradient");
   return small_enough({r.rows, r.cols, w.shape[1]}, why);
 }
 
-void linear_backward_cuda(Tensor dx, Tensor dw, Tensor dbias, Tensor dy, Tensor x, Tensor w, Context& ctx) {
+void linear_backward_cuda(Tensor dx, Tensor dw, Tensor dbias, Tensor dy, Tensor x, Tensor w, bool accumulate_dx,
+                          Context& ctx) {
   constexpr const char* op = "linear_backward";
   std::string why;
   MAMBA_CHECK(linear_backward_cuda_supports(dx, dw, dbias, dy, x, w, &why), "{} (cuda): {}", op, why);
@@ -168,10 +174,12 @@ void linear_backward_cuda(Tensor dx, Tensor dw, Tensor dbias, Tensor dy, Tensor 
   const int64_t m = dyr.rows, o = dyr.cols, i = w.shape[1];
   const bool half = w.dtype != DType::f32;
   const bool want_dw = dw.defined() && m > 0;
+  // Operands not yet in w's half dtype are rounded into scratch memory.
+  const bool round_dy = half && dy.dtype == DType::f32, round_x = half && want_dw && x.dtype == DType::f32;
   Arena arena;
   const size_t partials = dbias.defined() ? arena.add(size_t(cuda::column_sum_partials(m, o)) * 4) : 0;
-  const size_t dy16 = half ? arena.add(size_t(m * o) * 2) : 0;
-  const size_t x16 = half && want_dw ? arena.add(size_t(m * i) * 2) : 0;
+  const size_t dy16 = round_dy ? arena.add(size_t(m * o) * 2) : 0;
+  const size_t x16 = round_x ? arena.add(size_t(m * i) * 2) : 0;
   void* base = arena.bytes > 0 ? cs.scratch(arena.bytes) : nullptr;
   if (dbias.defined()) {
     cuda::ColumnSumParams p;
@@ -182,14 +190,14 @@ void linear_backward_cuda(Tensor dx, Tensor dw, Tensor dbias, Tensor dy, Tensor 
   if (!dx.defined() && !want_dw) return;
   const void* dy_in = dy.data;
   int64_t ld_dy = dyr.ld;
-  if (half) {
+  if (round_dy) {
     to_half(op, at<void>(base, dy16), w.dtype, dy.f32(), dyr.ld, m, o, cs);
     dy_in = at<void>(base, dy16), ld_dy = o;
   }
   if (dx.defined()) {
     Gemm g;
     g.a = w.data, g.lda = ld_of(w), g.b = dy_in, g.ldb = ld_dy, g.d = dx.f32(), g.ldd = cuda::rows_of(dx).ld;
-    g.in = w.dtype, g.rows = i, g.cols = m, g.inner = o;
+    g.in = w.dtype, g.rows = i, g.cols = m, g.inner = o, g.beta = accumulate_dx ? 1.0f : 0.0f;
     run_gemm(op, g, cs);
   }
   if (want_dw) {
@@ -197,7 +205,7 @@ void linear_backward_cuda(Tensor dx, Tensor dw, Tensor dbias, Tensor dy, Tensor 
     Gemm g;
     g.a = x.data, g.lda = xr.ld, g.b = dy_in, g.ldb = ld_dy, g.trans_b = true, g.d = dw.f32(), g.ldd = i;
     g.in = w.dtype, g.rows = i, g.cols = o, g.inner = m, g.beta = 1.0f;
-    if (half) {
+    if (round_x) {
       to_half(op, at<void>(base, x16), w.dtype, x.f32(), xr.ld, m, i, cs);
       g.a = at<void>(base, x16), g.lda = i;
     }
@@ -232,8 +240,8 @@ bool rmsnorm_backward_cuda_supports(const Tensor& dresidual, const Tensor& dw, c
   return small_enough({r.rows}, why);
 }
 
-void rmsnorm_backward_cuda(Tensor dresidual, Tensor dw, Tensor dout, Tensor residual, Tensor w, float eps,
-                           Context& ctx) {
+void rmsnorm_backward_cuda(Tensor dresidual, Tensor dresidual_half, Tensor dw, Tensor dout, Tensor residual,
+                           Tensor w, float eps, Context& ctx) {
   std::string why;
   MAMBA_CHECK(rmsnorm_backward_cuda_supports(dresidual, dw, dout, residual, w, &why), "rmsnorm_backward (cuda): {}",
               why);
@@ -245,6 +253,11 @@ void rmsnorm_backward_cuda(Tensor dresidual, Tensor dw, Tensor dout, Tensor resi
   void* base = dw.defined() ? cs.scratch(arena.bytes) : nullptr;
   cuda::RmsNormGradParams p;
   p.dresidual = dresidual.f32(), p.ld_dresidual = cuda::rows_of(dresidual).ld;
+  MAMBA_CHECK(!dresidual_half.defined() || dresidual_half.device == Device::cuda,
+              "rmsnorm_backward (cuda): dresidual_half is on {}, not cuda", device_name(dresidual_half.device));
+  if (dresidual_half.defined())
+    p.dresidual_half = dresidual_half.data, p.half_dtype = dresidual_half.dtype,
+    p.ld_dresidual_half = cuda::rows_of(dresidual_half).ld;
   p.dout = dout.f32(), p.ld_dout = o.ld, p.residual = residual.f32(), p.ld_residual = r.ld, p.w = w.f32();
   p.row_scale = dw.defined() ? at<float>(base, scale) : nullptr;
   p.m = r.rows, p.d = r.cols, p.eps = eps;
@@ -263,6 +276,8 @@ bool conv1d_backward_cuda_supports(const Tensor& dx, const Tensor& dw, const Ten
                       {"x", &x}, {"w", &w}, {"bias", &bias}, {"state_in", &state_in}},
                      why))
     return false;
+  if (dx.dtype != DType::f32 && dx.dtype != DType::bf16 && dx.dtype != DType::f16)
+    return refuse(why, std::string("dx must be f32, bf16 or f16, got ") + dtype_name(dx.dtype));
   if (w.shape[1] < 1 || w.shape[1] > cuda::kConvGradMaxWidth)
     return refuse(why, "conv width k = " + std::to_string(w.shape[1]) + " is outside 1..8");
   if ((x.shape[0] * x.shape[1] + 63) / 64 > kMaxGridY) return refuse(why, "too many positions (b·l) for dw");
@@ -277,7 +292,11 @@ void conv1d_causal_backward_cuda(Tensor dx, Tensor dw, Tensor dbias, Tensor dsta
   CudaState& cs = cuda_state(ctx);
   cuda::ConvGradParams p;
   p.b = x.shape[0], p.l = x.shape[1], p.e = x.shape[2], p.k = w.shape[1];
-  p.dx = dx.f32(), p.dx_sb = dx.stride[0], p.dx_sl = dx.stride[1];
+  p.dx_sb = dx.stride[0], p.dx_sl = dx.stride[1];
+  if (dx.dtype == DType::f32)
+    p.dx = dx.f32();
+  else
+    p.dx_half = dx.data, p.half_dtype = dx.dtype;
   p.dout = dout.f32(), p.dout_sb = dout.stride[0], p.dout_sl = dout.stride[1];
   p.x = x.f32(), p.x_sb = x.stride[0], p.x_sl = x.stride[1];
   p.w = w.f32();
@@ -295,6 +314,8 @@ void conv1d_causal_backward_cuda(Tensor dx, Tensor dw, Tensor dbias, Tensor dsta
 bool linear_cross_entropy_cuda_supports(const Tensor& dx, const Tensor& dw, const Tensor& x, const Tensor& w,
                                         std::string* why) {
   if (!cuda::on_cuda({{"dx", &dx}, {"dw", &dw}, {"x", &x}, {"w", &w}}, why)) return false;
+  if (x.dtype != DType::f32 && x.dtype != w.dtype)
+    return refuse(why, std::string("x is ") + dtype_name(x.dtype) + ": it must be f32 or w's dtype");
   if (w.shape[0] < 1) return refuse(why, "w has no rows (an empty vocabulary)");
   return small_enough({cuda::rows_of(x).rows, w.shape[0], w.shape[1]}, why);
 }
@@ -309,19 +330,21 @@ double linear_cross_entropy_cuda(Tensor dx, Tensor dw, Tensor x, Tensor w, const
   const int64_t m = xr.rows, d = xr.cols, v = w.shape[0];
   if (m == 0) return 0.0;
   const bool half = w.dtype != DType::f32;
+  const bool round_x = half && x.dtype == DType::f32;  // else x is used as it is
+  const size_t xs = dtype_size(x.dtype);
   const int64_t block = std::clamp<int64_t>(kXentLogitBytes / (v * 4), 1, m);
   Arena arena;
   const size_t logits = arena.add(size_t(block * v) * 4);
   const size_t grad16 = half ? arena.add(size_t(block * v) * 2) : 0;
-  const size_t x16 = half ? arena.add(size_t(block * d) * 2) : 0;
+  const size_t x16 = round_x ? arena.add(size_t(block * d) * 2) : 0;
   const size_t losses = arena.add(size_t(m + 1) * 8);
   void* base = cs.scratch(arena.bytes);
   const int64_t ld_dx = dx.defined() ? cuda::rows_of(dx).ld : 0;
   for (int64_t r0 = 0; r0 < m; r0 += block) {
     const int64_t rows = std::min(block, m - r0);
-    const void* xb = x.f32() + r0 * xr.ld;
+    const void* xb = static_cast<const char*>(x.data) + size_t(r0 * xr.ld) * xs;
     int64_t ld_xb = xr.ld;
-    if (half) {
+    if (round_x) {
       to_half(op, at<void>(base, x16), w.dtype, x.f32() + r0 * xr.ld, xr.ld, rows, d, cs);
       xb = at<void>(base, x16), ld_xb = d;
     }

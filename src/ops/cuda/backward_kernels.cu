@@ -56,6 +56,29 @@ __device__ __forceinline__ void store_vec(float* p, const Vec<V>& v) {
     for (int i = 0; i < V; ++i) p[i] = v.a[i];
   }
 }
+template <int V>
+__device__ __forceinline__ void store_half(void* dst, DType t, int64_t i, const Vec<V>& g) {
+  if (t == DType::bf16) {
+    __nv_bfloat16* d = static_cast<__nv_bfloat16*>(dst) + i;
+    if constexpr (V == 4) {
+      __nv_bfloat162 h[2] = {__floats2bfloat162_rn(g.a[0], g.a[1]), __floats2bfloat162_rn(g.a[2], g.a[3])};
+      *reinterpret_cast<uint2*>(d) = *reinterpret_cast<const uint2*>(h);
+    } else {
+#pragma unroll
+      for (int k = 0; k < V; ++k) d[k] = __float2bfloat16_rn(g.a[k]);
+    }
+  } else {
+    __half* d = static_cast<__half*>(dst) + i;
+    if constexpr (V == 4) {
+      __half2 h[2] = {__floats2half2_rn(g.a[0], g.a[1]), __floats2half2_rn(g.a[2], g.a[3])};
+      *reinterpret_cast<uint2*>(d) = *reinterpret_cast<const uint2*>(h);
+    } else {
+#pragma unroll
+      for (int k = 0; k < V; ++k) d[k] = __float2half_rn(g.a[k]);
+    }
+  }
+}
+
 bool aligned16(const void* p) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // Sum (or max) of one value per thread of a block of kThreadsT threads, in a fixed tree; valid in every thread.
@@ -131,7 +154,16 @@ __global__ void rmsnorm_grad_kernel(RmsNormGradParams p) {
   const float s = 1.0f / sqrtf(sq / float(p.d) + p.eps);
   const float coef = s * s * s * dot / float(p.d);
   float* dres = p.dresidual + r * p.ld_dresidual;
-  for (int64_t c = threadIdx.x; c < p.d; c += kThreads) dres[c] += s * (dout[c] * p.w[c]) - coef * res[c];
+  for (int64_t c = threadIdx.x; c < p.d; c += kThreads) {
+    const float v = dres[c] + (s * (dout[c] * p.w[c]) - coef * res[c]);
+    dres[c] = v;
+    if (p.dresidual_half == nullptr) continue;
+    const int64_t at = r * p.ld_dresidual_half + c;
+    if (p.half_dtype == DType::bf16)
+      static_cast<__nv_bfloat16*>(p.dresidual_half)[at] = __float2bfloat16_rn(v);
+    else
+      static_cast<__half*>(p.dresidual_half)[at] = __float2half_rn(v);
+  }
   if (p.row_scale != nullptr && threadIdx.x == 0) p.row_scale[r] = s;
 }
 
@@ -212,7 +244,11 @@ __global__ void conv_grad_kernel(ConvGradParams p) {
       out.a[i] = s;
     }
     if (to_dx) {
-      store_vec<V>(p.dx + bi * p.dx_sb + (q - km1) * p.dx_sl + c0, out);
+      const int64_t at = bi * p.dx_sb + (q - km1) * p.dx_sl + c0;
+      if (p.dx_half != nullptr)
+        store_half<V>(p.dx_half, p.half_dtype, at, out);
+      else
+        store_vec<V>(p.dx + at, out);
     } else {
 #pragma unroll
       for (int i = 0; i < V; ++i) p.dstate_in[(bi * p.e + c0 + i) * km1 + q] = out.a[i];
@@ -267,28 +303,6 @@ __device__ void block_max_sum(float& mx, float& sum, float* shared_m, float* sha
     merge_max_sum(mx, sum, __shfl_xor_sync(0xffffffffu, mx, o), __shfl_xor_sync(0xffffffffu, sum, o));
 }
 
-template <int V>
-__device__ __forceinline__ void store_half(void* dst, DType t, int64_t i, const Vec<V>& g) {
-  if (t == DType::bf16) {
-    __nv_bfloat16* d = static_cast<__nv_bfloat16*>(dst) + i;
-    if constexpr (V == 4) {
-      __nv_bfloat162 h[2] = {__floats2bfloat162_rn(g.a[0], g.a[1]), __floats2bfloat162_rn(g.a[2], g.a[3])};
-      *reinterpret_cast<uint2*>(d) = *reinterpret_cast<const uint2*>(h);
-    } else {
-#pragma unroll
-      for (int k = 0; k < V; ++k) d[k] = __float2bfloat16_rn(g.a[k]);
-    }
-  } else {
-    __half* d = static_cast<__half*>(dst) + i;
-    if constexpr (V == 4) {
-      __half2 h[2] = {__floats2half2_rn(g.a[0], g.a[1]), __floats2half2_rn(g.a[2], g.a[3])};
-      *reinterpret_cast<uint2*>(d) = *reinterpret_cast<const uint2*>(h);
-    } else {
-#pragma unroll
-      for (int k = 0; k < V; ++k) d[k] = __float2half_rn(g.a[k]);
-    }
-  }
-}
 
 // One block per row, V logits per access: one pass for the running max and the sum of exponentials (rescaled
 // when the max grows), one pass that writes the gradient.
@@ -481,7 +495,8 @@ void conv_grad_width(const ConvGradParams& p, cudaStream_t stream) {
 void conv_grad_launch(const ConvGradParams& p, cudaStream_t stream) {
   if (p.b * p.l * p.e == 0) return;
   const bool vec = p.e % 4 == 0 && p.x_sb % 4 == 0 && p.x_sl % 4 == 0 && p.dout_sb % 4 == 0 && p.dout_sl % 4 == 0 &&
-                   p.dx_sb % 4 == 0 && p.dx_sl % 4 == 0 && aligned16(p.x) && aligned16(p.dout) && aligned16(p.dx);
+                   p.dx_sb % 4 == 0 && p.dx_sl % 4 == 0 && aligned16(p.x) && aligned16(p.dout) && aligned16(p.dx) &&
+                   uintptr_t(p.dx_half) % 8 == 0;
   if (vec)
     conv_grad_width<4>(p, stream);
   else

@@ -44,9 +44,13 @@ struct EmbeddingGradParams {
 void embedding_grad_launch(const EmbeddingGradParams& p, cudaStream_t stream);
 
 // dresidual (m, d) += s·(dout·w) − residual·s³·Σ_c(dout·w·residual)/d with s = rsqrt(mean(residual²) + eps);
-// row_scale (m) = s when not null (for the weight gradient, a ColumnSum of dout·residual·s).
+// row_scale (m) = s when not null (for the weight gradient, a ColumnSum of dout·residual·s); dresidual_half
+// (when not null) = the new dresidual rounded to half_dtype.
 struct RmsNormGradParams {
   float* dresidual = nullptr;
+  void* dresidual_half = nullptr;
+  DType half_dtype = DType::bf16;
+  int64_t ld_dresidual_half = 0;
   const float* dout = nullptr;
   const float* residual = nullptr;
   const float* w = nullptr;
@@ -64,6 +68,8 @@ void rmsnorm_grad_launch(const RmsNormGradParams& p, cudaStream_t stream);
 struct ConvGradParams {
   float* dx = nullptr;
   int64_t dx_sb = 0, dx_sl = 0;
+  void* dx_half = nullptr;  // when not null, dx is written here rounded to half_dtype instead (strides of dx)
+  DType half_dtype = DType::bf16;
   float* dw = nullptr;         // (e, k) or nullptr
   float* dbias = nullptr;      // (e) or nullptr
   float* dstate_in = nullptr;  // (b, e, k-1) or nullptr

@@ -17,11 +17,12 @@
 namespace mambacpp {
 
 // linear_backward through cuBLASLt with f32 accumulation. w may be f32, bf16 or f16: with bf16/f16, dy and x
-// are rounded to w's dtype (in the stream's scratch memory) and the products run on the tensor cores; every
-// gradient is f32 (dw added to with beta = 1).
+// are rounded to w's dtype (in the stream's scratch memory) unless they already hold it, and the products run
+// on the tensor cores; every gradient is f32 (dw added to with beta = 1, dx too when accumulate_dx).
 bool linear_backward_cuda_supports(const Tensor& dx, const Tensor& dw, const Tensor& dbias, const Tensor& dy,
                                    const Tensor& x, const Tensor& w, std::string* why);
-void linear_backward_cuda(Tensor dx, Tensor dw, Tensor dbias, Tensor dy, Tensor x, Tensor w, Context& ctx);
+void linear_backward_cuda(Tensor dx, Tensor dw, Tensor dbias, Tensor dy, Tensor x, Tensor w, bool accumulate_dx,
+                          Context& ctx);
 
 // embedding_backward with `ids` in device memory (not range-checked on the host: a row whose id is outside
 // [0, v) adds nothing).
@@ -30,8 +31,9 @@ void embedding_backward_cuda(Tensor dtable, Tensor dout, const int32_t* ids, int
 
 bool rmsnorm_backward_cuda_supports(const Tensor& dresidual, const Tensor& dw, const Tensor& dout,
                                     const Tensor& residual, const Tensor& w, std::string* why);
-void rmsnorm_backward_cuda(Tensor dresidual, Tensor dw, Tensor dout, Tensor residual, Tensor w, float eps,
-                           Context& ctx);
+// dresidual_half (bf16 or f16, or undefined) receives the resulting dresidual rounded.
+void rmsnorm_backward_cuda(Tensor dresidual, Tensor dresidual_half, Tensor dw, Tensor dout, Tensor residual,
+                           Tensor w, float eps, Context& ctx);
 
 // Any conv width k from 1 to 8.
 bool conv1d_backward_cuda_supports(const Tensor& dx, const Tensor& dw, const Tensor& dbias, const Tensor& dstate_in,

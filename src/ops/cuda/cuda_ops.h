@@ -15,7 +15,8 @@
 namespace mambacpp {
 
 // linear_forward (ops.h) through cuBLASLt with f32 accumulation: f32 w multiplies f32 x directly; bf16 or f16
-// w multiplies x rounded to w's dtype (in the stream's scratch memory), on the tensor cores. y and bias f32.
+// w multiplies x rounded to w's dtype (in the stream's scratch memory), or x as it is when it already holds
+// w's dtype, on the tensor cores. y and bias f32.
 bool linear_cuda_supports(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias, std::string* why);
 void linear_forward_cuda(Tensor y, Tensor x, Tensor w, Tensor bias, Context& ctx);
 
@@ -24,15 +25,22 @@ void linear_forward_cuda(Tensor y, Tensor x, Tensor w, Tensor bias, Context& ctx
 bool embedding_cuda_supports(const Tensor& out, int64_t m, const Tensor& table, std::string* why);
 void embedding_forward_cuda(Tensor out, const int32_t* ids, int64_t m, Tensor table, Context& ctx);
 
-bool rmsnorm_cuda_supports(const Tensor& out, const Tensor& residual, const Tensor& x, const Tensor& w,
-                           std::string* why);
-void rmsnorm_forward_cuda(Tensor out, Tensor residual, Tensor x, Tensor w, float eps, Context& ctx);
+// residual_in undefined: the in-place form (residual += x). out may be f32, bf16 or f16.
+bool rmsnorm_cuda_supports(const Tensor& out, const Tensor& residual, const Tensor& residual_in, const Tensor& x,
+                           const Tensor& w, std::string* why);
+void rmsnorm_forward_cuda(Tensor out, Tensor residual, Tensor residual_in, Tensor x, Tensor w, float eps,
+                          Context& ctx);
 
 // Any conv width k from 1 to 8.
 bool conv1d_cuda_supports(const Tensor& out, const Tensor& state_out, const Tensor& x, const Tensor& w,
                           const Tensor& bias, const Tensor& state_in, std::string* why);
 void conv1d_causal_forward_cuda(Tensor out, Tensor state_out, Tensor x, Tensor w, Tensor bias, Tensor state_in,
                                 bool apply_silu, Context& ctx);
+// The same, with out also written rounded to out_half's dtype (bf16 or f16; undefined: not written).
+bool conv1d_cuda_supports(const Tensor& out, const Tensor& out_half, const Tensor& state_out, const Tensor& x,
+                          const Tensor& w, const Tensor& bias, const Tensor& state_in, std::string* why);
+void conv1d_causal_forward_cuda(Tensor out, Tensor out_half, Tensor state_out, Tensor x, Tensor w, Tensor bias,
+                                Tensor state_in, bool apply_silu, Context& ctx);
 
 // ids (m) on the device = the index of the largest logit of each row of logits (m, v) f32 on the device (the
 // lowest index among equal maxima): greedy decoding without leaving the GPU.

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "core/cuda/check.h"
 #include "ops/cuda/infer_kernels.h"
@@ -55,17 +56,25 @@ __global__ void rmsnorm_kernel(RmsNormParams p) {
   __shared__ float shared[32];
   const int64_t r = blockIdx.x;
   float* res = p.residual + r * p.ld_residual;
+  const float* in = p.residual_in != nullptr ? p.residual_in + r * p.ld_residual_in : res;
   float sum = 0.0f;
   for (int64_t j = threadIdx.x; j < p.d; j += blockDim.x) {
-    float v = res[j];
-    if (p.x != nullptr) {
-      v += p.x[r * p.ld_x + j];
-      res[j] = v;
-    }
+    float v = in[j];
+    if (p.x != nullptr) v += p.x[r * p.ld_x + j];
+    if (p.x != nullptr || p.residual_in != nullptr) res[j] = v;
     sum += v * v;
   }
   const float scale = rsqrtf(block_sum(sum, shared) / float(p.d) + p.eps);
-  for (int64_t j = threadIdx.x; j < p.d; j += blockDim.x) p.out[r * p.ld_out + j] = res[j] * scale * p.w[j];
+  for (int64_t j = threadIdx.x; j < p.d; j += blockDim.x) {
+    const float v = res[j] * scale * p.w[j];
+    const int64_t at = r * p.ld_out + j;
+    if (p.out_dtype == DType::bf16)
+      static_cast<__nv_bfloat16*>(p.out)[at] = __float2bfloat16_rn(v);
+    else if (p.out_dtype == DType::f16)
+      static_cast<__half*>(p.out)[at] = __float2half_rn(v);
+    else
+      static_cast<float*>(p.out)[at] = v;
+  }
 }
 
 __device__ __forceinline__ float silu_f(float x) { return x / (1.0f + __expf(-x)); }
@@ -83,6 +92,30 @@ __device__ __forceinline__ void conv_load(float (&dst)[V], const float* src) {
   } else {
 #pragma unroll
     for (int i = 0; i < V; ++i) dst[i] = src[i];
+  }
+}
+
+// dst[0 .. V) = v rounded to T (one 8-byte store when V = 4; the caller checks the alignment).
+template <typename T, int V>
+__device__ __forceinline__ void store_rounded(T* dst, const float (&v)[V]) {
+  if constexpr (V == 4) {
+    alignas(8) T h[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      if constexpr (std::is_same_v<T, __half>)
+        h[i] = __float2half_rn(v[i]);
+      else
+        h[i] = __float2bfloat16_rn(v[i]);
+    }
+    *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(h);
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      if constexpr (std::is_same_v<T, __half>)
+        dst[i] = __float2half_rn(v[i]);
+      else
+        dst[i] = __float2bfloat16_rn(v[i]);
+    }
   }
 }
 
@@ -131,6 +164,13 @@ __global__ void conv_kernel(ConvParams p) {
     } else {
 #pragma unroll
       for (int i = 0; i < V; ++i) dst[i] = out[i];
+    }
+    if (p.out_half != nullptr) {
+      const int64_t at = bi * p.half_sb + t * p.half_sl + c0;
+      if (p.half_dtype == DType::bf16)
+        store_rounded<__nv_bfloat16, V>(static_cast<__nv_bfloat16*>(p.out_half) + at, out);
+      else
+        store_rounded<__half, V>(static_cast<__half*>(p.out_half) + at, out);
     }
   }
 }
@@ -183,7 +223,7 @@ __device__ void convert_rows(const ConvertParams& p, bool vec4) {
   const int64_t step = int64_t(gridDim.x) * blockDim.x * 4;
   for (int64_t r = blockIdx.y; r < p.m; r += gridDim.y) {
     const float* src = p.src + r * p.ld_src;
-    Half* out = dst + r * p.c;
+    Half* out = dst + r * (p.ld_dst > 0 ? p.ld_dst : p.c);
     for (int64_t c = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * 4; c < p.c; c += step) {
       if (vec4 && c + 4 <= p.c) {
         const float4 v = *reinterpret_cast<const float4*>(src + c);
@@ -264,6 +304,8 @@ void rmsnorm_kernel_launch(const RmsNormParams& p, cudaStream_t stream) {
 }
 
 bool conv_kernel_supports(const ConvParams& p, std::string* why) {
+  if (p.out_half != nullptr && p.half_dtype != DType::bf16 && p.half_dtype != DType::f16)
+    return refuse(why, "conv1d: out_half must be bf16 or f16");
   if (p.k < 1 || p.k > kConvMaxWidth)
     return refuse(why, "conv1d: width k = " + std::to_string(p.k) + " is outside 1.." + std::to_string(kConvMaxWidth));
   if (blocks_for(p.b * p.l * p.e) > kMaxGrid) return refuse(why, "conv1d: b·l·e is too large for one launch");
@@ -293,15 +335,17 @@ void conv_run_width(const ConvParams& p, cudaStream_t stream) {
 }
 
 void conv_kernel_launch(const ConvParams& p, cudaStream_t stream) {
-  if (p.l == 1 && p.b * p.e > 0) {
+  if (p.l == 1 && p.b * p.e > 0 && p.out_half == nullptr) {
     conv_step_kernel<<<blocks_for(p.b * p.e), kThreads, 0, stream>>>(p);
     CUDA_CHECK_LAUNCH("conv_step_kernel", stream);
     return;
   }
   if (p.b * p.l * p.e > 0) {
     const auto a16 = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+    const bool half_vec = p.out_half == nullptr || (p.half_sb % 4 == 0 && p.half_sl % 4 == 0 &&
+                                                     reinterpret_cast<uintptr_t>(p.out_half) % 8 == 0);
     const bool vec = p.e % 4 == 0 && p.x_sb % 4 == 0 && p.x_sl % 4 == 0 && p.out_sb % 4 == 0 && p.out_sl % 4 == 0 &&
-                     a16(p.x) && a16(p.out);
+                     a16(p.x) && a16(p.out) && half_vec;
     if (vec)
       conv_run_width<4>(p, stream);
     else
@@ -320,8 +364,8 @@ bool convert_kernel_supports(const ConvertParams& p, std::string* why) {
 
 void convert_kernel_launch(const ConvertParams& p, cudaStream_t stream) {
   if (p.m * p.c == 0) return;
-  const bool vec4 = p.c % 4 == 0 && p.ld_src % 4 == 0 && reinterpret_cast<uintptr_t>(p.src) % 16 == 0 &&
-                    reinterpret_cast<uintptr_t>(p.dst) % 8 == 0;
+  const bool vec4 = p.c % 4 == 0 && p.ld_src % 4 == 0 && p.ld_dst % 4 == 0 &&
+                    reinterpret_cast<uintptr_t>(p.src) % 16 == 0 && reinterpret_cast<uintptr_t>(p.dst) % 8 == 0;
   // About 8 waves of 256-thread blocks over the 132 multiprocessors; rows stride over grid y.
   const int64_t col_blocks = std::min<int64_t>((p.c + 4 * kThreads - 1) / (4 * kThreads), 64);
   const int64_t row_blocks = std::min<int64_t>(p.m, std::max<int64_t>(1, 8192 / col_blocks));

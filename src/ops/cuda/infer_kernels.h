@@ -29,13 +29,17 @@ struct EmbeddingParams {
 bool embedding_kernel_supports(const EmbeddingParams& p, std::string* why);
 void embedding_kernel_launch(const EmbeddingParams& p, cudaStream_t stream);
 
-// residual (m, d) += x (optional); out = residual · rsqrt(mean(residual²) + eps) · w.
+// residual (m, d) += x (optional); out = residual · rsqrt(mean(residual²) + eps) · w. With residual_in:
+// residual = residual_in + x (or a copy of residual_in without x), the same sums. out in out_dtype (f32, bf16
+// or f16, rounded to nearest even).
 struct RmsNormParams {
-  float* out = nullptr;
+  void* out = nullptr;
+  DType out_dtype = DType::f32;
   float* residual = nullptr;
-  const float* x = nullptr;  // nullptr: no add
-  const float* w = nullptr;  // (d)
-  int64_t ld_out = 0, ld_residual = 0, ld_x = 0;
+  const float* residual_in = nullptr;  // nullptr: residual is read and written in place
+  const float* x = nullptr;            // nullptr: no add
+  const float* w = nullptr;            // (d)
+  int64_t ld_out = 0, ld_residual = 0, ld_residual_in = 0, ld_x = 0;
   int64_t m = 0, d = 0;
   float eps = 0;
 };
@@ -43,10 +47,13 @@ bool rmsnorm_kernel_supports(const RmsNormParams& p, std::string* why);
 void rmsnorm_kernel_launch(const RmsNormParams& p, cudaStream_t stream);
 
 // Causal depthwise conv1d over (b, l, e) with the (b, e, k-1) carried state; see ops.h. state_out may equal
-// state_in; out must not overlap either state.
+// state_in; out must not overlap either state. out_half (optional) receives out rounded to half_dtype.
 struct ConvParams {
   float* out = nullptr;
   int64_t out_sb = 0, out_sl = 0;
+  void* out_half = nullptr;
+  DType half_dtype = DType::bf16;
+  int64_t half_sb = 0, half_sl = 0;
   const float* x = nullptr;
   int64_t x_sb = 0, x_sl = 0;
   const float* w = nullptr;         // (e, k)
@@ -60,12 +67,14 @@ constexpr int64_t kConvMaxWidth = 8;
 bool conv_kernel_supports(const ConvParams& p, std::string* why);
 void conv_kernel_launch(const ConvParams& p, cudaStream_t stream);
 
-// dst (m, c) contiguous in bf16 or f16 = src (m, c) [row stride ld_src] f32, rounded to nearest even.
+// dst (m, c) in bf16 or f16 [row stride ld_dst; 0: c, contiguous] = src (m, c) [row stride ld_src] f32, rounded
+// to nearest even.
 struct ConvertParams {
   void* dst = nullptr;
   DType dst_dtype = DType::bf16;
   const float* src = nullptr;
   int64_t ld_src = 0, m = 0, c = 0;
+  int64_t ld_dst = 0;
 };
 bool convert_kernel_supports(const ConvertParams& p, std::string* why);
 void convert_kernel_launch(const ConvertParams& p, cudaStream_t stream);

@@ -2,7 +2,7 @@
 // y (m, o) = x (m, i) · wᵀ is computed as the column-major yᵀ (o, m) = op(W) · xᵀ with W = w read as a
 // column-major (i, o) matrix and op = transpose, so no operand is copied. Accumulation and scaling are f32.
 // Products of at most kGemvMaxRows rows (decoding) run the few-row kernel of gemv_kernel.cu instead, which reads
-// x in f32 and w in its own dtype with one launch.
+// x in f32 and w in its own dtype with one launch. An x already held in w's half dtype goes to cuBLASLt as it is.
 #include <cublasLt.h>
 
 #include <cstdint>
@@ -97,6 +97,10 @@ void run_gemm(const Gemm& g, CudaState& cs) {
 
 bool linear_cuda_supports(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias, std::string* why) {
   if (!cuda::on_cuda({{"y", &y}, {"x", &x}, {"w", &w}, {"bias", &bias}}, why)) return false;
+  if (x.dtype != DType::f32 && x.dtype != w.dtype) {
+    if (why != nullptr) *why = std::string("x is ") + dtype_name(x.dtype) + ": it must be f32 or w's dtype";
+    return false;
+  }
   const cuda::Rows r = cuda::rows_of(x);
   if (r.rows > INT32_MAX || r.cols > INT32_MAX || w.shape[0] > INT32_MAX) {
     if (why != nullptr) *why = "a dimension exceeds 2^31 - 1";
@@ -113,7 +117,8 @@ void linear_forward_cuda(Tensor y, Tensor x, Tensor w, Tensor bias, Context& ctx
   const int64_t m = xr.rows, i = xr.cols, o = w.shape[0];
   if (m == 0 || o == 0) return;
   const int64_t ldw = w.shape[0] <= 1 ? i : w.stride[0];
-  if (m <= cuda::kGemvMaxRows && i > 0) {
+  const bool x_rounded = x.dtype != DType::f32;  // already in w's half dtype
+  if (m <= cuda::kGemvMaxRows && i > 0 && !x_rounded) {
     cuda::GemvParams gp;
     gp.y = y.f32(), gp.ld_y = yr.ld, gp.x = x.f32(), gp.ld_x = xr.ld, gp.w = w.data, gp.w_dtype = w.dtype;
     gp.ld_w = ldw, gp.bias = bias.defined() ? bias.f32() : nullptr, gp.m = m, gp.i = i, gp.o = o;
@@ -124,7 +129,7 @@ void linear_forward_cuda(Tensor y, Tensor x, Tensor w, Tensor bias, Context& ctx
     CUDA_CHECK(cudaMemset2DAsync(y.data, size_t(yr.ld) * 4, 0, size_t(o) * 4, size_t(m), cs.stream));
   } else {
     Gemm g{w.data, ldw, x.data, xr.ld, y.f32(), yr.ld, w.dtype, m, o, i};
-    if (w.dtype != DType::f32) {
+    if (w.dtype != DType::f32 && !x_rounded) {
       cuda::ConvertParams cp;
       cp.dst = cs.scratch(size_t(m * i) * dtype_size(w.dtype));
       cp.dst_dtype = w.dtype, cp.src = x.f32(), cp.ld_src = xr.ld, cp.m = m, cp.c = i;

@@ -30,21 +30,29 @@ void embedding_forward_cuda(Tensor out, const int32_t* ids, int64_t m, Tensor ta
   cuda::embedding_kernel_launch(p, cuda_state(ctx).stream);
 }
 
-bool rmsnorm_cuda_supports(const Tensor& out, const Tensor& residual, const Tensor& x, const Tensor& w,
-                           std::string* why) {
-  if (!cuda::on_cuda({{"out", &out}, {"residual", &residual}, {"x", &x}, {"w", &w}}, why)) return false;
+bool rmsnorm_cuda_supports(const Tensor& out, const Tensor& residual, const Tensor& residual_in, const Tensor& x,
+                           const Tensor& w, std::string* why) {
+  if (!cuda::on_cuda({{"out", &out}, {"residual", &residual}, {"residual_in", &residual_in}, {"x", &x}, {"w", &w}},
+                     why))
+    return false;
+  if (out.dtype != DType::f32 && out.dtype != DType::bf16 && out.dtype != DType::f16) {
+    if (why != nullptr) *why = std::string("out must be f32, bf16 or f16, got ") + dtype_name(out.dtype);
+    return false;
+  }
   cuda::RmsNormParams p;
   p.m = cuda::rows_of(residual).rows;
   return cuda::rmsnorm_kernel_supports(p, why);
 }
 
-void rmsnorm_forward_cuda(Tensor out, Tensor residual, Tensor x, Tensor w, float eps, Context& ctx) {
+void rmsnorm_forward_cuda(Tensor out, Tensor residual, Tensor residual_in, Tensor x, Tensor w, float eps,
+                          Context& ctx) {
   std::string why;
-  MAMBA_CHECK(rmsnorm_cuda_supports(out, residual, x, w, &why), "rmsnorm_forward (cuda): {}", why);
+  MAMBA_CHECK(rmsnorm_cuda_supports(out, residual, residual_in, x, w, &why), "rmsnorm_forward (cuda): {}", why);
   const cuda::Rows o = cuda::rows_of(out), r = cuda::rows_of(residual);
   cuda::RmsNormParams p;
-  p.out = out.f32(), p.ld_out = o.ld;
+  p.out = out.data, p.out_dtype = out.dtype, p.ld_out = o.ld;
   p.residual = residual.f32(), p.ld_residual = r.ld;
+  if (residual_in.defined()) p.residual_in = residual_in.f32(), p.ld_residual_in = cuda::rows_of(residual_in).ld;
   if (x.defined()) p.x = x.f32(), p.ld_x = cuda::rows_of(x).ld;
   p.w = w.f32();
   p.m = r.rows, p.d = r.cols, p.eps = eps;
@@ -53,11 +61,14 @@ void rmsnorm_forward_cuda(Tensor out, Tensor residual, Tensor x, Tensor w, float
 
 namespace {
 
-cuda::ConvParams conv_params(const Tensor& out, const Tensor& state_out, const Tensor& x, const Tensor& w,
-                             const Tensor& bias, const Tensor& state_in, bool apply_silu) {
+cuda::ConvParams conv_params(const Tensor& out, const Tensor& out_half, const Tensor& state_out, const Tensor& x,
+                             const Tensor& w, const Tensor& bias, const Tensor& state_in, bool apply_silu) {
   cuda::ConvParams p;
   p.b = x.shape[0], p.l = x.shape[1], p.e = x.shape[2], p.k = w.shape[1];
   p.out = out.f32(), p.out_sb = out.stride[0], p.out_sl = out.stride[1];
+  if (out_half.defined())
+    p.out_half = out_half.data, p.half_dtype = out_half.dtype, p.half_sb = out_half.stride[0],
+    p.half_sl = out_half.stride[1];
   p.x = x.f32(), p.x_sb = x.stride[0], p.x_sl = x.stride[1];
   p.w = w.f32();
   p.bias = bias.defined() ? bias.f32() : nullptr;
@@ -69,21 +80,32 @@ cuda::ConvParams conv_params(const Tensor& out, const Tensor& state_out, const T
 
 }  // namespace
 
-bool conv1d_cuda_supports(const Tensor& out, const Tensor& state_out, const Tensor& x, const Tensor& w,
-                          const Tensor& bias, const Tensor& state_in, std::string* why) {
-  if (!cuda::on_cuda({{"out", &out}, {"state_out", &state_out}, {"x", &x}, {"w", &w}, {"bias", &bias},
-                      {"state_in", &state_in}},
+bool conv1d_cuda_supports(const Tensor& out, const Tensor& out_half, const Tensor& state_out, const Tensor& x,
+                          const Tensor& w, const Tensor& bias, const Tensor& state_in, std::string* why) {
+  if (!cuda::on_cuda({{"out", &out}, {"out_half", &out_half}, {"state_out", &state_out}, {"x", &x}, {"w", &w},
+                      {"bias", &bias}, {"state_in", &state_in}},
                      why))
     return false;
-  return cuda::conv_kernel_supports(conv_params(out, state_out, x, w, bias, state_in, false), why);
+  return cuda::conv_kernel_supports(conv_params(out, out_half, state_out, x, w, bias, state_in, false), why);
+}
+
+bool conv1d_cuda_supports(const Tensor& out, const Tensor& state_out, const Tensor& x, const Tensor& w,
+                          const Tensor& bias, const Tensor& state_in, std::string* why) {
+  return conv1d_cuda_supports(out, Tensor{}, state_out, x, w, bias, state_in, why);
+}
+
+void conv1d_causal_forward_cuda(Tensor out, Tensor out_half, Tensor state_out, Tensor x, Tensor w, Tensor bias,
+                                Tensor state_in, bool apply_silu, Context& ctx) {
+  std::string why;
+  MAMBA_CHECK(conv1d_cuda_supports(out, out_half, state_out, x, w, bias, state_in, &why),
+              "conv1d_causal_forward (cuda): {}", why);
+  cuda::conv_kernel_launch(conv_params(out, out_half, state_out, x, w, bias, state_in, apply_silu),
+                           cuda_state(ctx).stream);
 }
 
 void conv1d_causal_forward_cuda(Tensor out, Tensor state_out, Tensor x, Tensor w, Tensor bias, Tensor state_in,
                                 bool apply_silu, Context& ctx) {
-  std::string why;
-  MAMBA_CHECK(conv1d_cuda_supports(out, state_out, x, w, bias, state_in, &why), "conv1d_causal_forward (cuda): {}",
-              why);
-  cuda::conv_kernel_launch(conv_params(out, state_out, x, w, bias, state_in, apply_silu), cuda_state(ctx).stream);
+  conv1d_causal_forward_cuda(out, Tensor{}, state_out, x, w, bias, state_in, apply_silu, ctx);
 }
 
 void argmax_rows_cuda(int32_t* ids, Tensor logits, Context& ctx) {
