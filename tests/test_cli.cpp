@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "core/cuda/device_info.h"
 #include "io/safetensors.h"
 #include "support/golden_model.h"
 #include "support/test_util.h"
@@ -161,6 +162,15 @@ TEST(CliBadInput, NonsensicalOptions) {
   expect_failure(run_cli({"generate", "-m", g.dir, "-p", "hi", "--prompt-ids", "1"}), "exactly one");
   expect_failure(run_cli({"tokenize", "--tokenizer", "/nonexistent.json", "--text", "a"}), "/nonexistent.json");
   expect_failure(run_cli({"frobnicate"}), "");
+}
+
+// Without a usable GPU (or in a build without CUDA), --device cuda stops before the model is loaded, naming the
+// option and the reason.
+TEST(CliBadInput, DeviceCudaWithoutAGpu) {
+  if (!cuda_runtime_info().devices.empty()) GTEST_SKIP() << "a CUDA device is present";
+  GoldenModel g("tied");
+  expect_failure(run_cli({"forward", "-m", g.dir, "--ids", "1,2", "--device", "cuda"}), "--device cuda");
+  expect_failure(run_cli({"generate", "-m", g.dir, "-p", "hi", "--device", "cuda"}), "--device cuda");
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include "cli_util.h"
 #include "commands.h"
+#include "core/cuda/device_info.h"
 #include "core/cuda/device_memory.h"
 #include "core/error.h"
 #include "model/lm.h"
@@ -23,6 +24,7 @@ struct ForwardCmdOptions {
 void run_forward(const ForwardCmdOptions& o) {
   MAMBA_CHECK(o.device == "cpu" || o.device == "cuda", "--device must be cpu or cuda, got {}", o.device);
   const Device dev = o.device == "cuda" ? Device::cuda : Device::cpu;
+  if (dev == Device::cuda) require_cuda_device();
   Context ctx(o.run.threads);
   const std::vector<int32_t> ids = parse_ids(o.ids, "--ids");
   ModelWeights w = load_model(o.model, o.run.matrix_dtype());

@@ -6,6 +6,7 @@
 
 #include "cli_util.h"
 #include "commands.h"
+#include "core/cuda/device_info.h"
 #include "core/error.h"
 #include "infer/generate.h"
 #include "model/loader.h"
@@ -36,6 +37,7 @@ void print_stats(const GenerateStats& s) {
 void run_generate(const GenerateCmdOptions& o) {
   MAMBA_CHECK(o.device == "cpu" || o.device == "cuda", "--device must be cpu or cuda, got {}", o.device);
   const Device dev = o.device == "cuda" ? Device::cuda : Device::cpu;
+  if (dev == Device::cuda) require_cuda_device();
   MAMBA_CHECK(o.prompt.empty() != o.prompt_ids.empty(), "generate: give exactly one of -p/--prompt or --prompt-ids");
   MAMBA_CHECK(o.n_predict >= 0, "-n/--n-predict must be >= 0, got {}", o.n_predict);
   MAMBA_CHECK(o.batch >= 1 && o.batch <= 4096, "--batch must be in [1, 4096], got {}", o.batch);

@@ -68,11 +68,7 @@ int64_t sequences_at(const TaskCmdOptions& o, int64_t length) {
 
 void validate(Task task, const TaskCmdOptions& o, const std::vector<int64_t>& lengths) {
   MAMBA_CHECK(o.device == "cpu" || o.device == "cuda", "--device must be cpu or cuda, got '{}'", o.device);
-  if (o.device == "cuda") {
-    const CudaRuntimeInfo info = cuda_runtime_info();
-    MAMBA_CHECK(!info.devices.empty(), "--device cuda: no CUDA device can be used ({}); use --device cpu",
-                info.problem);
-  }
+  if (o.device == "cuda") require_cuda_device();
   MAMBA_CHECK(o.threads >= 0, "--threads must be ≥ 0, got {}", o.threads);
   MAMBA_CHECK(o.max_length >= 0, "--max-length must be ≥ 0, got {}", o.max_length);
   MAMBA_CHECK(o.eval_samples >= 1, "--eval-samples must be at least 1, got {}", o.eval_samples);

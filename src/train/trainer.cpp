@@ -55,11 +55,7 @@ void validate(const TrainOptions& o) {
   MAMBA_CHECK(o.dtype == DType::f32 || o.device == Device::cuda,
               "--dtype {}: training on the CPU computes in f32; mixed precision (bf16, f16) needs --device cuda",
               dtype_name(o.dtype));
-  if (o.device == Device::cuda) {
-    const CudaRuntimeInfo info = cuda_runtime_info();
-    MAMBA_CHECK(!info.devices.empty(), "--device cuda: no CUDA device can be used ({}); use --device cpu",
-                info.problem);
-  }
+  if (o.device == Device::cuda) require_cuda_device();
 }
 
 // What a resumed run must share with the run that wrote the checkpoint.

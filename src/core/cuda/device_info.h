@@ -1,10 +1,13 @@
-// What the CUDA runtime reports about the machine, for `mambacpp info`. Declared without CUDA types so that
+// What the CUDA runtime reports about the machine, for `mambacpp info` and for the commands that check, before
+// any work, that `--device cuda` can run. Declared without CUDA types so that
 // any code may include it; builds without the CUDA backend provide a version that reports no devices.
 #pragma once
 
 #include <cstddef>
 #include <string>
 #include <vector>
+
+#include "core/error.h"
 
 namespace mambacpp {
 
@@ -25,5 +28,12 @@ struct CudaRuntimeInfo {
 
 // Never throws: an absent driver or device is reported in `problem`.
 CudaRuntimeInfo cuda_runtime_info();
+
+// Throws an Error naming `--device cuda` and the reason when no CUDA device can be used.
+inline void require_cuda_device() {
+  const CudaRuntimeInfo info = cuda_runtime_info();
+  MAMBA_CHECK(!info.devices.empty(), "--device cuda: no CUDA device can be used ({}); use --device cpu",
+              info.problem);
+}
 
 }  // namespace mambacpp
