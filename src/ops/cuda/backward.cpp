@@ -1,14 +1,12 @@
-// The Tensor-level CUDA backward ops of cuda_backward.h: the matrix products through cuBLASLt, the rest through
-// the kernels of backward_kernels.cu. Temporary operands (half copies of activations, logits, partial sums) are
-// carved from the stream's scratch memory, one request per op.
+// The Tensor-level CUDA backward ops of cuda_backward.h: the matrix products through cuBLASLt (gemm.h), the rest
+// through the kernels of backward_kernels.cu. Temporary operands (half copies of activations, logits, partial
+// sums) are carved from the stream's scratch memory, one request per op.
 //
 // cuBLASLt is column-major; a row-major (r, c) matrix with row stride ld is read as a column-major (c, r) one
 // with the same ld, so every product below is written on those transposed views and no operand is copied:
 //   dx (m, i) = dy (m, o) · w (o, i)       is   dxᵀ (i, m) = wᵀ (i, o) · dyᵀ (o, m)
 //   dw (o, i) += dyᵀ (o, m) · x (m, i)      is   dwᵀ (i, o) += xᵀ (i, m) · (dyᵀ)ᵀ
 //   logits (m, v) = x (m, d) · wᵀ (d, v)    is   logitsᵀ (v, m) = (wᵀ)ᵀ · xᵀ (d, m)
-#include <cublasLt.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -19,6 +17,7 @@
 #include "core/error.h"
 #include "ops/cuda/backward_kernels.h"
 #include "ops/cuda/cuda_backward.h"
+#include "ops/cuda/gemm.h"
 #include "ops/cuda/infer_kernels.h"
 #include "ops/cuda/tensor_rows.h"
 
@@ -32,90 +31,6 @@ bool refuse(std::string* why, const std::string& msg) {
 
 // Grid dimension y (blocks of rows of a column sum) is limited to 65535.
 constexpr int64_t kMaxGridY = 65535;
-
-cudaDataType_t blas_type(DType t) {
-  if (t == DType::bf16) return CUDA_R_16BF;
-  if (t == DType::f16) return CUDA_R_16F;
-  return CUDA_R_32F;
-}
-
-// The largest of 16, 8, 4, 2 bytes that divides both the address and the column pitch.
-uint32_t alignment(const void* p, int64_t ld, size_t elem) {
-  const uint64_t bits = uint64_t(reinterpret_cast<uintptr_t>(p)) | uint64_t(ld) * elem;
-  for (uint32_t a = 16; a > 2; a /= 2)
-    if (bits % a == 0) return a;
-  return 2;
-}
-
-// Column-major D (rows, cols) = op(A) (rows, inner) · op(B) (inner, cols) + beta · D, f32 accumulation and D.
-// A is stored (rows, inner), or (inner, rows) when trans_a; B (inner, cols), or (cols, inner) when trans_b.
-struct Gemm {
-  bool trans_a = false, trans_b = false;
-  const void* a = nullptr;
-  int64_t lda = 0;
-  const void* b = nullptr;
-  int64_t ldb = 0;
-  float* d = nullptr;
-  int64_t ldd = 0;
-  DType in = DType::f32;
-  int64_t rows = 0, cols = 0, inner = 0;
-  float beta = 0;
-};
-
-struct LtCall {
-  cublasLtMatmulDesc_t op = nullptr;
-  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
-  cublasLtMatmulPreference_t pref = nullptr;
-  ~LtCall() {
-    if (pref) (void)cublasLtMatmulPreferenceDestroy(pref);
-    if (d) (void)cublasLtMatrixLayoutDestroy(d);
-    if (b) (void)cublasLtMatrixLayoutDestroy(b);
-    if (a) (void)cublasLtMatrixLayoutDestroy(a);
-    if (op) (void)cublasLtMatmulDescDestroy(op);
-  }
-};
-
-void set_pref(cublasLtMatmulPreference_t pref, cublasLtMatmulPreferenceAttributes_t attr, uint32_t value) {
-  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &value, sizeof(value)));
-}
-
-void run_gemm(const char* opname, const Gemm& g, CudaState& cs) {
-  if (g.rows == 0 || g.cols == 0) return;
-  if (g.inner == 0) {
-    if (g.beta == 0.0f)
-      CUDA_CHECK(cudaMemset2DAsync(g.d, size_t(g.ldd) * 4, 0, size_t(g.rows) * 4, size_t(g.cols), cs.stream));
-    return;
-  }
-  LtCall c;
-  CUBLAS_CHECK(cublasLtMatmulDescCreate(&c.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t ta = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(c.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
-  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(c.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
-  const cudaDataType_t t = blas_type(g.in);
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&c.a, t, uint64_t(g.trans_a ? g.inner : g.rows),
-                                          uint64_t(g.trans_a ? g.rows : g.inner), g.lda));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&c.b, t, uint64_t(g.trans_b ? g.cols : g.inner),
-                                          uint64_t(g.trans_b ? g.inner : g.cols), g.ldb));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&c.d, CUDA_R_32F, uint64_t(g.rows), uint64_t(g.cols), g.ldd));
-  CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&c.pref));
-  const size_t ws = CudaState::kBlasWorkspaceBytes;
-  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(c.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                                                    sizeof(ws)));
-  const size_t es = dtype_size(g.in);
-  const uint32_t al_d = alignment(g.d, g.ldd, 4);
-  set_pref(c.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, alignment(g.a, g.lda, es));
-  set_pref(c.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, alignment(g.b, g.ldb, es));
-  set_pref(c.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, al_d);
-  set_pref(c.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, al_d);
-  cublasLtMatmulHeuristicResult_t h{};
-  int found = 0;
-  CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(cs.blas_lt, c.op, c.a, c.b, c.d, c.d, c.pref, 1, &h, &found));
-  MAMBA_CHECK(found > 0, "{} (cuda): cuBLASLt has no algorithm for a ({}, {}) · ({}, {}) product in {}", opname,
-              g.rows, g.inner, g.inner, g.cols, dtype_name(g.in));
-  const float one = 1.0f;
-  CUBLAS_CHECK(cublasLtMatmul(cs.blas_lt, c.op, &one, g.a, c.a, g.b, c.b, &g.beta, g.d, c.d, g.d, c.d, &h.algo,
-                              cs.blas_workspace, ws, cs.stream));
-}
 
 // Offsets of the pieces of one scratch request, each rounded up to 256 bytes.
 struct Arena {
@@ -195,21 +110,21 @@ void linear_backward_cuda(Tensor dx, Tensor dw, Tensor dbias, Tensor dy, Tensor 
     dy_in = at<void>(base, dy16), ld_dy = o;
   }
   if (dx.defined()) {
-    Gemm g;
+    cuda::Gemm g;
     g.a = w.data, g.lda = ld_of(w), g.b = dy_in, g.ldb = ld_dy, g.d = dx.f32(), g.ldd = cuda::rows_of(dx).ld;
     g.in = w.dtype, g.rows = i, g.cols = m, g.inner = o, g.beta = accumulate_dx ? 1.0f : 0.0f;
-    run_gemm(op, g, cs);
+    cuda::gemm_run(op, g, cs);
   }
   if (want_dw) {
     const cuda::Rows xr = cuda::rows_of(x);
-    Gemm g;
+    cuda::Gemm g;
     g.a = x.data, g.lda = xr.ld, g.b = dy_in, g.ldb = ld_dy, g.trans_b = true, g.d = dw.f32(), g.ldd = i;
     g.in = w.dtype, g.rows = i, g.cols = o, g.inner = m, g.beta = 1.0f;
     if (round_x) {
       to_half(op, at<void>(base, x16), w.dtype, x.f32(), xr.ld, m, i, cs);
       g.a = at<void>(base, x16), g.lda = i;
     }
-    run_gemm(op, g, cs);
+    cuda::gemm_run(op, g, cs);
   }
 }
 
@@ -348,10 +263,10 @@ double linear_cross_entropy_cuda(Tensor dx, Tensor dw, Tensor x, Tensor w, const
       to_half(op, at<void>(base, x16), w.dtype, x.f32() + r0 * xr.ld, xr.ld, rows, d, cs);
       xb = at<void>(base, x16), ld_xb = d;
     }
-    Gemm lg;  // logitsᵀ (v, rows) = (wᵀ)ᵀ · xbᵀ
+    cuda::Gemm lg;  // logitsᵀ (v, rows) = (wᵀ)ᵀ · xbᵀ
     lg.trans_a = true, lg.a = w.data, lg.lda = ld_of(w), lg.b = xb, lg.ldb = ld_xb;
     lg.d = at<float>(base, logits), lg.ldd = v, lg.in = w.dtype, lg.rows = v, lg.cols = rows, lg.inner = d;
-    run_gemm(op, lg, cs);
+    cuda::gemm_run(op, lg, cs);
     cuda::SoftmaxXentParams sp;
     sp.logits = at<float>(base, logits), sp.grad_half = half ? at<void>(base, grad16) : nullptr;
     sp.half_dtype = w.dtype, sp.targets = targets + r0, sp.loss = at<double>(base, losses) + 1 + r0;
@@ -359,16 +274,16 @@ double linear_cross_entropy_cuda(Tensor dx, Tensor dw, Tensor x, Tensor w, const
     cuda::softmax_xent_launch(sp, cs.stream);
     const void* g = half ? at<void>(base, grad16) : static_cast<const void*>(at<float>(base, logits));
     if (dx.defined()) {
-      Gemm gx;  // dxᵀ (d, rows) = wᵀ (d, v) · gᵀ (v, rows)
+      cuda::Gemm gx;  // dxᵀ (d, rows) = wᵀ (d, v) · gᵀ (v, rows)
       gx.a = w.data, gx.lda = ld_of(w), gx.b = g, gx.ldb = v, gx.d = dx.f32() + r0 * ld_dx, gx.ldd = ld_dx;
       gx.in = w.dtype, gx.rows = d, gx.cols = rows, gx.inner = v;
-      run_gemm(op, gx, cs);
+      cuda::gemm_run(op, gx, cs);
     }
     if (dw.defined()) {
-      Gemm gw;  // dwᵀ (d, v) += xbᵀ (d, rows) · g (rows, v)
+      cuda::Gemm gw;  // dwᵀ (d, v) += xbᵀ (d, rows) · g (rows, v)
       gw.a = xb, gw.lda = ld_xb, gw.b = g, gw.ldb = v, gw.trans_b = true, gw.d = dw.f32(), gw.ldd = d;
       gw.in = w.dtype, gw.rows = d, gw.cols = v, gw.inner = rows, gw.beta = 1.0f;
-      run_gemm(op, gw, cs);
+      cuda::gemm_run(op, gw, cs);
     }
   }
   double* sum = at<double>(base, losses);
