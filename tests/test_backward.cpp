@@ -485,6 +485,9 @@ TEST(BackwardOps, RefuseBadArgumentsNamingThem) {
   s.z = Tensor{};
   s.dD = t1(d);
   test::expect_error([&] { selective_scan_backward(s, ctx); }, {"selective_scan_backward", "dD"});
+  s.dD = Tensor{};
+  s.chunk_states = Tensor(d.data(), DType::f32, {1, 1, 3, 2});  // (b, ceil(l/16), n, e) is [1, 1, 2, 3]
+  test::expect_error([&] { selective_scan_backward(s, ctx); }, {"selective_scan_backward", "chunk_states", "[1, 1, 2, 3]"});
   const std::vector<int32_t> targets = {0, 9};
   test::expect_error([&] { linear_cross_entropy(Tensor{}, Tensor{}, t2(a, 2, 3), t2(b, 4, 3), targets.data(), 1.0f, ctx); },
                      {"linear_cross_entropy", "targets[1] = 9"});

@@ -102,6 +102,9 @@ TEST(OpErrors, ScanNamesTheBadArgument) {
   bad.state_in = Tensor(st.data(), DType::f32, {b, n, e});
   expect_error([&] { selective_scan_forward(bad, ctx); }, {"selective_scan_forward", "state_in", "[1, 3, 4]"});
   bad = a;
+  bad.chunk_states = Tensor(st.data(), DType::f32, {b, 1, e, n});  // (n, e) swapped
+  expect_error([&] { selective_scan_forward(bad, ctx); }, {"selective_scan_forward", "chunk_states", "[1, 1, 4, 3]"});
+  bad = a;
   bad.D = Tensor(st.data(), DType::bf16, {e});
   expect_error([&] { selective_scan_forward(bad, ctx); }, {"selective_scan_forward", "D", "f32", "bf16"});
   bad = a;

@@ -470,8 +470,9 @@ struct ScanData {
   }
 };
 
-// Runs the scan in the given chunks, carrying the state in one buffer (aliased in and out after the first).
-SeqResult run_scan(ScanData& d, int threads, std::initializer_list<int64_t> sizes) {
+// Runs the scan in the given chunks, carrying the state in one buffer (aliased in and out after the first). With
+// chunk_states (one call over the whole sequence only), the call also writes the states every 16 steps there.
+SeqResult run_scan(ScanData& d, int threads, std::initializer_list<int64_t> sizes, float* chunk_states = nullptr) {
   const ScanCase& c = d.c;
   const int64_t xw = ScanData::r + 2 * c.n;
   std::vector<float> uz(size_t(c.b * c.l * 2 * c.e), kPad), bc(size_t(c.b * c.l * xw), kPad);
@@ -509,6 +510,8 @@ SeqResult run_scan(ScanData& d, int threads, std::initializer_list<int64_t> size
     a.dt_bias = vec_tensor(d.dt_bias);
     a.state_in = !first ? st : c.state_in ? Tensor(d.state0.data(), DType::f32, {c.b, c.e, c.n}) : Tensor();
     a.dt_softplus = c.softplus;
+    if (chunk_states != nullptr)
+      a.chunk_states = Tensor(chunk_states, DType::f32, {c.b, scan_state_count(c.l), c.n, c.e});
     selective_scan_forward(a, ctx);
     first = false;
   }
@@ -537,6 +540,45 @@ TEST(SelectiveScan, MatchesReference) {
     EXPECT_CLOSE(got.state.data(), ref.state.data(), got.state.size(), kTolScan);
     const SeqResult one = run_scan(d, 1, {c.l});
     EXPECT_TRUE(bitwise_equal(got.y, one.y) && bitwise_equal(got.state, one.state)) << "1 vs 2 threads";
+  }
+}
+
+// chunk_states[bi, k, s, c] is the state before step 16k: the reference's final state over the first 16k steps
+// (state_in, or zeros, at k = 0); y is the same bits as without them.
+TEST(SelectiveScan, ChunkStatesAreTheStatesEvery16Steps) {
+  for (const ScanCase c : {ScanCase{2, 37, 37, 16, true, true, true, true, true},
+                           ScanCase{1, 50, 19, 5, false, true, false, true, false},
+                           ScanCase{3, 16, 20, 3, true, false, true, false, true},
+                           ScanCase{2, 1, 17, 64, true, true, true, true, true}}) {
+    SCOPED_TRACE(testing::Message() << "b=" << c.b << " l=" << c.l << " e=" << c.e << " n=" << c.n);
+    ScanData d(c);
+    const int64_t K = scan_state_count(c.l);
+    std::vector<float> states(size_t(c.b * K * c.n * c.e), kNaN);
+    const SeqResult with = run_scan(d, 2, {c.l}, states.data()), without = run_scan(d, 2, {c.l});
+    EXPECT_TRUE(bitwise_equal(with.y, without.y) && bitwise_equal(with.state, without.state));
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t len = 16 * k;
+      // The inputs' first len steps of every batch row.
+      const auto prefix = [&](const std::vector<float>& v, int64_t width) {
+        std::vector<float> out;
+        for (int64_t bi = 0; bi < c.b; ++bi)
+          out.insert(out.end(), v.begin() + bi * c.l * width, v.begin() + (bi * c.l + len) * width);
+        return out;
+      };
+      const std::vector<float> u = prefix(d.u, c.e), dt = prefix(d.dt, c.e), B = prefix(d.B, c.n),
+                               C = prefix(d.C, c.n), z = c.z ? prefix(d.z, c.e) : std::vector<float>{};
+      ref::ScanInputs in;
+      in.b = c.b, in.l = len, in.e = c.e, in.n = c.n;
+      in.u = u, in.dt = dt, in.z = z, in.B = B, in.C = C, in.A = d.A, in.D = d.D, in.dt_bias = d.dt_bias;
+      in.state_in = d.state0, in.dt_softplus = c.softplus;
+      const ref::ScanResult want = ref::selective_scan(in);
+      std::vector<float> got;  // (b, e, n) from (b, k, n, e)
+      for (int64_t bi = 0; bi < c.b; ++bi)
+        for (int64_t ch = 0; ch < c.e; ++ch)
+          for (int64_t s = 0; s < c.n; ++s) got.push_back(states[size_t(((bi * K + k) * c.n + s) * c.e + ch)]);
+      SCOPED_TRACE(testing::Message() << "k=" << k);
+      EXPECT_CLOSE(got.data(), want.state.data(), got.size(), kTolScan);
+    }
   }
 }
 

@@ -7,6 +7,9 @@
 //
 // A second table times the Mamba-130M training shape (e = 1536, with z) at L = 2048. Each row shows the floor:
 // every input read and every output written once at 2.91 TB/s, or the b·e·l·n exponentials at 4.1·10¹²/s.
+// Training keeps the forward scan's chunk_states (the state every 16 steps) for the backward pass, which then
+// runs no forward pass of its own: each row also times that backward ("from states"), and the f32 forward scan
+// without and with writing the states, so that the two ways compare as forward + backward.
 //
 // Usage: scan_backward_bench [--no-train] [L ...]   (default: 512 1024 … 65536)
 #include <cuda_runtime.h>
@@ -25,7 +28,9 @@
 #include "core/cuda/check.h"
 #include "core/cuda/cuda_state.h"
 #include "core/tensor.h"
+#include "ops/cuda/cuda_ops.h"
 #include "ops/cuda/cuda_scan_backward.h"
+#include "ops/ops.h"
 #include "ops/ops_backward.h"
 
 namespace {
@@ -70,6 +75,7 @@ struct Shape {
 
 struct Tensors {
   Buffer u, dt, dy, xp, du, ddt, dxp, A, D, bias, dA, dD, dbias, z, dz;
+  Buffer states, y;  // the forward's chunk_states and output
 };
 
 Tensor seq(const Buffer& buf, Device dev, int64_t l, int64_t k, int64_t width, int64_t col) {
@@ -101,7 +107,19 @@ Tensors allocate(Device dev, int64_t l, Shape sh) {
   return Tensors{Buffer(seq, dev),        Buffer(seq, dev),        Buffer(seq, dev),    Buffer(wide, dev),
                  Buffer(seq, dev),        Buffer(seq, dev),        Buffer(wide, dev),   Buffer(e * kN * 4, dev),
                  Buffer(e * 4, dev),     Buffer(e * 4, dev),     Buffer(e * kN * 4, dev), Buffer(e * 4, dev),
-                 Buffer(e * 4, dev),     Buffer(sh.z ? seq : 4, dev), Buffer(sh.z ? seq : 4, dev)};
+                 Buffer(e * 4, dev),     Buffer(sh.z ? seq : 4, dev), Buffer(sh.z ? seq : 4, dev),
+                 Buffer(size_t(kB * scan_state_count(l) * kN * e) * 4, dev), Buffer(seq, dev)};
+}
+
+// The forward scan over the same inputs, writing y and (when `states`) the chunk_states.
+ScanArgs forward_args(const Tensors& m, Device dev, int64_t l, Shape sh, bool states) {
+  const ScanGradArgs g = args_for(m, dev, l, sh);
+  ScanArgs f;
+  f.y = seq(m.y, dev, l, sh.e, sh.e, 0), f.u = g.u, f.dt = g.dt, f.A = g.A, f.B = g.B, f.C = g.C, f.D = g.D;
+  f.z = g.z, f.dt_bias = g.dt_bias, f.dt_softplus = g.dt_softplus;
+  if (states)
+    f.chunk_states = Tensor(const_cast<void*>(m.states.data()), DType::f32, {kB, scan_state_count(l), kN, sh.e}, dev);
+  return f;
 }
 
 // The parameters: A as the S4D-real initialisation perturbed, D around 1, dt_bias putting δ in [1e-3, 1e-1].
@@ -149,7 +167,8 @@ double rel_l2(const float* got, const float* want, size_t count) {
   return std::sqrt(num / std::max(den, 1e-300));
 }
 
-// The worst relative L2 error over every gradient at L = kCheckL, against the CPU op.
+// The worst relative L2 error over every gradient at L = kCheckL, against the CPU op: the backward with its own
+// forward pass, then from the forward's chunk_states (the added-to gradients restored in between).
 double check(int threads, Shape sh) {
   const int64_t l = kCheckL;
   Tensors host = allocate(Device::cpu, l, sh), dev = allocate(Device::cuda, l, sh);
@@ -159,23 +178,48 @@ double check(int threads, Shape sh) {
   CUDA_CHECK(cudaMemset(dev.dxp.data(), 0, dev.dxp.bytes()));
   Context cpu(threads), gpu(1);
   selective_scan_backward(args_for(host, Device::cpu, l, sh), cpu);
-  selective_scan_backward_cuda(args_for(dev, Device::cuda, l, sh), gpu);
-  cuda_state(gpu).synchronize();
+  Buffer* const added[] = {&dev.dA, &dev.dD, &dev.dbias};
+  std::vector<std::vector<float>> start;
+  for (Buffer* b : added) {
+    start.emplace_back(b->bytes() / 4);
+    CUDA_CHECK(cudaMemcpy(start.back().data(), b->data(), b->bytes(), cudaMemcpyDeviceToHost));
+  }
   double worst = 0;
-  for (const auto& [h, d] : {std::pair{&host.du, &dev.du}, std::pair{&host.ddt, &dev.ddt},
-                             std::pair{&host.dxp, &dev.dxp}, std::pair{&host.dA, &dev.dA},
-                             std::pair{&host.dD, &dev.dD}, std::pair{&host.dbias, &dev.dbias},
-                             std::pair{&host.dz, &dev.dz}}) {
-    if (h == &host.dz && !sh.z) continue;
-    std::vector<float> got(h->bytes() / 4);
-    CUDA_CHECK(cudaMemcpy(got.data(), d->data(), h->bytes(), cudaMemcpyDeviceToHost));
-    worst = std::max(worst, rel_l2(got.data(), static_cast<const float*>(h->data()), got.size()));
+  for (const bool from_states : {false, true}) {
+    ScanGradArgs a = args_for(dev, Device::cuda, l, sh);
+    if (from_states) {
+      for (size_t i = 0; i < start.size(); ++i)
+        CUDA_CHECK(cudaMemcpy(added[i]->data(), start[i].data(), added[i]->bytes(), cudaMemcpyHostToDevice));
+      const ScanArgs f = forward_args(dev, Device::cuda, l, sh, true);
+      selective_scan_forward_cuda(f, gpu);
+      a.chunk_states = f.chunk_states;
+    }
+    selective_scan_backward_cuda(a, gpu);
+    cuda_state(gpu).synchronize();
+    for (const auto& [h, d] : {std::pair{&host.du, &dev.du}, std::pair{&host.ddt, &dev.ddt},
+                               std::pair{&host.dxp, &dev.dxp}, std::pair{&host.dA, &dev.dA},
+                               std::pair{&host.dD, &dev.dD}, std::pair{&host.dbias, &dev.dbias},
+                               std::pair{&host.dz, &dev.dz}}) {
+      if (h == &host.dz && !sh.z) continue;
+      std::vector<float> got(h->bytes() / 4);
+      CUDA_CHECK(cudaMemcpy(got.data(), d->data(), h->bytes(), cudaMemcpyDeviceToHost));
+      worst = std::max(worst, rel_l2(got.data(), static_cast<const float*>(h->data()), got.size()));
+    }
   }
   return worst;
 }
 
-double time_ms(const Tensors& m, int64_t l, Shape sh, Context& ctx) {
-  const ScanGradArgs a = args_for(m, Device::cuda, l, sh);
+// What is timed: the backward (with its own forward pass, or from the forward's chunk_states), or the forward
+// (without or with writing the chunk_states).
+enum class Op { backward, backward_from_states, forward, forward_with_states };
+
+double time_ms(const Tensors& m, int64_t l, Shape sh, Op op, Context& ctx) {
+  ScanGradArgs a = args_for(m, Device::cuda, l, sh);
+  const ScanArgs f = forward_args(m, Device::cuda, l, sh, op != Op::forward);
+  if (op == Op::backward_from_states) {
+    selective_scan_forward_cuda(f, ctx);
+    a.chunk_states = f.chunk_states;
+  }
   cudaStream_t stream = cuda_state(ctx).stream;
   cudaEvent_t start, stop;
   CUDA_CHECK(cudaEventCreate(&start));
@@ -184,7 +228,10 @@ double time_ms(const Tensors& m, int64_t l, Shape sh, Context& ctx) {
   float total = 0;
   for (int rep = 0; rep < 3 + 20 || (total < 300.0f && rep < 2000); ++rep) {
     CUDA_CHECK(cudaEventRecord(start, stream));
-    selective_scan_backward_cuda(a, ctx);
+    if (op == Op::backward || op == Op::backward_from_states)
+      selective_scan_backward_cuda(a, ctx);
+    else
+      selective_scan_forward_cuda(f, ctx);
     CUDA_CHECK(cudaEventRecord(stop, stream));
     CUDA_CHECK(cudaEventSynchronize(stop));
     float t = 0;
@@ -213,15 +260,19 @@ bool run_shape(const std::vector<int64_t>& lengths, Shape sh, const cudaDevicePr
               "(%d SMs)\nchecked against the CPU op at L = %lld: worst relative L2 error over the gradients %.2e\n\n",
               (long long)kB, (long long)sh.e, (long long)kN, sh.z ? "with z" : "no z", prop.name,
               prop.multiProcessorCount, (long long)kCheckL, err);
-  std::printf("| L | mambacpp bwd (f32) | floor | of floor | mamba_ssm fwd (bf16) | mamba_ssm fwd+bwd (bf16) | "
+  std::printf("| L | mambacpp bwd (f32) | floor | of floor | bwd from states | fwd (f32) | fwd writing states | "
+              "fwd + bwd: own / from states | mamba_ssm fwd (bf16) | mamba_ssm fwd+bwd (bf16) | "
               "mamba_ssm bwd (difference) |\n");
-  std::printf("|---|---|---|---|---|---|---|\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
   const int64_t max_l = *std::max_element(lengths.begin(), lengths.end());
   Tensors dev = allocate(Device::cuda, max_l, sh);
   Context ctx(1);
   for (int64_t l : lengths) {
     fill_inputs(dev, l, true, sh);
-    const double ms = time_ms(dev, l, sh, ctx), floor = floor_ms(l, sh);
+    const double ms = time_ms(dev, l, sh, Op::backward, ctx), floor = floor_ms(l, sh);
+    const double ms_states = time_ms(dev, l, sh, Op::backward_from_states, ctx);
+    const double fwd_ms = time_ms(dev, l, sh, Op::forward, ctx);
+    const double fwd_states_ms = time_ms(dev, l, sh, Op::forward_with_states, ctx);
     const auto anchor = kAnchorMs.find(l);
     char fwd[32] = "–", both[32] = "–", bwd[32] = "–";
     if (anchor != kAnchorMs.end() && sh.e == 1024 && !sh.z) {
@@ -229,8 +280,9 @@ bool run_shape(const std::vector<int64_t>& lengths, Shape sh, const cudaDevicePr
       std::snprintf(both, sizeof(both), "%.3f ms", anchor->second.second);
       std::snprintf(bwd, sizeof(bwd), "%.3f ms", anchor->second.second - anchor->second.first);
     }
-    std::printf("| %lld | %.3f ms | %.3f ms | %.0f %% | %s | %s | %s |\n", (long long)l, ms, floor,
-                100.0 * floor / ms, fwd, both, bwd);
+    std::printf("| %lld | %.3f ms | %.3f ms | %.0f %% | %.3f ms | %.3f ms | %.3f ms | %.3f / %.3f ms | %s | %s | %s |\n",
+                (long long)l, ms, floor, 100.0 * floor / ms, ms_states, fwd_ms, fwd_states_ms, fwd_ms + ms,
+                fwd_states_ms + ms_states, fwd, both, bwd);
   }
   if (err > 1e-4) std::printf("\nFAILED: a gradient differs from the CPU op by more than 1e-4 (relative L2)\n");
   return err <= 1e-4;

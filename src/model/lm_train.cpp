@@ -151,6 +151,7 @@ Tensor run_view(float* p, const Run& r, int64_t cols, int64_t ld, Device dev) {
 // x_proj); y_f32 is then the scan's f32 output, one layer's scratch, rounded into y.
 struct LayerActs {
   float *residual, *xz, *xc, *xdbl, *dt, *y_f32;
+  float* states;  // the scan's chunk_states of every run, one after the other, or nullptr (not kept)
   Act hidden, y, xc_half;
 };
 
@@ -165,6 +166,8 @@ LayerActs layer_acts(TrainWorkspace& ws, const MambaConfig& c, int64_t m, int64_
   a.xc = ws.xc.as<float>() + i * m * e;
   a.xdbl = ws.xdbl.as<float>() + i * m * x;
   a.dt = ws.dt.as<float>() + i * m * e;
+  a.states = ws.scan_state_floats > 0 && i < c.n_layer ? ws.scan_states.as<float>() + i * ws.scan_state_floats
+                                                        : nullptr;
   a.hidden = {static_cast<char*>(ws.hidden.data()) + size_t(i * m * d) * hs, h};
   a.y = {y, h};
   a.y_f32 = h == DType::f32 ? reinterpret_cast<float*>(y) : ws.y_f32.as<float>();
@@ -187,12 +190,20 @@ Tensor ssm_part(float* xdbl, int64_t col, const Run& run, const MambaConfig& c, 
   return col >= 0 ? run_view(xdbl + col, run, c.d_state, c.x_proj_rows(), dev) : lti;
 }
 
+// Floats of the scan's chunk_states for one run.
+int64_t run_state_floats(const Run& run, const MambaConfig& c) {
+  return run.rows * scan_state_count(run.len) * c.d_state * c.d_inner;
+}
+
 // The scan's inputs for run `run` (u, dt, A, B, C, D, z, dt_bias), the same in the forward (ScanArgs) and the
-// backward (ScanGradArgs) pass.
+// backward (ScanGradArgs) pass, and its chunk_states (written by the one, read by the other) when they are kept:
+// states_at floats into the layer's.
 template <typename Args>
-void set_scan_inputs(Args& s, const LayerWeights& lw, const LayerActs& a, const Run& run, const MambaConfig& c,
-                     const SsmColumns& col, Device dev) {
+void set_scan_inputs(Args& s, const LayerWeights& lw, const LayerActs& a, const Run& run, int64_t states_at,
+                     const MambaConfig& c, const SsmColumns& col, Device dev) {
   const int64_t e = c.d_inner;
+  if (a.states != nullptr)
+    s.chunk_states = Tensor(a.states + states_at, DType::f32, {run.rows, scan_state_count(run.len), c.d_state, e}, dev);
   s.u = run_view(a.xc, run, e, e, dev);
   s.dt = run_view(a.dt, run, e, e, dev);
   s.A = lw.A;
@@ -220,11 +231,13 @@ void mixer_forward(const LayerWeights& lw, const LayerActs& a, float* mixer_out,
     linear_forward(matrix(a.dt, m, e, e, dev), matrix(a.xdbl, m, r, x, dev), lw.dt_proj, Tensor{}, ctx);
   else
     fill_zero(flat(a.dt, m * e, dev), ctx);  // Δ = softplus(dt_bias) per channel
+  int64_t states_at = 0;
   for (const Run& run : runs) {
     ScanArgs s;
     s.y = run_view(a.y_f32, run, e, e, dev);
-    set_scan_inputs(s, lw, a, run, c, col, dev);
+    set_scan_inputs(s, lw, a, run, states_at, c, col, dev);
     selective_scan_forward(s, ctx);
+    states_at += run_state_floats(run, c);
   }
   if (half) copy_convert(a.y.flat(m * e, dev), flat(a.y_f32, m * e, dev), ctx);  // for out_proj, both passes
   linear_forward(matrix(mixer_out, m, d, d, dev), a.y.view(m, e, e, dev), lw.out_proj, lw.out_proj_bias, ctx);
@@ -277,6 +290,7 @@ void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs
 
   const Tensor dA(ws.dA.data(), DType::f32, {e, n}, dev);
   fill_zero(dA, ctx);
+  int64_t states_at = 0;
   for (const Run& run : runs) {
     ScanGradArgs s;
     s.du = run_view(dxc, run, e, e, dev);
@@ -288,8 +302,9 @@ void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs
     s.dD = g.D;
     s.ddt_bias = g.dt_bias;
     s.dy = run_view(dy, run, e, e, dev);
-    set_scan_inputs(s, lw, a, run, c, col, dev);
+    set_scan_inputs(s, lw, a, run, states_at, c, col, dev);
     selective_scan_backward(s, ctx);
+    states_at += run_state_floats(run, c);
   }
   add_product_into(g.A_log, dA, lw.A, ctx);  // A = −exp(A_log): dA_log = dA ⊙ A
 
@@ -354,6 +369,13 @@ double sequences_pass(const ModelGrads* g, const ModelWeights& w, const int32_t*
   const Device dev = ws.device();
   ws.reserve(c, m, ws.device() == Device::cuda ? w.matrix_dtype : DType::f32);
   const std::vector<Run> runs = make_runs(doc_start, b, l);
+  // The scan's chunk_states (TrainWorkspace::keep_scan_states): used by the CUDA kernel at n ≤ 64; not for runs
+  // shorter than 16 tokens on average, where they would outgrow xc.
+  int64_t states = 0;
+  for (const Run& run : runs) states += run_state_floats(run, c);
+  const bool keep = ws.keep_scan_states && dev == Device::cuda && c.d_state <= 64 && int64_t(runs.size()) * 16 <= m;
+  ws.scan_state_floats = keep ? states : 0;
+  if (keep) ensure(ws.scan_states, size_t(c.n_layer * states) * sizeof(float), dev);
   fill_targets(ws.targets.data(), ids, doc_start, targets, m, l);
   const int32_t* dev_ids = ids;
   const int32_t* dev_targets = ws.targets.data();

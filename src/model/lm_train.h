@@ -68,6 +68,13 @@ class TrainWorkspace {
   Buffer y;         // (n_layer, m, e) scan outputs, f32 or half
   Buffer y_f32;     // (m, e) the current layer's scan output before rounding (only with a half dtype)
   Buffer mixer_out;  // (m, d) the current layer's output, forward scratch
+  // The scan's state every 16 steps (ops.h, chunk_states), per layer, for the backward pass to start from instead
+  // of running the recurrence forward again: kept when keep_scan_states, on cuda, at d_state ≤ 64 (where the
+  // kernel uses them), and when the group's runs of tokens average at least 16 (packed documents may be
+  // shorter). Per layer and 16 tokens one (e, n) f32 state: the size of xc at n = 16.
+  bool keep_scan_states = true;
+  Buffer scan_states;
+  int64_t scan_state_floats = 0;  // per layer in the current group; 0 when not kept
   // Backward scratch, one layer at a time:
   Buffer dresidual, dhidden, dy, dxz, dxc, dxdbl, ddt, dA;
   Buffer dresidual_half;  // (m, d) dresidual rounded by the norms' backward, for out_proj's (with a half dtype)

@@ -337,6 +337,10 @@ void selective_scan_forward(const ScanArgs& a, Context& ctx) {
     require_f32_shape(op, "state_out", a.state_out, {p.b, p.e, p.n});
     p.state_out = a.state_out.f32();
   }
+  if (a.chunk_states.defined()) {
+    require_f32_shape(op, "chunk_states", a.chunk_states, {p.b, scan_state_count(p.l), p.n, p.e});
+    p.chunk_states = a.chunk_states.f32();
+  }
   p.dt_softplus = a.dt_softplus;
   cpu::selective_scan(p, ctx.threads());
 }

@@ -70,16 +70,23 @@ void conv1d_causal_forward(Tensor out, Tensor out_half, Tensor state_out, Tensor
 // view with zero strides will do) with dt_bias carrying Δ.
 // A: (e, n) f32 (= -exp(A_log)); D, dt_bias: (e) f32 or undefined; z undefined means no gate;
 // state_in, state_out: (b, e, n) f32, either undefined, and they may alias (a recurrent step in place).
-// Memory is O(b·e·n) whatever l is: no (b, l, e, n) expansion is ever formed.
+// chunk_states, when defined, receives the state before every kScanStateInterval-th step, for the backward pass
+// (ops_backward.h) to start from instead of running the forward recurrence again:
+//   chunk_states[bi, k, s, c] = h[c, s] before step t = k·kScanStateInterval, k < scan_state_count(l),
+// (b, scan_state_count(l), n, e) f32 contiguous (k = 0 is state_in, or zeros).
+// Memory is O(b·e·n) whatever l is: no (b, l, e, n) expansion is ever formed (chunk_states, where asked for, is
+// one state per kScanStateInterval steps: the size of a (b, l, e) tensor at n = 16).
+constexpr int64_t kScanStateInterval = 16;
+constexpr int64_t scan_state_count(int64_t l) { return (l + kScanStateInterval - 1) / kScanStateInterval; }
 struct ScanArgs {
-  Tensor y, state_out;                       // outputs
+  Tensor y, state_out, chunk_states;         // outputs (chunk_states optional, see above)
   Tensor u, dt, A, B, C, D, z, dt_bias;      // inputs (B, C: (b, l, n) or time-invariant (e, n))
   Tensor state_in;
   bool dt_softplus = true;
   // Every tensor with its name, for the implementations' checks.
-  std::array<std::pair<const char*, const Tensor*>, 11> named() const {
-    return {{{"y", &y}, {"state_out", &state_out}, {"u", &u}, {"dt", &dt}, {"A", &A}, {"B", &B}, {"C", &C},
-             {"D", &D}, {"z", &z}, {"dt_bias", &dt_bias}, {"state_in", &state_in}}};
+  std::array<std::pair<const char*, const Tensor*>, 12> named() const {
+    return {{{"y", &y}, {"state_out", &state_out}, {"chunk_states", &chunk_states}, {"u", &u}, {"dt", &dt},
+             {"A", &A}, {"B", &B}, {"C", &C}, {"D", &D}, {"z", &z}, {"dt_bias", &dt_bias}, {"state_in", &state_in}}};
   }
 };
 void selective_scan_forward(const ScanArgs& args, Context& ctx);

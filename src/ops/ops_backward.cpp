@@ -257,6 +257,7 @@ void selective_scan_backward(const ScanGradArgs& a, Context& ctx) {
   p.state_in = optional_exact<const float>(op, "state_in", a.state_in, {p.b, p.e, p.n});
   p.dstate_in = optional_exact<float>(op, "dstate_in", a.dstate_in, {p.b, p.e, p.n});
   p.dstate_out = optional_exact<const float>(op, "dstate_out", a.dstate_out, {p.b, p.e, p.n});
+  optional_exact<const float>(op, "chunk_states", a.chunk_states, {p.b, scan_state_count(p.l), p.n, p.e});
   p.dt_softplus = a.dt_softplus;
 #ifdef MAMBACPP_HAS_CUDA
   if (dev == Device::cuda) {

@@ -15,6 +15,7 @@
 
 #include "core/context.h"
 #include "core/tensor.h"
+#include "ops/ops.h"
 
 namespace mambacpp {
 
@@ -70,19 +71,24 @@ void conv1d_causal_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dstate_in
 // A time-invariant B or C (e, n) (see ops.h) has its gradient dB / dC (e, n) ADDED to, like dA (the sums over
 // t of the terms above, per channel); it may be undefined. A time-invariant Δ (dt zero) takes its gradient
 // through ddt_bias; ddt is still written.
+// chunk_states, when defined, holds the states that the forward pass wrote for these inputs (ScanArgs, ops.h:
+// (b, scan_state_count(l), n, e) f32): an implementation may start from them instead of running the forward
+// recurrence again. The gradients are the same up to rounding. The CUDA kernel uses them at n ≤ 64 and then skips
+// its forward pass over the sequence; the CPU op checks their shape and recomputes.
 struct ScanGradArgs {
   Tensor du, ddt, dB, dC, dz, dstate_in;  // written (dB, dC added to when (e, n), see above)
   Tensor dA, dD, ddt_bias;                // added to
   Tensor dy, dstate_out;                  // incoming gradients; dstate_out may be undefined (zero)
   Tensor u, dt, A, B, C, D, z, dt_bias;   // the forward's inputs
   Tensor state_in;
+  Tensor chunk_states;                    // optional: the forward's chunk_states (ops.h), see above
   bool dt_softplus = true;
   // Every tensor with its name, for the implementations' checks.
-  std::array<std::pair<const char*, const Tensor*>, 20> named() const {
+  std::array<std::pair<const char*, const Tensor*>, 21> named() const {
     return {{{"du", &du}, {"ddt", &ddt}, {"dB", &dB}, {"dC", &dC}, {"dz", &dz}, {"dstate_in", &dstate_in},
              {"dA", &dA}, {"dD", &dD}, {"ddt_bias", &ddt_bias}, {"dy", &dy}, {"dstate_out", &dstate_out},
              {"u", &u}, {"dt", &dt}, {"A", &A}, {"B", &B}, {"C", &C}, {"D", &D}, {"z", &z}, {"dt_bias", &dt_bias},
-             {"state_in", &state_in}}};
+             {"state_in", &state_in}, {"chunk_states", &chunk_states}}};
   }
 };
 void selective_scan_backward(const ScanGradArgs& args, Context& ctx);

@@ -354,6 +354,108 @@ TEST_F(CudaScan, TimeInvariantBAndCMatchCpuOp) {
       check_lti_case(c, B_lti, C_lti, seed += 20);
 }
 
+// chunk_states (the state before every 16th step, for the backward pass) against the CPU op's, given the same
+// input values (rounded to the dtype): within kTolF32, poisoned first, nothing left unwritten; and y and the final
+// state have the same bits as without chunk_states (the same kernel, except at l = 1, where the single-step
+// kernel runs without them and the chunked one with them: there y is compared with the CPU op).
+struct StatesCase {
+  const char* name;
+  int64_t b, l, e, n;
+  DType dtype;
+  bool z, state_in, B_lti, C_lti;
+};
+
+void check_chunk_states(const StatesCase& c, uint64_t seed) {
+  SCOPED_TRACE(c.name);
+  const int64_t b = c.b, l = c.l, e = c.e, n = c.n, K = scan_state_count(l);
+  const auto sz = [](int64_t x) { return size_t(x); };
+  std::vector<float> u = test::random_vector(sz(b * l * e), seed + 1);
+  std::vector<float> dt = test::random_vector(sz(b * l * e), seed + 2, -3.0f, 1.0f);
+  std::vector<float> Bs = test::random_vector(sz(c.B_lti ? e * n : b * l * n), seed + 3);
+  std::vector<float> Cs = test::random_vector(sz(c.C_lti ? e * n : b * l * n), seed + 4);
+  std::vector<float> z = test::random_vector(sz(b * l * e), seed + 5, -2.0f, 2.0f);
+  std::vector<float> A = test::random_vector(sz(e * n), seed + 6, 0.1f, 2.8f);
+  for (float& a : A) a = -std::exp(a);
+  std::vector<float> D = test::random_vector(sz(e), seed + 7);
+  std::vector<float> bias = test::random_vector(sz(e), seed + 8, -4.0f, -1.0f);
+  std::vector<float> s_in = test::random_vector(sz(b * e * n), seed + 9);
+  for (auto* v : {&u, &dt, &z}) round_to(c.dtype, *v);
+  if (!c.B_lti) round_to(c.dtype, Bs);
+  if (!c.C_lti) round_to(c.dtype, Cs);
+  std::vector<float> y_cpu(sz(b * l * e)), st_cpu(sz(b * K * n * e));
+
+  // The arguments over host or device tensors: t(vector, dims, sequence?) gives the tensor on that side.
+  const auto make_args = [&](auto&& t) {
+    ScanArgs a;
+    a.u = t(u, {b, l, e}, true), a.dt = t(dt, {b, l, e}, true), a.A = t(A, {e, n}, false);
+    a.B = c.B_lti ? t(Bs, {e, n}, false) : t(Bs, {b, l, n}, true);
+    a.C = c.C_lti ? t(Cs, {e, n}, false) : t(Cs, {b, l, n}, true);
+    if (c.z) a.z = t(z, {b, l, e}, true);
+    a.D = t(D, {e}, false), a.dt_bias = t(bias, {e}, false);
+    if (c.state_in) a.state_in = t(s_in, {b, e, n}, false);
+    return a;
+  };
+  ScanArgs host = make_args([](std::vector<float>& v, std::initializer_list<int64_t> dims, bool) {
+    return Tensor(v.data(), DType::f32, dims, Device::cpu);
+  });
+  host.y = Tensor(y_cpu.data(), DType::f32, {b, l, e}), host.chunk_states = Tensor(st_cpu.data(), DType::f32, {b, K, n, e});
+  Context ctx(1);
+  selective_scan_forward(host, ctx);
+
+  std::vector<Dev> held;
+  held.reserve(16);
+  ScanArgs dev = make_args([&](std::vector<float>& v, std::initializer_list<int64_t> dims, bool seq) {
+    held.push_back(device_tensor(seq ? c.dtype : DType::f32, dims));
+    upload(held.back(), v);
+    return held.back().t;
+  });
+  Dev y1 = device_tensor(c.dtype, {b, l, e}), y2 = device_tensor(c.dtype, {b, l, e});
+  Dev s1 = device_tensor(DType::f32, {b, e, n}), s2 = device_tensor(DType::f32, {b, e, n});
+  Dev states = device_tensor(DType::f32, {b, K, n, e});
+  poison(y1), poison(y2), poison(s1), poison(s2), poison(states);
+  dev.y = y1.t, dev.state_out = s1.t, dev.chunk_states = states.t;
+  selective_scan_forward_cuda(dev, ctx);
+  dev.y = y2.t, dev.state_out = s2.t, dev.chunk_states = Tensor{};
+  selective_scan_forward_cuda(dev, ctx);
+  cuda_state(ctx).synchronize();
+
+  const std::vector<float> got = download(states, st_cpu.size());
+  const test::Closeness cs = test::compare(got.data(), st_cpu.data(), got.size());
+  std::printf("[ scan states ] %-40s chunk_states rel L2 %.2e\n", c.name, cs.rel_l2);
+  EXPECT_CLOSE(got.data(), st_cpu.data(), got.size(), kTolF32) << "chunk_states";
+  const std::vector<float> a = download(y1, y_cpu.size()), bb = download(y2, y_cpu.size());
+  const std::vector<float> sa = download(s1, sz(b * e * n)), sb = download(s2, sz(b * e * n));
+  if (l > 1) {
+    EXPECT_EQ(0, std::memcmp(a.data(), bb.data(), a.size() * sizeof(float))) << "y differs with chunk_states";
+    EXPECT_EQ(0, std::memcmp(sa.data(), sb.data(), sa.size() * sizeof(float))) << "state differs with chunk_states";
+  } else {
+    const double tol = c.dtype == DType::f32 ? kTolF32 : c.dtype == DType::bf16 ? kTolBf16Out : kTolF16Out;
+    EXPECT_CLOSE(a.data(), y_cpu.data(), a.size(), tol) << "y (l = 1, chunked kernel)";
+  }
+}
+
+TEST_F(CudaScan, ChunkStatesMatchCpuOp) {
+  using enum DType;
+  const StatesCase cases[] = {
+      // name                              b    l     e    n    dtype z      s_in   B_lti  C_lti
+      {"l = 1", 2, 1, 40, 16, f32, true, true, false, false},
+      {"l = 16, n = 3", 1, 16, 37, 3, f32, false, false, false, false},
+      {"l = 17, n = 4 (8-step chunks)", 2, 17, 50, 4, f32, true, true, false, false},
+      {"odd l and e, n = 5", 3, 77, 37, 5, f32, true, true, false, false},
+      {"n = 16, many chunks", 2, 1000, 96, 16, f32, true, true, false, false},
+      {"n = 16, bf16", 2, 200, 96, 16, bf16, true, true, false, false},
+      {"n = 16, f16, no z", 1, 150, 64, 16, f16, false, false, false, false},
+      {"n = 17, e = 48", 2, 70, 48, 17, f32, true, true, false, false},
+      {"n = 64, e = 33", 2, 129, 33, 64, f32, false, true, false, false},
+      {"n = 100", 1, 45, 19, 100, f32, true, false, false, false},
+      {"n = 256", 1, 40, 20, 256, f32, true, true, false, false},
+      {"B time-invariant", 2, 100, 64, 16, f32, true, true, true, false},
+      {"B and C time-invariant", 1, 70, 48, 16, f32, true, false, true, true},
+  };
+  uint64_t seed = 7000;
+  for (const StatesCase& c : cases) check_chunk_states(c, seed += 20);
+}
+
 // Each unsupported call throws an Error that names what is wrong.
 TEST_F(CudaScan, UnsupportedCallsThrowNamingTheLimit) {
   const int64_t b = 1, l = 8, e = 32, n = 16;

@@ -6,7 +6,9 @@
 // written output is poisoned with NaN before the run. Also: bitwise-identical results run to run, the long-
 // sequence paths (checkpoints every K chunks, several tiles per block), softplus over its whole range and the
 // refusals. A time-invariant B and/or C ((e, n) per channel, the selection ablations, their gradients (e, n)
-// added to from non-zero starting values) goes through the same checks. Every test skips where no GPU is present.
+// added to from non-zero starting values) goes through the same checks. So does the backward that starts from the
+// forward's chunk_states (written by the CUDA forward scan for the same inputs) instead of its own forward pass.
+// Every test skips where no GPU is present.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -24,6 +26,7 @@
 #include "cuda_test_util.h"
 #include "ops/cuda/cuda_scan_backward.h"
 #include "ops/cuda/scan_backward_kernel.h"
+#include "ops/ops.h"
 #include "ops/ops_backward.h"
 #include "support/test_util.h"
 
@@ -51,6 +54,8 @@ struct Problem {
   Pair u, dt, xp, z, A, D, bias, s_in, dy, ds_out;       // inputs
   Pair du, ddt, dxp, dz, ds_in, dA, dD, dbias;            // gradients
   Pair Bt, Ct, dBt, dCt;                                  // time-invariant B, C and their gradients
+  Pair y, states;                                         // the forward's output and chunk_states
+  bool from_states = false;                               // the device backward is given `states`
   std::vector<float> dA0, dD0, dbias0, dBt0, dCt0;        // the added-to gradients' starting values
 
   explicit Problem(const Case& k, uint64_t seed, bool B_lti_ = false, bool C_lti_ = false)
@@ -67,6 +72,7 @@ struct Problem {
     dD = test::make_pair(DType::f32, {e}), dbias = test::make_pair(DType::f32, {e});
     Bt = test::make_pair(DType::f32, {e, n}), Ct = test::make_pair(DType::f32, {e, n});
     dBt = test::make_pair(DType::f32, {e, n}), dCt = test::make_pair(DType::f32, {e, n});
+    y = test::make_pair(DType::f32, {b, l, e}), states = test::make_pair(DType::f32, {b, scan_state_count(l), n, e});
     const auto sz = [](int64_t x) { return size_t(x); };
     test::fill(u, test::random_vector(sz(b * l * e), seed + 1));
     test::fill(dt, c.softplus ? test::random_vector(sz(b * l * e), seed + 2, -3.0f, 1.0f)
@@ -118,7 +124,21 @@ struct Problem {
     if (c.state_in) a.state_in = pick(s_in);
     if (c.dstate_out) a.dstate_out = pick(ds_out);
     a.dt_softplus = c.softplus;
+    if (device && from_states) a.chunk_states = states.dev;
     return a;
+  }
+
+  // Runs the CUDA forward scan on the device inputs, writing its chunk_states into `states` (poisoned first),
+  // and has the device backward start from them.
+  void forward_states(Context& ctx) {
+    const ScanGradArgs g = args(true);
+    ScanArgs f;
+    f.y = y.dev, f.chunk_states = states.dev, f.u = g.u, f.dt = g.dt, f.A = g.A, f.B = g.B, f.C = g.C, f.D = g.D;
+    f.z = g.z, f.dt_bias = g.dt_bias, f.state_in = g.state_in, f.dt_softplus = g.dt_softplus;
+    test::poison(states);
+    selective_scan_forward(f, ctx);
+    cuda_state(ctx).synchronize();
+    from_states = true;
   }
 };
 
@@ -230,6 +250,19 @@ TEST_F(CudaScanBackward, TimeInvariantBAndCMatchCpuOverShapeTable) {
     }
 }
 
+// The backward started from the forward's chunk_states (no forward pass of its own where n ≤ 64; dz then formed
+// in the chunks), over the same table, for S6 and the time-invariant variants.
+TEST_F(CudaScanBackward, FromForwardChunkStatesMatchesCpuOverShapeTable) {
+  uint64_t seed = 4500;
+  for (const Case& c : kCases)
+    for (const auto& [B_lti, C_lti] : {std::pair{false, false}, kLtiVariants[0], kLtiVariants[1], kLtiVariants[2]}) {
+      Problem pr(c, seed += 20, B_lti, C_lti);
+      Context ctx(1);
+      pr.forward_states(ctx);
+      check_against_cpu(pr, run_tensor_op);
+    }
+}
+
 // Softplus over its whole range: dt + dt_bias below 0, between 0 and 20, and above 20 (where δ = dt + dt_bias), so
 // every branch of δ and of its derivative is compared with the CPU op.
 TEST_F(CudaScanBackward, SoftplusOverItsWholeRangeMatchesCpu) {
@@ -281,26 +314,30 @@ TEST_F(CudaScanBackward, LongSequencePathsMatchCpu) {
 // The same inputs give the same bits, twice in a row (and with a larger problem run in between, so that the
 // scratch memory is reallocated and holds other values).
 TEST_F(CudaScanBackward, BitwiseIdenticalRunToRun) {
-  const Case c{"determinism", 4, 517, 160, 16, true, true, true, true, true, true};
-  Problem pr(c, 77);
-  std::vector<std::vector<float>> runs[2];
-  for (int run = 0; run < 2; ++run) {
-    pr.reset();
-    Context ctx(1);
-    if (run == 1) {
-      Problem other(Case{"other", 2, 900, 200, 16, true, true, true, true, true, true}, 78);
-      other.reset();
-      selective_scan_backward_cuda(other.args(true), ctx);
+  for (const bool from_states : {false, true}) {
+    SCOPED_TRACE(from_states ? "from the forward's chunk_states" : "with its own forward pass");
+    const Case c{"determinism", 4, 517, 160, 16, true, true, true, true, true, true};
+    Problem pr(c, 77);
+    std::vector<std::vector<float>> runs[2];
+    for (int run = 0; run < 2; ++run) {
+      pr.reset();
+      Context ctx(1);
+      if (from_states && run == 0) pr.forward_states(ctx);
+      if (run == 1) {
+        Problem other(Case{"other", 2, 900, 200, 16, true, true, true, true, true, true}, 78);
+        other.reset();
+        selective_scan_backward_cuda(other.args(true), ctx);
+      }
+      selective_scan_backward_cuda(pr.args(true), ctx);
+      cuda_state(ctx).synchronize();
+      for (const Pair* p : {&pr.du, &pr.ddt, &pr.dxp, &pr.dz, &pr.ds_in, &pr.dA, &pr.dD, &pr.dbias})
+        runs[run].push_back(test::download(*p));
     }
-    selective_scan_backward_cuda(pr.args(true), ctx);
-    cuda_state(ctx).synchronize();
-    for (const Pair* p : {&pr.du, &pr.ddt, &pr.dxp, &pr.dz, &pr.ds_in, &pr.dA, &pr.dD, &pr.dbias})
-      runs[run].push_back(test::download(*p));
+    const char* names[] = {"du", "ddt", "dB/dC", "dz", "dstate_in", "dA", "dD", "ddt_bias"};
+    for (size_t i = 0; i < runs[0].size(); ++i)
+      EXPECT_EQ(0, std::memcmp(runs[0][i].data(), runs[1][i].data(), runs[0][i].size() * sizeof(float)))
+          << names[i] << " differs between runs";
   }
-  const char* names[] = {"du", "ddt", "dB/dC", "dz", "dstate_in", "dA", "dD", "ddt_bias"};
-  for (size_t i = 0; i < runs[0].size(); ++i)
-    EXPECT_EQ(0, std::memcmp(runs[0][i].data(), runs[1][i].data(), runs[0][i].size() * sizeof(float)))
-        << names[i] << " differs between runs";
 }
 
 // The same with a time-invariant B, C or both: every output, the (e, n) dB / dC sums over batch rows and steps
@@ -349,6 +386,12 @@ TEST_F(CudaScanBackward, RefusesNamingTheLimit) {
   a = pr.args(true), a.A = A257.dev, a.B = a.C = a.dB = a.dC = B257.dev, a.state_in = a.dstate_out = Tensor{};
   a.dstate_in = Tensor{}, a.dA = Tensor{};
   expect_refused(a, "1..256");
+  Pair short_states = test::make_pair(DType::f32, {1, 1, 16, 32});  // l = 8 needs [1, 1, 16, 32]: this is one
+  Pair wrong_states = test::make_pair(DType::f32, {1, 1, 32, 16});  // (n, e) swapped
+  a = pr.args(true), a.chunk_states = short_states.dev;
+  ASSERT_TRUE(selective_scan_backward_cuda_supports(a, &why)) << why;
+  a.chunk_states = wrong_states.dev;
+  expect_refused(a, "chunk_states must be a contiguous [1, 1, 16, 32]");
 }
 
 }  // namespace

@@ -67,6 +67,7 @@ struct ScanParams {
   const float* dt_bias = nullptr;     // (e) or null
   const float* state_in = nullptr;    // (b, e, n) contiguous, or null for zeros
   float* state_out = nullptr;         // (b, e, n) contiguous, or null; may equal state_in
+  float* chunk_states = nullptr;      // (b, scan_state_count(l), n, e) contiguous, or null (ops.h)
   bool dt_softplus = true;
 };
 void selective_scan(const ScanParams& p, int threads);

@@ -14,6 +14,7 @@
 #include "ops/cpu/scratch.h"
 #include "ops/cpu/simd.h"
 #include "ops/cpu/vec_math.h"
+#include "ops/ops.h"
 
 namespace mambacpp::cpu {
 namespace {
@@ -78,6 +79,16 @@ void scan_pass(const ScanParams& p, const Block& k, int64_t t0, int64_t len, con
   if constexpr (NS > 0)
     for (int s = 0; s < NS; ++s) hr[s] = h[s];
   for (int64_t i = 0; i < len; ++i) {
+    if (p.chunk_states != nullptr && (t0 + i) % kScanStateInterval == 0) {
+      // The state before this step, for the backward pass: (bi, k, s, c), the block's channels contiguous.
+      float* dst = p.chunk_states + ((k.bi * scan_state_count(p.l) + (t0 + i) / kScanStateInterval) * p.n) * p.e + k.c0;
+      for (int64_t s = 0; s < p.n; ++s) {
+        if constexpr (NS > 0)
+          hr[s].store_partial(dst + s * p.e, k.width);
+        else
+          h[s].store_partial(dst + s * p.e, k.width);
+      }
+    }
     const TokenTerms& tt = terms[i];
     const float* Bt = LB ? nullptr : p.B.at(k.bi, t0 + i);
     const float* Ct = LC ? nullptr : p.C.at(k.bi, t0 + i);

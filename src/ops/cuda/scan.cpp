@@ -80,7 +80,8 @@ bool make_params(const ScanArgs& a, cuda::ScanKernelParams* p, std::string* why)
       (a.D.defined() && !check_f32("D", a.D, {e}, why)) ||
       (a.dt_bias.defined() && !check_f32("dt_bias", a.dt_bias, {e}, why)) ||
       (a.state_in.defined() && !check_f32("state_in", a.state_in, {b, e, n}, why)) ||
-      (a.state_out.defined() && !check_f32("state_out", a.state_out, {b, e, n}, why)))
+      (a.state_out.defined() && !check_f32("state_out", a.state_out, {b, e, n}, why)) ||
+      (a.chunk_states.defined() && !check_f32("chunk_states", a.chunk_states, {b, scan_state_count(l), n, e}, why)))
     return false;
   if (a.y.dtype != in && a.y.dtype != DType::f32)
     return refuse(why, fmt::format("y is {}; it must be {} (the dtype of u) or f32", dtype_name(a.y.dtype),
@@ -106,6 +107,7 @@ bool make_params(const ScanArgs& a, cuda::ScanKernelParams* p, std::string* why)
   p->dt_bias = a.dt_bias.defined() ? a.dt_bias.f32() : nullptr;
   p->state_in = a.state_in.defined() ? a.state_in.f32() : nullptr;
   p->state_out = a.state_out.defined() ? a.state_out.f32() : nullptr;
+  p->chunk_states = a.chunk_states.defined() ? a.chunk_states.f32() : nullptr;
   p->dt_softplus = a.dt_softplus;
   std::string kernel_why;
   if (!cuda::scan_kernel_supports(*p, &kernel_why)) return refuse(why, kernel_why);

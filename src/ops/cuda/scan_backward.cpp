@@ -92,6 +92,14 @@ bool make_params(const ScanGradArgs& a, cuda::ScanGradKernelParams* p, std::stri
   p->dstate_in = data_or_null(a.dstate_in), p->dstate_out = data_or_null(a.dstate_out);
   p->A = data_or_null(a.A), p->D = data_or_null(a.D), p->dt_bias = data_or_null(a.dt_bias);
   p->state_in = data_or_null(a.state_in);
+  if (a.chunk_states.defined()) {
+    const Tensor& t = a.chunk_states;
+    if (t.ndim != 4 || t.shape[0] != b || t.shape[1] != scan_state_count(l) || t.shape[2] != n || t.shape[3] != e ||
+        !t.is_contiguous())
+      return refuse(why, fmt::format("chunk_states must be a contiguous [{}, {}, {}, {}], got {}", b,
+                                     scan_state_count(l), n, e, t.shape_str()));
+    p->chunk_states = t.f32();
+  }
   p->dt_softplus = a.dt_softplus;
   if (p->z.p != nullptr && p->dz.p == nullptr) return refuse(why, "dz must be given exactly when z is");
   std::string kernel_why;

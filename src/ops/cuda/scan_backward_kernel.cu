@@ -10,6 +10,10 @@
 //   1. forward: the states are run over the whole sequence and the state at the start of every K-th chunk is
 //      kept in global scratch (K = 1 unless the sequence is so long that the checkpoints would exceed their
 //      budget). With a gate, y' = Σ_s h·C + D·u is formed on the way and dz written.
+//      Where the forward scan left its chunk_states (the state every 16 steps) and the chunks are 16 steps
+//      (n ≤ 64), this pass is skipped (Start::states): they are the chunk-start states, and with a gate y' is
+//      formed from each chunk's recomputed states in step 2 instead (its per-thread sums in a third shared
+//      array: 59 KB of shared memory per block at n = 16, still two blocks per SM).
 //   2. backward, chunk groups of K last to first: when K > 1 the K chunk-start states are recomputed into the
 //      block's own scratch; then each chunk, last to first: its T + 1 states are recomputed in registers
 //      (never written anywhere), and its steps are walked in reverse carrying the state gradient g.
@@ -42,6 +46,10 @@ namespace {
 
 using namespace scan_math;
 using namespace scan_bwd;
+
+// Where the backward's chunk-start states come from: its own forward pass over the sequence (which also writes
+// dz), or the forward's chunk_states, with dz formed in the chunks where there is a gate (states_dz).
+enum class Start { forward_pass, states, states_dz };
 
 // P consecutive floats (P = 2 or 4, aligned to P floats) in one access.
 template <int P>
@@ -129,14 +137,19 @@ __device__ __forceinline__ void fetch_chunk(const ScanGradKernelParams& p, const
   }
 }
 
-// The chunk-start state at `h0` (zero for channels past e).
-template <class Tl>
-__device__ __forceinline__ void fetch_state(const Pos& at, const float* h0, Fetch<Tl>& f) {
-  if (at.c_ok)
-    load4<Tl::P>(f.h0, h0);
-  else
+// The chunk-start state at `h0` (zero for channels past e): the thread's P values, consecutive in the checkpoint
+// scratch, or (F ≠ forward_pass) at h0, h0 + e, … in the forward's chunk_states (states past n absent there).
+template <class Tl, Start F>
+__device__ __forceinline__ void fetch_state(const ScanGradKernelParams& p, const Pos& at, const float* h0,
+                                            Fetch<Tl>& f) {
+  if constexpr (F == Start::forward_pass) {
+    if (at.c_ok) {
+      load4<Tl::P>(f.h0, h0);
+      return;
+    }
+  }
 #pragma unroll
-    for (int j = 0; j < Tl::P; ++j) f.h0[j] = 0.0f;
+  for (int j = 0; j < Tl::P; ++j) f.h0[j] = at.c_ok && at.g * Tl::P + j < p.n ? h0[j * p.e] : 0.0f;
 }
 
 // Chunk ci's B (and C when `with_c`) into shared memory, [T][NPAD] each: from the fetch, or for large n from
@@ -287,11 +300,14 @@ __host__ __device__ constexpr int ilog2(int x) { return x <= 1 ? 0 : 1 + ilog2(x
 
 // One chunk of the backward: recompute its states from h0, walk its steps in reverse, write du and ddt, and
 // leave the block's dB and dC of the chunk in the partial sums of its group. `next` holds chunk ci's inputs on
-// entry and, when ci > ci_first, chunk ci − 1's on return (its start state read from h0_prev).
-template <class Tl>
+// entry and, when ci > ci_first, chunk ci − 1's on return (its start state read from h0_prev). states_dz: there
+// was no forward pass (the start states came from the forward's chunk_states), so y' = Σ_s h·C + D·u is formed
+// from the recomputed states and dz written here.
+template <class Tl, Start F>
 __device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, const Pos& at, TileRegs<Tl>& r,
                                const float* h0_prev, int64_t ci, int64_t ci_first, bool first_tile,
                                Fetch<Tl>& next, float* smem) {
+  constexpr bool DZ = F == Start::states_dz;
   constexpr int T = Tl::T, G = Tl::G, CB = Tl::CB, P = Tl::P, NPAD = Tl::NPAD;
   constexpr int S = P == 2 ? 4 : 2;                                    // steps per lane reduction
   constexpr int V = 2 * S * P > CB ? 2 * S * P / CB : 1;               // values per lane after the reduction
@@ -307,12 +323,13 @@ __device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, 
   const Fetch<Tl> cur = next;
   if (ci > ci_first) {
     fetch_chunk<Tl>(p, at, ci - 1, true, true, next);
-    fetch_state<Tl>(at, h0_prev, next);
+    fetch_state<Tl, F>(p, at, h0_prev, next);
   }
   float hist[T + 1][P];
 #pragma unroll
   for (int j = 0; j < P; ++j) hist[0][j] = cur.h0[j];
   float keep_delta[Tl::ITEMS], keep_u[Tl::ITEMS], keep_dyp[Tl::ITEMS], keep_dsoft[Tl::ITEMS];
+  float keep_dy[DZ ? Tl::ITEMS : 1], keep_z[DZ ? Tl::ITEMS : 1];
 #pragma unroll
   for (int k = 0; k < Tl::ITEMS; ++k) {
     const int t = at.g + k * G;
@@ -326,6 +343,7 @@ __device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, 
     tc[t * CB + at.cl] = make_float2(delta, delta * cur.u[k]);
     dys[t * CB + at.cl] = dyp;
     keep_delta[k] = delta, keep_u[k] = cur.u[k], keep_dyp[k] = dyp, keep_dsoft[k] = dsoft;
+    if constexpr (DZ) keep_dy[k] = cur.dy[k], keep_z[k] = cur.z[k];
   }
   stage_bc<Tl>(p, at, ci, cur, true, smem);
   __syncthreads();
@@ -339,6 +357,14 @@ __device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, 
     bc_row<Tl::B_LTI, P>(bv, r.B, sB + t * NPAD);
 #pragma unroll
     for (int j = 0; j < P; ++j) hist[t + 1][j] = fmaf(ex2(d.x * r.a2[j]), hist[t][j], d.y * bv[j]);
+    if constexpr (DZ) {  // this thread's share of Σ_s h·C, as the forward pass forms it
+      float cv[P];
+      bc_row<Tl::C_LTI, P>(cv, r.C, sC + t * NPAD);
+      float ys = 0.0f;
+#pragma unroll
+      for (int j = 0; j < P; ++j) ys = fmaf(hist[t + 1][j], cv[j], ys);
+      smem[Tl::YP_OFF + (t * G + at.g) * CB + at.cl] = ys;
+    }
   }
   // Steps in groups of S (t2, t2 − 1, …): the dB and dC terms of all go through one lane reduction, v[2P·i,
   // 2P·(i + 1)) for step t2 − i, which takes fewer exchanges than S reductions.
@@ -404,6 +430,13 @@ __device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, 
     const float ddt = fmaf(keep_u[k], sgb, sdd) * keep_dsoft[k];
     p.du.p[at_seq(p.du, at.bi, t0 + t, at.c)] = du;
     p.ddt.p[at_seq(p.ddt, at.bi, t0 + t, at.c)] = ddt;
+    if constexpr (DZ) {
+      float y = r.D * keep_u[k];
+#pragma unroll 8
+      for (int gg = 0; gg < G; ++gg) y += smem[Tl::YP_OFF + (t * G + gg) * CB + at.cl];
+      const float zv = keep_z[k], sig = sigmoid(zv);
+      p.dz.p[at_seq(p.dz, at.bi, t0 + t, at.c)] = keep_dy[k] * y * sig * fmaf(zv, 1.0f - sig, 1.0f);
+    }
     r.dD = fmaf(keep_dyp[k], keep_u[k], r.dD);
     r.dbias += ddt;
   }
@@ -413,8 +446,39 @@ __device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, 
   for (int i = at.tid; i < tl * 2 * NPAD; i += Tl::NT) out[i] = first_tile ? bc[i] : out[i] + bc[i];
 }
 
+// The backward's walk over the chunks, last to first, from the chunk-start states: the checkpoints of its forward
+// pass (recomputed per group of K chunks when K > 1), or the forward's chunk_states (K = 1). h: the state after
+// its forward pass (used as scratch when K > 1).
+template <class Tl, Start F>
+__device__ void backward_chunks(const ScanGradKernelParams& p, const Scratch& w, const Pos& at, TileRegs<Tl>& r,
+                                float (&h)[Tl::P], bool first_tile, float* smem) {
+  constexpr int P = Tl::P;
+  Fetch<Tl> next;  // the inputs of the next chunk to walk, fetched one chunk ahead
+  for (int64_t k = w.ckpts - 1; k >= 0; --k) {
+    const int64_t ci_begin = k * w.per_ckpt, ci_end = min(w.chunks, ci_begin + w.per_ckpt);
+    if (w.per_ckpt > 1) {
+      if (at.c_ok) load4<P>(h, global_ckpt<Tl>(w, at, p.e, k));
+      forward_pass<Tl, true, false>(p, w, at, r, h, ci_begin, ci_end, smem);
+    }
+    // The state at the start of chunk ci: in the block's scratch when K > 1, else its global checkpoint.
+    const auto start_state = [&](int64_t ci) -> const float* {
+      if constexpr (F != Start::forward_pass) return w.states + ((at.bi * w.chunks + ci) * p.n + at.g * P) * p.e + at.c;
+      return w.per_ckpt > 1 ? local_ckpt<Tl>(w, at, ci - ci_begin) : global_ckpt<Tl>(w, at, p.e, ci);
+    };
+    // With K = 1 every chunk's start state is a global checkpoint and the fetches run across checkpoint
+    // groups; with K > 1 the next group's start states are not yet recomputed, so they stop at the group.
+    const int64_t ci_first = w.per_ckpt > 1 ? ci_begin : 0;
+    if (w.per_ckpt > 1 || k == w.ckpts - 1) {
+      fetch_chunk<Tl>(p, at, ci_end - 1, true, true, next);
+      fetch_state<Tl, F>(p, at, start_state(ci_end - 1), next);
+    }
+    for (int64_t ci = ci_end - 1; ci >= ci_begin; --ci)
+      chunk_backward<Tl, F>(p, w, at, r, start_state(max(ci - 1, ci_first)), ci, ci_first, first_tile, next, smem);
+  }
+}
+
 // The whole backward of one tile (CB channels of batch row at.bi).
-template <class Tl>
+template <class Tl, Start F>
 __device__ void tile_backward(const ScanGradKernelParams& p, const Scratch& w, const Pos& at, bool first_tile,
                               float* smem) {
   constexpr int P = Tl::P, G = Tl::G, CB = Tl::CB;
@@ -437,31 +501,13 @@ __device__ void tile_backward(const ScanGradKernelParams& p, const Scratch& w, c
   r.D = at.c_ok && p.D != nullptr ? p.D[at.c] : 0.0f;
   r.dD = 0.0f, r.dbias = 0.0f;
 
-  if (p.z.p != nullptr)
-    forward_pass<Tl, false, true>(p, w, at, r, h, 0, w.chunks, smem);
-  else
-    forward_pass<Tl, false, false>(p, w, at, r, h, 0, w.chunks, smem);
-  Fetch<Tl> next;  // the inputs of the next chunk to walk, fetched one chunk ahead
-  for (int64_t k = w.ckpts - 1; k >= 0; --k) {
-    const int64_t ci_begin = k * w.per_ckpt, ci_end = min(w.chunks, ci_begin + w.per_ckpt);
-    if (w.per_ckpt > 1) {
-      if (at.c_ok) load4<P>(h, global_ckpt<Tl>(w, at, p.e, k));
-      forward_pass<Tl, true, false>(p, w, at, r, h, ci_begin, ci_end, smem);
-    }
-    // The state at the start of chunk ci: in the block's scratch when K > 1, else its global checkpoint.
-    const auto start_state = [&](int64_t ci) {
-      return w.per_ckpt > 1 ? local_ckpt<Tl>(w, at, ci - ci_begin) : global_ckpt<Tl>(w, at, p.e, ci);
-    };
-    // With K = 1 every chunk's start state is a global checkpoint and the fetches run across checkpoint
-    // groups; with K > 1 the next group's start states are not yet recomputed, so they stop at the group.
-    const int64_t ci_first = w.per_ckpt > 1 ? ci_begin : 0;
-    if (w.per_ckpt > 1 || k == w.ckpts - 1) {
-      fetch_chunk<Tl>(p, at, ci_end - 1, true, true, next);
-      fetch_state<Tl>(at, start_state(ci_end - 1), next);
-    }
-    for (int64_t ci = ci_end - 1; ci >= ci_begin; --ci)
-      chunk_backward<Tl>(p, w, at, r, start_state(max(ci - 1, ci_first)), ci, ci_first, first_tile, next, smem);
+  if constexpr (F == Start::forward_pass) {
+    if (p.z.p != nullptr)
+      forward_pass<Tl, false, true>(p, w, at, r, h, 0, w.chunks, smem);
+    else
+      forward_pass<Tl, false, false>(p, w, at, r, h, 0, w.chunks, smem);
   }
+  backward_chunks<Tl, F>(p, w, at, r, h, first_tile, smem);
 
 #pragma unroll
   for (int j = 0; j < P; ++j) {
@@ -486,7 +532,7 @@ __device__ void tile_backward(const ScanGradKernelParams& p, const Scratch& w, c
   }
 }
 
-template <class Tl>
+template <class Tl, Start F>
 __global__ void __launch_bounds__(Tl::NT, Tl::MIN_BLOCKS) scan_bwd_kernel(const ScanGradKernelParams p, const Scratch w) {
   extern __shared__ float4 smem_f4[];
   float* smem = reinterpret_cast<float*>(smem_f4);
@@ -502,21 +548,43 @@ __global__ void __launch_bounds__(Tl::NT, Tl::MIN_BLOCKS) scan_bwd_kernel(const 
     at.c = tile * Tl::CB + at.cl;
     at.c_ok = at.c < p.e;
     __syncthreads();  // the previous tile's last reads of shared memory are done
-    tile_backward<Tl>(p, w, at, tile == first, smem);
+    tile_backward<Tl, F>(p, w, at, tile == first, smem);
   }
+}
+
+// Launches the kernel of tile variant Tl for the start F (above 48 KB of shared memory only with y' formed in the
+// chunks, which that kernel is allowed once).
+template <class Tl, Start F>
+void launch_start(const ScanGradKernelParams& p, const Scratch& w, cudaStream_t stream) {
+  const auto kernel = scan_bwd_kernel<Tl, F>;
+  constexpr size_t bytes = F == Start::states_dz ? Tl::smem_bytes_dz : Tl::smem_bytes;
+  if constexpr (bytes > 48 * 1024) {
+    static const cudaError_t allowed =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+    CUDA_CHECK(allowed);
+  }
+  kernel<<<unsigned(p.b * w.groups), Tl::NT, bytes, stream>>>(p, w);
+}
+
+template <class Tl>
+void launch_variant(const ScanGradKernelParams& p, const Scratch& w, cudaStream_t stream) {
+  if constexpr (Tl::FROM_STATES) {
+    if (w.states != nullptr && p.z.p != nullptr) return launch_start<Tl, Start::states_dz>(p, w, stream);
+    if (w.states != nullptr) return launch_start<Tl, Start::states>(p, w, stream);
+  }
+  launch_start<Tl, Start::forward_pass>(p, w, stream);
 }
 
 template <class Tl>
 void launch_tile(const ScanGradKernelParams& p, const Scratch& w, cudaStream_t stream) {
-  const int64_t blocks = p.b * w.groups;
   if (p.B_lti == nullptr && p.C_lti == nullptr)
-    scan_bwd_kernel<Tl><<<unsigned(blocks), Tl::NT, Tl::smem_bytes, stream>>>(p, w);
+    launch_variant<Tl>(p, w, stream);
   else if (p.C_lti == nullptr)
-    scan_bwd_kernel<Lti<Tl, true, false>><<<unsigned(blocks), Tl::NT, Tl::smem_bytes, stream>>>(p, w);
+    launch_variant<Lti<Tl, true, false>>(p, w, stream);
   else if (p.B_lti == nullptr)
-    scan_bwd_kernel<Lti<Tl, false, true>><<<unsigned(blocks), Tl::NT, Tl::smem_bytes, stream>>>(p, w);
+    launch_variant<Lti<Tl, false, true>>(p, w, stream);
   else
-    scan_bwd_kernel<Lti<Tl, true, true>><<<unsigned(blocks), Tl::NT, Tl::smem_bytes, stream>>>(p, w);
+    launch_variant<Lti<Tl, true, true>>(p, w, stream);
   CUDA_CHECK_LAUNCH("selective_scan_backward", stream);
 }
 

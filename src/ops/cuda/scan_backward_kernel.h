@@ -38,6 +38,9 @@ struct ScanGradKernelParams {
   const float* D = nullptr;           // (e) or nullptr
   const float* dt_bias = nullptr;     // (e) or nullptr
   const float* state_in = nullptr;    // (b, e, n) or nullptr for zeros
+  // (b, ceil(l / 16), n, e) or nullptr: the forward's state before every 16th step (ops.h, chunk_states); used
+  // by the tiles of n ≤ 64 (chunks of 16 steps) in place of their forward pass over the sequence.
+  const float* chunk_states = nullptr;
   bool dt_softplus = true;
   // Budgets, in floats, of the state checkpoints and of the dB/dC partial sums; 0 takes the defaults. Smaller
   // budgets reach the paths that long sequences take (checkpoints every K chunks, several tiles per block).

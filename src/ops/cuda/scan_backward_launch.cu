@@ -28,7 +28,8 @@ Plan plan_tile(const ScanGradKernelParams& p) {
   const int64_t ckpt_budget = p.checkpoint_budget > 0 ? p.checkpoint_budget : default_budget;
   const int64_t partial_budget = p.partial_budget > 0 ? p.partial_budget : default_budget;
   const int64_t state_floats = p.b * p.e * Tl::NPAD;  // one checkpoint of every state
-  q.per_ckpt = std::max<int64_t>(1, (q.chunks * state_floats + ckpt_budget - 1) / ckpt_budget);
+  q.from_states = p.chunk_states != nullptr && Tl::FROM_STATES;
+  q.per_ckpt = q.from_states ? 1 : std::max<int64_t>(1, (q.chunks * state_floats + ckpt_budget - 1) / ckpt_budget);
   q.ckpts = (q.chunks + q.per_ckpt - 1) / q.per_ckpt;
   const int64_t group_floats = std::max<int64_t>(1, p.b * p.l * 2 * Tl::NPAD);
   q.groups = std::clamp<int64_t>(partial_budget / group_floats, 1, std::max<int64_t>(1, q.tiles));
@@ -40,7 +41,7 @@ Plan plan_tile(const ScanGradKernelParams& p) {
     return off;
   };
   const bool lti_both = p.B_lti != nullptr && p.C_lti != nullptr;  // then no per-token partial sums
-  q.ckpt = take(q.ckpts * state_floats);
+  q.ckpt = take(q.from_states ? 0 : q.ckpts * state_floats);
   q.local = take(q.per_ckpt > 1 ? blocks * q.per_ckpt * Tl::NT * Tl::P : 0);
   q.bc = take(lti_both ? 0 : q.groups * group_floats);
   q.dA = take(p.b * p.e * p.n);
@@ -157,7 +158,8 @@ void scan_backward_kernel_launch(const ScanGradKernelParams& p, void* scratch, c
   float* base = static_cast<float*>(scratch);
   const Scratch w{base + q.ckpt,  base + q.local,  base + q.bc,       base + q.dA,
                   base + q.dD,    base + q.dbias,  q.groups,          q.chunks,
-                  q.per_ckpt,     q.ckpts,         base + q.dB_lti,   base + q.dC_lti};
+                  q.per_ckpt,     q.ckpts,         base + q.dB_lti,   base + q.dC_lti,
+                  q.from_states ? p.chunk_states : nullptr};
   launch_main(p, w, stream);
   const int npad = with_tile(p.n, [&]<class Tl>() { return Tl::NPAD; });
   const bool B_seq = p.B_lti == nullptr, C_seq = p.C_lti == nullptr;

@@ -20,11 +20,16 @@ struct Tile {
   static constexpr int NPAD = P * G;                 // state slots: n rounded up
   static constexpr int ITEMS = (T + G - 1) / G;      // (t, c) items per thread: t = g + k·G
   // Shared memory, in floats: (δ, δ·u) [T][CB], dy' [T][CB], B [T][NPAD], C [T][NPAD], per-thread sums
-  // [2][T][G][CB], the block's dB and dC [T][2·NPAD].
+  // [2][T][G][CB], the block's dB and dC [T][2·NPAD]; then, only where the chunks' states come from the forward
+  // pass and there is a gate, the per-thread sums Σ h·C of y' [T][G][CB] (smem_bytes_dz).
   static constexpr int TC_OFF = 0, DY_OFF = 2 * T * CB, B_OFF = 3 * T * CB, C_OFF = B_OFF + T * NPAD;
   static constexpr int PART_OFF = C_OFF + T * NPAD;
   static constexpr int BC_OFF = PART_OFF + 2 * T * G * CB;
-  static constexpr size_t smem_bytes = size_t(BC_OFF + 2 * T * NPAD) * sizeof(float);
+  static constexpr int YP_OFF = BC_OFF + 2 * T * NPAD;
+  static constexpr size_t smem_bytes = size_t(YP_OFF) * sizeof(float);
+  static constexpr size_t smem_bytes_dz = size_t(YP_OFF + T * G * CB) * sizeof(float);
+  // Whether the forward's chunk_states (one per 16 steps) can stand for this tile's chunk-start states.
+  static constexpr bool FROM_STATES = T == 16;
   static_assert(P == 2 || P == 4, "states are moved as float2 or float4");
   static_assert(CB <= 32 && 32 % CB == 0 && NT % 32 == 0, "a channel group must sit inside one warp");
   static_assert(smem_bytes <= 48 * 1024, "no opt-in to large shared memory");
@@ -59,12 +64,14 @@ struct Plan {
   int64_t per_ckpt = 1, ckpts = 0;  // K chunks between global checkpoints; their number
   int64_t ckpt = 0, local = 0, bc = 0, dA = 0, dD = 0, dbias = 0, total = 0;
   int64_t dB_lti = 0, dC_lti = 0;  // the batch rows' sums of a time-invariant B's / C's gradient (b, e, n)
+  bool from_states = false;         // the chunk-start states are p.chunk_states (no forward pass, no checkpoints)
 };
 
 struct Scratch {
   float *ckpt, *local, *bc, *dA, *dD, *dbias;
   int64_t groups, chunks, per_ckpt, ckpts;
   float *dB_lti, *dC_lti;
+  const float* states;  // p.chunk_states where the plan uses them, else nullptr
 };
 
 // Element (bi, t, k) of a sequence tensor.

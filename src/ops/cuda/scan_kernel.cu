@@ -19,6 +19,8 @@
 //  - exp(δ·A) = ex2(δ · A·log2 e): log2 e is folded into A once per thread, so each state element and step costs
 //    one multiply and one MUFU.EX2 (ex2.approx, relative error about 2⁻²²). softplus uses one more ex2 per
 //    (t, c) and a polynomial log1p on the FMA pipe.
+//  - chunk_states (for the backward pass, when asked for): stage (2) stores the state before every 16th step,
+//    element (bi, k, s, c), so that a warp's 32 channels of one state element are one coalesced store.
 //  - Steps past the end of the sequence and channels past e run with δ = 0 and B = 0, which leaves the state
 //    exactly unchanged, so the recurrence loop has no bounds checks.
 //  - A time-invariant B or C (B_lti, C_lti: per channel, the selection ablations) is a variant of the tile
@@ -199,8 +201,23 @@ __device__ __forceinline__ void stage_inputs(Regs<Tl, In>& r, const ScanKernelPa
 // Stage (2): the P recurrences over the chunk's T steps; the partial sums Σ_s h·C stay in registers until the
 // end, so that no shared-memory store sits between the loads of successive steps. A time-invariant B or C comes
 // from the thread's registers instead of the chunk's rows.
+// The state before step t0 + t into chunk_states (when asked for and t0 + t is a multiple of 16, inside the
+// sequence): element (bi, k, s, c), so a warp's 32 channels of one state are one coalesced store.
+template <class Tl>
+__device__ __forceinline__ void store_chunk_state(const ScanKernelParams& p, const Pos& at, const float (&h)[Tl::P],
+                                                  int64_t t0, int t, int tl) {
+  static_assert(Tl::T % 16 == 0 || 16 % Tl::T == 0, "chunks and state intervals nest");
+  if (p.chunk_states == nullptr || t % 16 != 0 || (Tl::T < 16 && t0 % 16 != 0) || t >= tl || !at.c_ok) return;
+  const int64_t k = (t0 + t) / 16, K = (p.l + 15) / 16;
+  float* dst = p.chunk_states + ((at.bi * K + k) * p.n + at.g * Tl::P) * p.e + at.c;
+#pragma unroll
+  for (int j = 0; j < Tl::P; ++j)
+    if (at.g * Tl::P + j < p.n) dst[j * p.e] = h[j];
+}
+
 template <class Tl, class In>
-__device__ __forceinline__ void stage_recurrence(Regs<Tl, In>& r, const Pos& at, float* smem) {
+__device__ __forceinline__ void stage_recurrence(Regs<Tl, In>& r, const ScanKernelParams& p, const Pos& at,
+                                                 int64_t t0, int tl, float* smem) {
   constexpr int P = Tl::P, T = Tl::T, NPAD = Tl::NPAD, CB = Tl::CB;
   const float2* s_dd = reinterpret_cast<const float2*>(smem + Tl::DD_OFF);
   const float* sB = smem + Tl::B_OFF + at.g * P;
@@ -222,6 +239,7 @@ __device__ __forceinline__ void stage_recurrence(Regs<Tl, In>& r, const Pos& at,
     } else {
       load_row<P>(cv, sC + t * NPAD);
     }
+    if (t % 16 == 0) store_chunk_state<Tl>(p, at, r.h, t0, t, tl);
     float y = 0.0f;
 #pragma unroll
     for (int j = 0; j < P; ++j) {
@@ -300,7 +318,7 @@ __global__ void __launch_bounds__(Tl::NT) scan_fwd_kernel(const ScanKernelParams
       stage_inputs<Tl, In, false>(r, p, at, tl, bias, smem);
     __syncthreads();
     if (t0 + T < p.l) load_chunk_at<Tl, In>(r, p, at, t0 + T);
-    stage_recurrence<Tl, In>(r, at, smem);
+    stage_recurrence<Tl, In>(r, p, at, t0, tl, smem);
     __syncthreads();
     if (full)
       stage_output<Tl, In, true>(r, p, at, t0, tl, Dc, smem);
@@ -406,7 +424,7 @@ bool scan_kernel_supports(const ScanKernelParams& p, std::string* why) {
 
 void scan_kernel_launch(const ScanKernelParams& p, cudaStream_t stream) {
   if (p.b == 0 || p.e == 0) return;
-  if (p.l == 1) return scan_step_kernel_launch(p, stream);
+  if (p.l == 1 && p.chunk_states == nullptr) return scan_step_kernel_launch(p, stream);
   if (p.B_lti != nullptr || p.C_lti != nullptr) return launch_lti(p, stream);
   switch (p.in_dtype) {
     case DType::f32: launch_for_dtype<float>(p, stream); break;

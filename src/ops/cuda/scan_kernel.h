@@ -40,6 +40,7 @@ struct ScanKernelParams {
   const float* dt_bias = nullptr;    // (e) or nullptr
   const float* state_in = nullptr;   // (b, e, n) or nullptr for zeros
   float* state_out = nullptr;        // (b, e, n) or nullptr; may equal state_in
+  float* chunk_states = nullptr;     // (b, ceil(l / 16), n, e) or nullptr: the state before every 16th step (ops.h)
   bool dt_softplus = true;
   const float* B_lti = nullptr;      // (e, n) or nullptr: a time-invariant B[c, s] in place of B[t, s]
   const float* C_lti = nullptr;      // (e, n) or nullptr: a time-invariant C[c, s] in place of C[t, s]
@@ -51,7 +52,7 @@ constexpr int64_t kScanMaxState = 256;
 // Whether the kernel handles `p`; if not, *why (when given) names the limit that is exceeded.
 bool scan_kernel_supports(const ScanKernelParams& p, std::string* why);
 // Queues the scan on `stream`. `p` must be supported (checked by the caller). A single step (l = 1, decoding)
-// runs the light kernel of scan_step_kernel.cu; longer sequences the chunked kernel of scan_kernel.cu.
+// without chunk_states runs the light kernel of scan_step_kernel.cu; the rest the chunked kernel of scan_kernel.cu.
 void scan_kernel_launch(const ScanKernelParams& p, cudaStream_t stream);
 // The single-step kernel alone (p.l must be 1).
 void scan_step_kernel_launch(const ScanKernelParams& p, cudaStream_t stream);
