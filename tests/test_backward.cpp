@@ -287,7 +287,9 @@ struct ScanGrads {
   std::vector<float> du, ddt, dz, dB, dC, dA, dD, ddt_bias, dstate_in;
 };
 
-ScanGrads run_scan_backward(ScanData& s, const ScanGrads& prior, Context& ctx) {
+// With ddt_half, ddt is written there in ddt_dtype (bf16 or f16) instead of into the result's f32 ddt.
+ScanGrads run_scan_backward(ScanData& s, const ScanGrads& prior, Context& ctx, std::vector<uint16_t>* ddt_half = nullptr,
+                            DType ddt_dtype = DType::bf16) {
   const auto& c = s.c;
   ScanGrads g = prior;
   const size_t ble = size_t(c.b * c.l * c.e), bln = size_t(c.b * c.l * c.n);
@@ -312,6 +314,7 @@ ScanGrads run_scan_backward(ScanData& s, const ScanGrads& prior, Context& ctx) {
   if (c.dt_zero) a.dt.stride[0] = a.dt.stride[1] = 0;  // s.dt is all zeros
   if (c.state_in) a.state_in = t3(s.state_in, c.b, c.e, c.n);
   a.dt_softplus = c.softplus;
+  if (ddt_half != nullptr) ddt_half->assign(ble, 0xffff), a.ddt = Tensor(ddt_half->data(), ddt_dtype, {c.b, c.l, c.e});
   selective_scan_backward(a, ctx);
   return g;
 }
@@ -404,6 +407,23 @@ TEST(ScanBackward, BitwiseEqualForAnyThreadCount) {
                   bitwise_equal(g.dstate_in, ref.dstate_in))
           << threads << " threads";
     }
+  }
+}
+
+// A half ddt holds the f32 ddt rounded to nearest even; every other gradient is unchanged.
+TEST(ScanBackward, HalfDdtIsTheF32DdtRounded) {
+  const ScanCase c{2, 37, 20, 16, true, true, true, true, true, true};
+  ScanData s(c);
+  const ScanGrads prior = scan_prior(c);
+  Context ctx(2);
+  const ScanGrads ref = run_scan_backward(s, prior, ctx);
+  for (DType ht : {DType::bf16, DType::f16}) {
+    std::vector<uint16_t> half, want(ref.ddt.size());
+    const ScanGrads g = run_scan_backward(s, prior, ctx, &half, ht);
+    convert_from_f32(want.data(), ht, ref.ddt.data(), ref.ddt.size());
+    EXPECT_EQ(half, want) << dtype_name(ht);
+    EXPECT_TRUE(bitwise_equal(g.du, ref.du) && bitwise_equal(g.dz, ref.dz) && bitwise_equal(g.dB, ref.dB) &&
+                bitwise_equal(g.dA, ref.dA) && bitwise_equal(g.ddt_bias, ref.ddt_bias));
   }
 }
 

@@ -582,6 +582,35 @@ TEST(SelectiveScan, ChunkStatesAreTheStatesEvery16Steps) {
   }
 }
 
+// A half y (bf16 or f16) holds the f32 y rounded to nearest even, with a row-strided view.
+TEST(SelectiveScan, HalfOutputIsTheF32OutputRounded) {
+  const ScanCase c{2, 37, 20, 16, true, true, true, true, true};
+  ScanData d(c);
+  const SeqResult full = run_scan(d, 2, {c.l});
+  const int64_t ld = c.e + 3;
+  for (DType ht : {DType::bf16, DType::f16}) {
+    std::vector<uint16_t> half(size_t(c.b * c.l * ld), 0xffff), want(size_t(c.b * c.l * c.e));
+    ScanArgs a;
+    a.y = Tensor(half.data(), ht, {c.b, c.l, c.e});
+    a.y.stride = {c.l * ld, ld, 1};
+    a.u = Tensor(d.u.data(), DType::f32, {c.b, c.l, c.e}), a.dt = Tensor(d.dt.data(), DType::f32, {c.b, c.l, c.e});
+    a.z = Tensor(d.z.data(), DType::f32, {c.b, c.l, c.e});
+    a.B = Tensor(d.B.data(), DType::f32, {c.b, c.l, c.n}), a.C = Tensor(d.C.data(), DType::f32, {c.b, c.l, c.n});
+    a.A = Tensor(d.A.data(), DType::f32, {c.e, c.n}), a.D = vec_tensor(d.D), a.dt_bias = vec_tensor(d.dt_bias);
+    a.state_in = Tensor(d.state0.data(), DType::f32, {c.b, c.e, c.n});
+    Context ctx(2);
+    selective_scan_forward(a, ctx);
+    convert_from_f32(want.data(), ht, full.y.data(), full.y.size());
+    std::vector<uint16_t> got;
+    for (int64_t r = 0; r < c.b * c.l; ++r)
+      for (int64_t j = 0; j < ld; ++j) {
+        if (j < c.e) got.push_back(half[size_t(r * ld + j)]);
+        else EXPECT_EQ(half[size_t(r * ld + j)], 0xffff) << "gap written";
+      }
+    EXPECT_EQ(got, want) << dtype_name(ht);
+  }
+}
+
 TEST(SelectiveScan, ChunkedAndStepwiseEqualOneCall) {
   for (const ScanCase c : {ScanCase{2, 37, 37, 16, true, true, true, true, true},
                            ScanCase{1, 20, 19, 5, false, true, false, true, false}}) {

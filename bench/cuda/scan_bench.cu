@@ -100,7 +100,7 @@ ScanKernelParams params_for(const Device& d, int64_t l, int64_t set) {
   const int64_t seq = kB * l * kE, xps = kB * l * kW;
   ScanKernelParams p;
   p.b = kB, p.l = l, p.e = kE, p.n = kN;
-  p.in_dtype = mambacpp::DType::bf16;
+  p.in_dtype = p.y_dtype = mambacpp::DType::bf16;
   p.y = {d.y + set * seq, l * kE, kE};
   p.u = {d.u + set * seq, l * kE, kE};
   p.dt = {d.dt + set * seq, l * kE, kE};
@@ -117,7 +117,7 @@ double check(const Device& d, int64_t l, bool y_f32, const std::vector<int2>& pi
              const std::vector<float>& D, const std::vector<float>& bias, cudaStream_t stream) {
   CUDA_CHECK(cudaMemsetAsync(d.y, 0xff, size_t(kB * l * kE) * (y_f32 ? 4 : 2), stream));  // NaN
   ScanKernelParams p = params_for(d, l, 0);
-  p.y_f32 = y_f32;
+  p.y_dtype = y_f32 ? mambacpp::DType::f32 : mambacpp::DType::bf16;
   std::string why;
   if (!mambacpp::cuda::scan_kernel_supports(p, &why)) throw std::runtime_error(why);
   mambacpp::cuda::scan_kernel_launch(p, stream);

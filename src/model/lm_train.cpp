@@ -148,9 +148,9 @@ Tensor run_view(float* p, const Run& r, int64_t cols, int64_t ld, Device dev) {
 
 // Views of layer i's kept activations. hidden and y are held in the workspace's half dtype when it has one
 // (they feed only matrix products); xc in f32 (for the scan) and, with a half dtype, also rounded (xc_half, for
-// x_proj); y_f32 is then the scan's f32 output, one layer's scratch, rounded into y.
+// x_proj); the scan writes y in that dtype itself.
 struct LayerActs {
-  float *residual, *xz, *xc, *xdbl, *dt, *y_f32;
+  float *residual, *xz, *xc, *xdbl, *dt;
   float* states;  // the scan's chunk_states of every run, one after the other, or nullptr (not kept)
   Act hidden, y, xc_half;
 };
@@ -170,7 +170,6 @@ LayerActs layer_acts(TrainWorkspace& ws, const MambaConfig& c, int64_t m, int64_
                                                         : nullptr;
   a.hidden = {static_cast<char*>(ws.hidden.data()) + size_t(i * m * d) * hs, h};
   a.y = {y, h};
-  a.y_f32 = h == DType::f32 ? reinterpret_cast<float*>(y) : ws.y_f32.as<float>();
   a.xc_half = h == DType::f32 ? Act{a.xc, h} : Act{static_cast<char*>(ws.xc_half.data()) + size_t(i * m * e) * hs, h};
   return a;
 }
@@ -234,12 +233,11 @@ void mixer_forward(const LayerWeights& lw, const LayerActs& a, float* mixer_out,
   int64_t states_at = 0;
   for (const Run& run : runs) {
     ScanArgs s;
-    s.y = run_view(a.y_f32, run, e, e, dev);
+    s.y = a.y.sequence(run.row0, run.rows, run.len, e, e, dev);
     set_scan_inputs(s, lw, a, run, states_at, c, col, dev);
     selective_scan_forward(s, ctx);
     states_at += run_state_floats(run, c);
   }
-  if (half) copy_convert(a.y.flat(m * e, dev), flat(a.y_f32, m * e, dev), ctx);  // for out_proj, both passes
   linear_forward(matrix(mixer_out, m, d, d, dev), a.y.view(m, e, e, dev), lw.out_proj, lw.out_proj_bias, ctx);
 }
 
@@ -284,7 +282,8 @@ void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs
   float* dxdbl = ws.dxdbl.as<float>();
   float* dxc = ws.dxc.as<float>();
   float* dy = ws.dy.as<float>();
-  float* ddt = ws.ddt.as<float>();
+  // With a half dtype, the scan writes ddt rounded to it: dt_proj's backward reads it so.
+  const Act ddt{ws.ddt.data(), c.selective_dt ? ws.half_dtype() : DType::f32};
   linear_backward(matrix(dy, m, e, e, dev), g.out_proj, g.out_proj_bias,
                   dres16.defined() ? dres16 : matrix(dres, m, d, d, dev), a.y.view(m, e, e, dev), lw.out_proj, ctx);
 
@@ -294,7 +293,7 @@ void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs
   for (const Run& run : runs) {
     ScanGradArgs s;
     s.du = run_view(dxc, run, e, e, dev);
-    s.ddt = run_view(ddt, run, e, e, dev);
+    s.ddt = ddt.sequence(run.row0, run.rows, run.len, e, e, dev);
     s.dB = ssm_part(dxdbl, col.B, run, c, g.B, dev);
     s.dC = ssm_part(dxdbl, col.C, run, c, g.C, dev);
     s.dz = run_view(dxz + e, run, e, 2 * e, dev);
@@ -309,7 +308,7 @@ void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs
   add_product_into(g.A_log, dA, lw.A, ctx);  // A = −exp(A_log): dA_log = dA ⊙ A
 
   if (c.selective_dt)
-    linear_backward(matrix(dxdbl, m, r, x, dev), g.dt_proj, Tensor{}, matrix(ddt, m, e, e, dev),
+    linear_backward(matrix(dxdbl, m, r, x, dev), g.dt_proj, Tensor{}, ddt.view(m, e, e, dev),
                     matrix(a.xdbl, m, r, x, dev), lw.dt_proj, ctx);
   if (x > 0)  // dxc (the scan's du) += x_proj's input gradient, added by the product itself
     linear_backward(matrix(dxc, m, e, e, dev), g.x_proj, Tensor{}, matrix(dxdbl, m, x, x, dev),
@@ -461,7 +460,7 @@ void TrainWorkspace::reserve(const MambaConfig& c, int64_t rows, DType half) {
   const size_t x = size_t(c.dt_rank + 2 * c.d_state), f = sizeof(float), h = dtype_size(half);
   const Device dev = device_;
   if (half != half_)
-    rows_ = 0, half_ = half, hidden = Buffer(), y = Buffer(), xc_half = Buffer(), y_f32 = Buffer(),
+    rows_ = 0, half_ = half, hidden = Buffer(), y = Buffer(), xc_half = Buffer(),
     dresidual_half = Buffer(), dxz_half = Buffer();
   ensure(residual, (L + 1) * m * d * f, dev);
   ensure(hidden, (L + 1) * m * d * h, dev);
@@ -472,7 +471,6 @@ void TrainWorkspace::reserve(const MambaConfig& c, int64_t rows, DType half) {
   ensure(y, L * m * e * h, dev);
   if (half != DType::f32) {
     ensure(xc_half, L * m * e * h, dev);
-    ensure(y_f32, m * e * f, dev);
     ensure(dresidual_half, m * d * h, dev);
     ensure(dxz_half, m * 2 * e * h, dev);
   }

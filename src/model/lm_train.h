@@ -66,7 +66,6 @@ class TrainWorkspace {
   Buffer xdbl;      // (n_layer, m, r + 2n) x_proj outputs: dt_low, B, C
   Buffer dt;        // (n_layer, m, e) dt_proj outputs (before the Δ bias)
   Buffer y;         // (n_layer, m, e) scan outputs, f32 or half
-  Buffer y_f32;     // (m, e) the current layer's scan output before rounding (only with a half dtype)
   Buffer mixer_out;  // (m, d) the current layer's output, forward scratch
   // The scan's state every 16 steps (ops.h, chunk_states), per layer, for the backward pass to start from instead
   // of running the recurrence forward again: kept when keep_scan_states, on cuda, at d_state ≤ 64 (where the

@@ -312,7 +312,18 @@ void selective_scan_forward(const ScanArgs& a, Context& ctx) {
   require_f32_shape(op, "A", a.A, {p.e, p.n});
   p.u = as_seq(op, "u", a.u, p.b, p.l, p.e);
   p.dt = as_seq(op, "dt", a.dt, p.b, p.l, p.e);
-  p.y = as_seq(op, "y", a.y, p.b, p.l, p.e);
+  // A half y (for a product that reads it so): the f32 result, then each row rounded.
+  const bool y_half = a.y.defined() && (a.y.dtype == DType::bf16 || a.y.dtype == DType::f16);
+  std::vector<float> y_full;
+  if (y_half) {
+    Tensor shape = a.y;
+    shape.dtype = DType::f32;
+    (void)as_seq(op, "y", shape, p.b, p.l, p.e);
+    y_full.resize(size_t(p.b * p.l * p.e));
+    p.y = {y_full.data(), p.l * p.e, p.e};
+  } else {
+    p.y = as_seq(op, "y", a.y, p.b, p.l, p.e);
+  }
   if (a.B.ndim == 2) {
     require_f32_shape(op, "B (time-invariant)", a.B, {p.e, p.n});
     p.B_lti = a.B.f32();
@@ -343,6 +354,11 @@ void selective_scan_forward(const ScanArgs& a, Context& ctx) {
   }
   p.dt_softplus = a.dt_softplus;
   cpu::selective_scan(p, ctx.threads());
+  if (y_half)
+    for (int64_t bi = 0; bi < p.b; ++bi)
+      for (int64_t t = 0; t < p.l; ++t)
+        convert_from_f32(static_cast<char*>(a.y.data) + size_t(bi * a.y.stride[0] + t * a.y.stride[1]) * dtype_size(a.y.dtype),
+                         a.y.dtype, p.y.p + bi * p.y.sb + t * p.y.sl, size_t(p.e));
 }
 
 }  // namespace mambacpp

@@ -70,6 +70,8 @@ void conv1d_causal_forward(Tensor out, Tensor out_half, Tensor state_out, Tensor
 // view with zero strides will do) with dt_bias carrying Δ.
 // A: (e, n) f32 (= -exp(A_log)); D, dt_bias: (e) f32 or undefined; z undefined means no gate;
 // state_in, state_out: (b, e, n) f32, either undefined, and they may alias (a recurrent step in place).
+// y may also be bf16 or f16 (the f32 result rounded to nearest even, for a product that reads it in half
+// precision); on cuda, with half inputs, it is their dtype or f32.
 // chunk_states, when defined, receives the state before every kScanStateInterval-th step, for the backward pass
 // (ops_backward.h) to start from instead of running the forward recurrence again:
 //   chunk_states[bi, k, s, c] = h[c, s] before step t = k·kScanStateInterval, k < scan_state_count(l),

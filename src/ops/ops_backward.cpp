@@ -241,7 +241,18 @@ void selective_scan_backward(const ScanGradArgs& a, Context& ctx) {
   }
   p.dy = sequence(op, "dy", a.dy, p.b, p.l, p.e);
   p.du = sequence(op, "du", a.du, p.b, p.l, p.e);
-  p.ddt = sequence(op, "ddt", a.ddt, p.b, p.l, p.e);
+  // A half ddt (for a product that reads it so): the f32 gradient, then each row rounded.
+  const bool ddt_half = a.ddt.defined() && (a.ddt.dtype == DType::bf16 || a.ddt.dtype == DType::f16);
+  std::vector<float> ddt_full;
+  if (ddt_half) {
+    Tensor shape = a.ddt;
+    shape.dtype = DType::f32;
+    (void)sequence(op, "ddt", shape, p.b, p.l, p.e);
+    ddt_full.resize(size_t(p.b * p.l * p.e));
+    p.ddt = {ddt_full.data(), p.l * p.e, p.e};
+  } else {
+    p.ddt = sequence(op, "ddt", a.ddt, p.b, p.l, p.e);
+  }
   MAMBA_CHECK(a.z.defined() == a.dz.defined(), "{}: dz must be given exactly when z is", op);
   if (a.z.defined()) {
     p.z = sequence(op, "z", a.z, p.b, p.l, p.e);
@@ -267,6 +278,12 @@ void selective_scan_backward(const ScanGradArgs& a, Context& ctx) {
   }
 #endif
   cpu::selective_scan_backward(p, ctx.threads());
+  if (ddt_half)
+    for (int64_t bi = 0; bi < p.b; ++bi)
+      for (int64_t t = 0; t < p.l; ++t)
+        convert_from_f32(static_cast<char*>(a.ddt.data) +
+                             size_t(bi * a.ddt.stride[0] + t * a.ddt.stride[1]) * dtype_size(a.ddt.dtype),
+                         a.ddt.dtype, p.ddt.at(bi, t), size_t(p.e));
 }
 
 double linear_cross_entropy(Tensor dx, Tensor dw, Tensor x, Tensor w, const int32_t* targets, float scale,

@@ -456,6 +456,45 @@ TEST_F(CudaScan, ChunkStatesMatchCpuOp) {
   for (const StatesCase& c : cases) check_chunk_states(c, seed += 20);
 }
 
+// With f32 inputs, a bf16 or f16 y holds the f32 y rounded to nearest even, bit for bit: the chunked kernel
+// (l > 1), the single-step one (l = 1), and with a time-invariant B.
+TEST_F(CudaScan, HalfOutputOfF32InputsIsTheF32OutputRounded) {
+  for (const int64_t l : {int64_t(1), int64_t(100)})
+    for (const bool B_lti : {false, true}) {
+      SCOPED_TRACE(testing::Message() << "l = " << l << (B_lti ? ", B time-invariant" : ""));
+      const int64_t b = 2, e = 72, n = 16;
+      Dev u = device_tensor(DType::f32, {b, l, e}), dt = device_tensor(DType::f32, {b, l, e});
+      Dev z = device_tensor(DType::f32, {b, l, e}), A = device_tensor(DType::f32, {e, n});
+      Dev Bs = device_tensor(DType::f32, {b, l, n}), Cs = device_tensor(DType::f32, {b, l, n});
+      Dev Bt = device_tensor(DType::f32, {e, n}), D = device_tensor(DType::f32, {e});
+      Dev bias = device_tensor(DType::f32, {e}), y32 = device_tensor(DType::f32, {b, l, e});
+      upload(u, test::random_vector(size_t(b * l * e), 1)), upload(dt, test::random_vector(size_t(b * l * e), 2, -3.0f, 1.0f));
+      upload(z, test::random_vector(size_t(b * l * e), 3)), upload(A, test::random_vector(size_t(e * n), 4, -8.0f, -0.5f));
+      upload(Bs, test::random_vector(size_t(b * l * n), 5)), upload(Cs, test::random_vector(size_t(b * l * n), 6));
+      upload(Bt, test::random_vector(size_t(e * n), 7)), upload(D, test::random_vector(size_t(e), 8));
+      upload(bias, test::random_vector(size_t(e), 9, -4.0f, -1.0f));
+      ScanArgs a;
+      a.u = u.t, a.dt = dt.t, a.z = z.t, a.A = A.t, a.B = B_lti ? Bt.t : Bs.t, a.C = Cs.t, a.D = D.t, a.dt_bias = bias.t;
+      a.y = y32.t;
+      Context ctx(1);
+      poison(y32);
+      selective_scan_forward_cuda(a, ctx);
+      cuda_state(ctx).synchronize();
+      const std::vector<float> full = download(y32, size_t(b * l * e));
+      for (DType ht : {DType::bf16, DType::f16}) {
+        Dev yh = device_tensor(ht, {b, l, e});
+        poison(yh);
+        a.y = yh.t;
+        selective_scan_forward_cuda(a, ctx);
+        cuda_state(ctx).synchronize();
+        std::vector<uint16_t> got(full.size()), want(full.size());
+        ASSERT_CUDA(cudaMemcpy(got.data(), yh.buf.data(), got.size() * 2, cudaMemcpyDeviceToHost));
+        convert_from_f32(want.data(), ht, full.data(), full.size());
+        EXPECT_EQ(got, want) << dtype_name(ht);
+      }
+    }
+}
+
 // Each unsupported call throws an Error that names what is wrong.
 TEST_F(CudaScan, UnsupportedCallsThrowNamingTheLimit) {
   const int64_t b = 1, l = 8, e = 32, n = 16;

@@ -364,6 +364,38 @@ TEST_F(CudaScanBackward, TimeInvariantBitwiseIdenticalRunToRun) {
   }
 }
 
+// A bf16 or f16 ddt holds the f32 ddt rounded to nearest even, bit for bit, and every other gradient is the
+// same; with and without the forward's chunk_states.
+TEST_F(CudaScanBackward, HalfDdtIsTheF32DdtRounded) {
+  const Case c{"half ddt", 2, 300, 96, 16, true, true, true, true, true, true};
+  for (const bool from_states : {false, true}) {
+    SCOPED_TRACE(from_states ? "from the forward's chunk_states" : "with its own forward pass");
+    Problem pr(c, 91);
+    Context ctx(1);
+    if (from_states) pr.forward_states(ctx);
+    pr.reset();
+    selective_scan_backward_cuda(pr.args(true), ctx);
+    cuda_state(ctx).synchronize();
+    const std::vector<float> ddt = test::download(pr.ddt), du = test::download(pr.du), dz = test::download(pr.dz);
+    const std::vector<float> dA = test::download(pr.dA);
+    for (DType ht : {DType::bf16, DType::f16}) {
+      Pair half = test::make_pair(ht, {c.b, c.l, c.e});
+      pr.reset();
+      ScanGradArgs a = pr.args(true);
+      a.ddt = half.dev;
+      selective_scan_backward_cuda(a, ctx);
+      cuda_state(ctx).synchronize();
+      std::vector<uint16_t> got(ddt.size()), want(ddt.size());
+      ASSERT_EQ(cudaSuccess, cudaMemcpy(got.data(), half.dev.data, got.size() * 2, cudaMemcpyDeviceToHost));
+      convert_from_f32(want.data(), ht, ddt.data(), ddt.size());
+      EXPECT_EQ(got, want) << dtype_name(ht);
+      EXPECT_EQ(0, std::memcmp(du.data(), test::download(pr.du).data(), du.size() * 4)) << "du";
+      EXPECT_EQ(0, std::memcmp(dz.data(), test::download(pr.dz).data(), dz.size() * 4)) << "dz";
+      EXPECT_EQ(0, std::memcmp(dA.data(), test::download(pr.dA).data(), dA.size() * 4)) << "dA";
+    }
+  }
+}
+
 // Unsupported calls are refused naming the reason, and the op throws it.
 TEST_F(CudaScanBackward, RefusesNamingTheLimit) {
   Problem pr(Case{"refusals", 1, 8, 32, 16, true, true, true, true, true, true}, 5);

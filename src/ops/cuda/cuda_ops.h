@@ -47,7 +47,8 @@ void conv1d_causal_forward_cuda(Tensor out, Tensor out_half, Tensor state_out, T
 void argmax_rows_cuda(int32_t* ids, Tensor logits, Context& ctx);
 
 // selective_scan_forward (ops.h) on the GPU. u, dt, B, C and z share one dtype (f32, bf16 or f16); y has that
-// dtype or f32; A, D, dt_bias, state_in and state_out are f32. Any n from 1 to 256.
+// dtype or f32 (with f32 inputs also bf16 or f16); A, D, dt_bias, state_in and state_out are f32. Any n from 1 to
+// 256.
 bool selective_scan_cuda_supports(const ScanArgs& args, std::string* why);
 void selective_scan_forward_cuda(const ScanArgs& args, Context& ctx);
 

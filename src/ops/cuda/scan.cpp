@@ -83,14 +83,14 @@ bool make_params(const ScanArgs& a, cuda::ScanKernelParams* p, std::string* why)
       (a.state_out.defined() && !check_f32("state_out", a.state_out, {b, e, n}, why)) ||
       (a.chunk_states.defined() && !check_f32("chunk_states", a.chunk_states, {b, scan_state_count(l), n, e}, why)))
     return false;
-  if (a.y.dtype != in && a.y.dtype != DType::f32)
+  if (a.y.dtype != in && a.y.dtype != DType::f32 && in != DType::f32)
     return refuse(why, fmt::format("y is {}; it must be {} (the dtype of u) or f32", dtype_name(a.y.dtype),
                                    dtype_name(in)));
   if (!check_seq("y", a.y, a.y.dtype, b, l, e, why)) return false;
 
   p->b = b, p->l = l, p->e = e, p->n = n;
   p->in_dtype = in;
-  p->y_f32 = a.y.dtype == DType::f32 && in != DType::f32;
+  p->y_dtype = a.y.dtype;
   p->y = {a.y.data, a.y.stride[0], a.y.stride[1]};
   p->u = seq_in(a.u), p->dt = seq_in(a.dt);
   if (B_lti)

@@ -429,7 +429,13 @@ __device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, 
     const float du = fmaf(keep_delta[k], sgb, keep_dyp[k] * r.D);
     const float ddt = fmaf(keep_u[k], sgb, sdd) * keep_dsoft[k];
     p.du.p[at_seq(p.du, at.bi, t0 + t, at.c)] = du;
-    p.ddt.p[at_seq(p.ddt, at.bi, t0 + t, at.c)] = ddt;
+    const int64_t at_ddt = at_seq(p.ddt, at.bi, t0 + t, at.c);
+    if (p.ddt_dtype == DType::f32)
+      p.ddt.p[at_ddt] = ddt;
+    else if (p.ddt_dtype == DType::bf16)
+      reinterpret_cast<__nv_bfloat16*>(p.ddt.p)[at_ddt] = from_f32<__nv_bfloat16>(ddt);
+    else
+      reinterpret_cast<__half*>(p.ddt.p)[at_ddt] = from_f32<__half>(ddt);
     if constexpr (DZ) {
       float y = r.D * keep_u[k];
 #pragma unroll 8

@@ -269,10 +269,13 @@ __device__ __forceinline__ void stage_output(const Regs<Tl, In>& r, const ScanKe
 #pragma unroll
     for (int gg = 0; gg < Tl::G; ++gg) acc += s_y[(t * Tl::G + gg) * Tl::CB + at.cl];
     if (p.z.p != nullptr) acc *= silu(r.z_keep[k]);
-    if (p.y_f32)
-      store(static_cast<float*>(p.y.p) + first + k * y_step, acc);
+    const int64_t at_y = first + k * y_step;
+    if (p.y_dtype == DType::f32)
+      store(static_cast<float*>(p.y.p) + at_y, acc);
+    else if (p.y_dtype == DType::bf16)
+      store(static_cast<__nv_bfloat16*>(p.y.p) + at_y, acc);
     else
-      store(static_cast<In*>(p.y.p) + first + k * y_step, acc);
+      store(static_cast<__half*>(p.y.p) + at_y, acc);
   }
 }
 
@@ -415,7 +418,10 @@ bool scan_kernel_supports(const ScanKernelParams& p, std::string* why) {
       return refuse(why, std::string(name) + " has a row stride of " + std::to_string(sl) +
                              " elements; at most " + std::to_string(kMaxRowStride) + " are supported");
   }
-  const size_t in_size = dtype_size(p.in_dtype), y_size = p.y_f32 ? 4 : in_size;
+  if (p.y_dtype != p.in_dtype && p.y_dtype != DType::f32 && p.in_dtype != DType::f32)
+    return refuse(why, std::string("y is ") + dtype_name(p.y_dtype) + "; with " + dtype_name(p.in_dtype) +
+                           " inputs it must be " + dtype_name(p.in_dtype) + " or f32");
+  const size_t in_size = dtype_size(p.in_dtype), y_size = dtype_size(p.y_dtype);
   if (!aligned(p.u.p, in_size) || !aligned(p.dt.p, in_size) || !aligned(p.B.p, in_size) ||
       !aligned(p.C.p, in_size) || (p.z.p != nullptr && !aligned(p.z.p, in_size)) || !aligned(p.y.p, y_size))
     return refuse(why, "a sequence tensor is not aligned to its element size");

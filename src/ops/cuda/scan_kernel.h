@@ -31,7 +31,7 @@ struct SeqOut {
 struct ScanKernelParams {
   int64_t b = 0, l = 0, e = 0, n = 0;
   DType in_dtype = DType::f32;       // of u, dt, B, C and z
-  bool y_f32 = false;                // y in f32; otherwise in in_dtype
+  DType y_dtype = DType::f32;        // in_dtype, f32, or (with f32 inputs) bf16 or f16
   SeqOut y;                          // (b, l, e)
   SeqIn u, dt, z;                    // (b, l, e); z.p == nullptr: no gate
   SeqIn B, C;                        // (b, l, n); p == nullptr where B_lti / C_lti is given

@@ -72,12 +72,15 @@ void launch(const ScanKernelParams& p, cudaStream_t stream) {
   int group = 1;
   while (group < 32 && group < p.n) group *= 2;
   const unsigned blocks = unsigned((p.b * p.e * group + kThreads - 1) / kThreads);
-  if (p.B_lti != nullptr || p.C_lti != nullptr)  // f32 sequences (scan_kernel_supports)
-    scan_step_kernel<float, float, true><<<blocks, kThreads, 0, stream>>>(p, group);
-  else if (p.y_f32)
-    scan_step_kernel<In, float, false><<<blocks, kThreads, 0, stream>>>(p, group);
+  // y: f32, the inputs' dtype, or (f32 inputs only) bf16 or f16.
+  const auto run = [&]<class Out, bool LTI>() { scan_step_kernel<In, Out, LTI><<<blocks, kThreads, 0, stream>>>(p, group); };
+  const bool lti = p.B_lti != nullptr || p.C_lti != nullptr;  // f32 sequences (scan_kernel_supports)
+  if (p.y_dtype == DType::f32)
+    lti ? run.template operator()<float, true>() : run.template operator()<float, false>();
+  else if (p.y_dtype == DType::bf16)
+    lti ? run.template operator()<__nv_bfloat16, true>() : run.template operator()<__nv_bfloat16, false>();
   else
-    scan_step_kernel<In, In, false><<<blocks, kThreads, 0, stream>>>(p, group);
+    lti ? run.template operator()<__half, true>() : run.template operator()<__half, false>();
   CUDA_CHECK_LAUNCH("selective_scan_forward (single step)", stream);
 }
 
