@@ -243,13 +243,10 @@ void selective_scan_backward(const ScanGradArgs& a, Context& ctx) {
   p.du = sequence(op, "du", a.du, p.b, p.l, p.e);
   // A half ddt (for a product that reads it so): the f32 gradient, then each row rounded.
   const bool ddt_half = a.ddt.defined() && (a.ddt.dtype == DType::bf16 || a.ddt.dtype == DType::f16);
-  std::vector<float> ddt_full;
   if (ddt_half) {
     Tensor shape = a.ddt;
     shape.dtype = DType::f32;
     (void)sequence(op, "ddt", shape, p.b, p.l, p.e);
-    ddt_full.resize(size_t(p.b * p.l * p.e));
-    p.ddt = {ddt_full.data(), p.l * p.e, p.e};
   } else {
     p.ddt = sequence(op, "ddt", a.ddt, p.b, p.l, p.e);
   }
@@ -277,6 +274,11 @@ void selective_scan_backward(const ScanGradArgs& a, Context& ctx) {
     return selective_scan_backward_cuda(a, ctx);
   }
 #endif
+  std::vector<float> ddt_full;
+  if (ddt_half) {
+    ddt_full.resize(size_t(p.b * p.l * p.e));
+    p.ddt = {ddt_full.data(), p.l * p.e, p.e};
+  }
   cpu::selective_scan_backward(p, ctx.threads());
   if (ddt_half)
     for (int64_t bi = 0; bi < p.b; ++bi)
