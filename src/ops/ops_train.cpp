@@ -50,7 +50,8 @@ void require_same_numel(const char* op, std::initializer_list<Named> tensors) {
 }
 
 // The checks adamw_update and adamw_update_all share: every tensor's arrays (param, grad, m, v contiguous f32 of
-// one numel; copy undefined or bf16/f16 of that numel) on one device, which is returned; the scalars.
+// one numel; copy undefined or bf16/f16 of that numel) on one device, which is returned (cpu when no tensor has
+// elements); the scalars.
 Device check_adamw(const char* op, std::span<const AdamWTensor> tensors, const AdamWStep& s) {
   MAMBA_CHECK(s.bias_correction1 > 0 && s.bias_correction2 > 0,
               "{}: the bias corrections must be positive, got {} and {}", op, s.bias_correction1,
@@ -58,6 +59,7 @@ Device check_adamw(const char* op, std::span<const AdamWTensor> tensors, const A
   MAMBA_CHECK(std::isfinite(s.lr) && std::isfinite(s.weight_decay), "{}: lr = {} and weight_decay = {} must be finite",
               op, s.lr, s.weight_decay);
   Device dev = Device::cpu;
+  size_t first = tensors.size();  // the first tensor with elements
   for (size_t i = 0; i < tensors.size(); ++i) {
     const AdamWTensor& t = tensors[i];
     const Device d = common_device(op, {{"param", &t.param}, {"grad", &t.grad}, {"m", &t.m}, {"v", &t.v}});
@@ -69,8 +71,9 @@ Device check_adamw(const char* op, std::span<const AdamWTensor> tensors, const A
       common_device(op, {{"param", &t.param}, {"copy", &t.copy}});
       require_same_numel(op, {{"param", &t.param}, {"copy", &t.copy}});
     }
-    if (i == 0) dev = d;
-    MAMBA_CHECK(d == dev, "{}: tensor {} is on {}, the first on {}", op, i, device_name(d), device_name(dev));
+    if (!t.param.defined()) continue;  // no elements: on no device
+    if (first == tensors.size()) first = i, dev = d;
+    MAMBA_CHECK(d == dev, "{}: tensor {} is on {}, tensor {} on {}", op, i, device_name(d), first, device_name(dev));
   }
   return dev;
 }
