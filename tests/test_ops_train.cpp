@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "core/context.h"
@@ -99,9 +100,9 @@ TEST(OpsTrain, SumSquaresMatchesDoubleAndIgnoresThreadCount) {
     double ref = 0;
     for (float f : t) ref += double(f) * double(f);
     Context one(1), many(4);
-    const double got = sum_squares(as_tensor(t), one);
+    const double got = sum_squares(as_tensor(t), 1.0f, one);
     EXPECT_NEAR(got, ref, 1e-12 * std::max(ref, 1.0)) << "n=" << n;
-    EXPECT_EQ(got, sum_squares(Tensor(t.data(), DType::f32, {1, n}), many)) << "n=" << n;
+    EXPECT_EQ(got, sum_squares(Tensor(t.data(), DType::f32, {1, n}), 1.0f, many)) << "n=" << n;
   }
 }
 
@@ -116,8 +117,8 @@ TEST(OpsTrain, AdamWUpdateMatchesFormulaInDouble) {
   for (int t = 1; t <= 2; ++t) {
     std::vector<float> g = random_vector(size_t(n), 10 + uint64_t(t), -0.5f, 0.5f);
     const double lr = t == 1 ? 1e-2 : 3e-3;
-    AdamWStep s{lr, b1, b2, eps, wd, 1 - std::pow(b1, t), 1 - std::pow(b2, t)};
-    adamw_update(as_tensor(p), as_tensor(g), as_tensor(m), as_tensor(v), s, ctx);
+    AdamWStep s{lr, b1, b2, eps, wd, 1 - std::pow(b1, t), 1 - std::pow(b2, t), {}};
+    adamw_update(as_tensor(p), as_tensor(g), as_tensor(m), as_tensor(v), Tensor{}, s, ctx);
     for (int64_t i = 0; i < n; ++i) {
       rp[size_t(i)] *= 1 - lr * wd;
       rm[size_t(i)] = b1 * rm[size_t(i)] + (1 - b1) * g[size_t(i)];
@@ -156,16 +157,94 @@ TEST(OpsTrain, AdamWUpdateIsBitwiseTheF32Loop) {
       std::vector<float> m(w.size(), 0), v(w.size(), 0), m2 = m, v2 = v;
       for (int t = 1; t <= 3; ++t) {
         const std::vector<float> g = random_vector(w.size(), 30 + uint64_t(t));
-        AdamWStep s{1e-3 * t, 0.9, 0.95, 1e-8, wd, 1 - std::pow(0.9, double(t)), 1 - std::pow(0.95, double(t))};
+        AdamWStep s{1e-3 * t, 0.9, 0.95, 1e-8, wd, 1 - std::pow(0.9, double(t)), 1 - std::pow(0.95, double(t)), {}};
         adamw_loop_f32(w, g, m, v, s);
         std::vector<float> gc = g;
-        adamw_update(as_tensor(w2), as_tensor(gc), as_tensor(m2), as_tensor(v2), s, ctx);
+        adamw_update(as_tensor(w2), as_tensor(gc), as_tensor(m2), as_tensor(v2), Tensor{}, s, ctx);
       }
       EXPECT_EQ(0, std::memcmp(w.data(), w2.data(), w.size() * sizeof(float))) << "param, wd " << wd;
       EXPECT_EQ(0, std::memcmp(m.data(), m2.data(), m.size() * sizeof(float))) << "m, wd " << wd;
       EXPECT_EQ(0, std::memcmp(v.data(), v2.data(), v.size() * sizeof(float))) << "v, wd " << wd;
     }
   }
+}
+
+// The norm's accumulation factor: each element scaled in f32 first, as scale_inplace would leave it.
+TEST(OpsTrain, SumSquaresScalesLikeScaleInplace) {
+  Context ctx(3);
+  for (int64_t n : kSizes) {
+    std::vector<float> t = random_vector(size_t(n), 40), scaled = t;
+    const float s = float(1.0 / 3.0);
+    scale_inplace(as_tensor(scaled), s, ctx);
+    EXPECT_EQ(sum_squares(as_tensor(t), s, ctx), sum_squares(as_tensor(scaled), 1.0f, ctx)) << "n=" << n;
+  }
+}
+
+// Three steps of the fused update (the gradient read through the accumulation and clipping factors, the half copy
+// written from the updated parameter) against the passes it replaces: scale_inplace twice, the update, then
+// copy_convert; bit for bit, the gradient left untouched, for any thread count.
+TEST(OpsTrain, FusedAdamWEqualsScaleUpdateConvert) {
+  for (int threads : {1, 3}) {
+    Context ctx(threads);
+    for (DType copy_dtype : {DType::f32, DType::bf16, DType::f16}) {  // f32: no copy
+      SCOPED_TRACE(std::string("copy ") + dtype_name(copy_dtype) + ", threads " + std::to_string(threads));
+      const size_t n = 70001;
+      std::vector<float> w = random_vector(n, 50), w2 = w, m(n, 0), v(n, 0), m2 = m, v2 = v;
+      std::vector<uint16_t> copy(n, 0xffff), copy2(n, 0);
+      const bool has_copy = copy_dtype != DType::f32;
+      const Tensor copy_t = has_copy ? Tensor(copy.data(), copy_dtype, {int64_t(n)}) : Tensor{};
+      for (int t = 1; t <= 3; ++t) {
+        const std::vector<float> g = random_vector(n, 60 + uint64_t(t), -4.0f, 4.0f);
+        AdamWStep s{2e-3 * t, 0.9, 0.95, 1e-8, 0.1, 1 - std::pow(0.9, double(t)), 1 - std::pow(0.95, double(t)), {}};
+        std::vector<float> gs = g, gf = g;
+        const GradScale scale{float(1.0 / 3.0), t == 2 ? 1.0f : float(0.5 / (7.25 + 1e-6))};
+        scale_inplace(as_tensor(gs), scale.accum, ctx);
+        scale_inplace(as_tensor(gs), scale.clip, ctx);
+        adamw_update(as_tensor(w), as_tensor(gs), as_tensor(m), as_tensor(v), Tensor{}, s, ctx);
+        if (has_copy) copy_convert(Tensor(copy2.data(), copy_dtype, {int64_t(n)}), as_tensor(w), ctx);
+        s.grad_scale = scale;
+        adamw_update(as_tensor(w2), as_tensor(gf), as_tensor(m2), as_tensor(v2), copy_t, s, ctx);
+        EXPECT_EQ(0, std::memcmp(g.data(), gf.data(), n * sizeof(float))) << "the gradient was modified";
+      }
+      EXPECT_EQ(0, std::memcmp(w.data(), w2.data(), n * sizeof(float))) << "param";
+      EXPECT_EQ(0, std::memcmp(m.data(), m2.data(), n * sizeof(float))) << "m";
+      EXPECT_EQ(0, std::memcmp(v.data(), v2.data(), n * sizeof(float))) << "v";
+      if (has_copy) {
+        EXPECT_EQ(0, std::memcmp(copy.data(), copy2.data(), n * sizeof(uint16_t))) << "copy";
+      }
+    }
+  }
+}
+
+// adamw_update_all over tensors with and without decay and copies equals adamw_update tensor by tensor.
+TEST(OpsTrain, AdamWUpdateAllEqualsOneByOne) {
+  Context ctx(2);
+  const std::vector<size_t> sizes = {1, 37, 70001, 4096, 0, 5};
+  std::vector<std::vector<float>> w, g, m, v;
+  std::vector<std::vector<uint16_t>> copies;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    w.push_back(random_vector(sizes[i], 70 + i)), g.push_back(random_vector(sizes[i], 80 + i));
+    m.push_back(random_vector(sizes[i], 90 + i, -0.1f, 0.1f)), v.push_back(random_vector(sizes[i], 100 + i, 0, 0.01f));
+    copies.emplace_back(sizes[i], 0);
+  }
+  auto w2 = w, m2 = m, v2 = v;
+  auto copies2 = copies;
+  AdamWStep s{1e-3, 0.9, 0.95, 1e-8, 0.1, 1 - 0.9 * 0.9, 1 - 0.95 * 0.95, {}};
+  s.grad_scale = {0.5f, 0.3f};
+  std::vector<AdamWTensor> all;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const DType ct = i % 3 == 0 ? DType::f32 : i % 3 == 1 ? DType::bf16 : DType::f16;
+    const auto copy_of = [&](std::vector<uint16_t>& c) {
+      return ct == DType::f32 ? Tensor{} : Tensor(c.data(), ct, {int64_t(c.size())});
+    };
+    const bool decay = i % 2 == 0;
+    all.push_back({as_tensor(w[i]), as_tensor(g[i]), as_tensor(m[i]), as_tensor(v[i]), copy_of(copies[i]), decay});
+    AdamWStep one = s;
+    one.weight_decay = decay ? s.weight_decay : 0.0;
+    adamw_update(as_tensor(w2[i]), as_tensor(g[i]), as_tensor(m2[i]), as_tensor(v2[i]), copy_of(copies2[i]), one, ctx);
+  }
+  adamw_update_all(all, s, ctx);
+  EXPECT_TRUE(w == w2 && m == m2 && v == v2 && copies == copies2);
 }
 
 TEST(OpsTrain, BadArgumentsAreErrors) {
@@ -182,11 +261,15 @@ TEST(OpsTrain, BadArgumentsAreErrors) {
   expect_error([&] { copy_convert(tc, half, ctx); }, {"copy_convert", "src must be f32"});
   expect_error([&] { neg_exp(Tensor{}, tc, ctx); }, {"neg_exp", "dst is required"});
   expect_error([&] { scale_inplace(strided, 2.0f, ctx); }, {"scale_inplace", "t", "contiguous"});
-  expect_error([&] { (void)sum_squares(half, ctx); }, {"sum_squares", "t must be f32"});
-  AdamWStep s{1e-3, 0.9, 0.95, 1e-8, 0.0, 0.0, 0.5};
-  expect_error([&] { adamw_update(ta, tc, ta, tc, s, ctx); }, {"adamw_update", "bias corrections"});
+  expect_error([&] { (void)sum_squares(half, 1.0f, ctx); }, {"sum_squares", "t must be f32"});
+  AdamWStep s{1e-3, 0.9, 0.95, 1e-8, 0.0, 0.0, 0.5, {}};
+  expect_error([&] { adamw_update(ta, tc, ta, tc, Tensor{}, s, ctx); }, {"adamw_update", "bias corrections"});
   s.bias_correction1 = 0.1;
-  expect_error([&] { adamw_update(ta, tb, ta, tc, s, ctx); }, {"adamw_update", "grad"});
+  expect_error([&] { adamw_update(ta, tb, ta, tc, Tensor{}, s, ctx); }, {"adamw_update", "grad"});
+  expect_error([&] { adamw_update(ta, tc, ta, tc, tc, s, ctx); }, {"adamw_update", "copy must be bf16 or f16", "f32"});
+  const Tensor short_half(h.data(), DType::bf16, {5});
+  const AdamWTensor one{ta, tc, ta, tc, short_half, true};
+  expect_error([&] { adamw_update_all({&one, 1}, s, ctx); }, {"adamw_update_all", "copy", "as many elements"});
   Tensor on_gpu = tc;
   on_gpu.device = Device::cuda;
   expect_error([&] { add_into(on_gpu, tc, ctx); }, {"add_into", "src is on cpu but dst is on cuda"});

@@ -80,8 +80,7 @@ double bench_model(const std::string& name, int64_t rows_override, bool keep_sta
   const auto step = [&] {
     model.grads().zero(ctx);
     loss = lm_loss(&model.grads(), model.compute(), ids.data(), b, kLen, ws, ctx);
-    model.clip_gradients(1.0, ctx);
-    model.step(1e-4, ctx);
+    model.step(1e-4, model.clip_gradients(1.0, 1.0f, ctx).scale, ctx);
     synchronize(ctx);
   };
   if (once) {  // a single step, for a kernel profiler

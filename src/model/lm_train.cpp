@@ -451,7 +451,7 @@ Tensor ParamGrads::all() const {
 
 void ParamGrads::zero(Context& ctx) { fill_zero(all(), ctx); }
 
-double ParamGrads::norm(Context& ctx) const { return std::sqrt(sum_squares(all(), ctx)); }
+double ParamGrads::norm(Context& ctx) const { return std::sqrt(sum_squares(all(), 1.0f, ctx)); }
 
 void ParamGrads::scale(float s, Context& ctx) { scale_inplace(all(), s, ctx); }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <initializer_list>
 #include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "ops/dispatch.h"
@@ -48,7 +49,59 @@ void require_same_numel(const char* op, std::initializer_list<Named> tensors) {
                 first.first, first.second->shape_str());
 }
 
+// The checks adamw_update and adamw_update_all share: every tensor's arrays (param, grad, m, v contiguous f32 of
+// one numel; copy undefined or bf16/f16 of that numel) on one device, which is returned (cpu when no tensor has
+// elements); the scalars.
+Device check_adamw(const char* op, std::span<const AdamWTensor> tensors, const AdamWStep& s) {
+  MAMBA_CHECK(s.bias_correction1 > 0 && s.bias_correction2 > 0,
+              "{}: the bias corrections must be positive, got {} and {}", op, s.bias_correction1,
+              s.bias_correction2);
+  MAMBA_CHECK(std::isfinite(s.lr) && std::isfinite(s.weight_decay), "{}: lr = {} and weight_decay = {} must be finite",
+              op, s.lr, s.weight_decay);
+  Device dev = Device::cpu;
+  size_t first = tensors.size();  // the first tensor with elements
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const AdamWTensor& t = tensors[i];
+    const Device d = common_device(op, {{"param", &t.param}, {"grad", &t.grad}, {"m", &t.m}, {"v", &t.v}});
+    require_f32(op, {{"param", &t.param}, {"grad", &t.grad}, {"m", &t.m}, {"v", &t.v}});
+    require_same_numel(op, {{"param", &t.param}, {"grad", &t.grad}, {"m", &t.m}, {"v", &t.v}});
+    if (t.copy.defined()) {
+      MAMBA_CHECK(t.copy.dtype == DType::bf16 || t.copy.dtype == DType::f16, "{}: copy must be bf16 or f16, got {}",
+                  op, dtype_name(t.copy.dtype));
+      common_device(op, {{"param", &t.param}, {"copy", &t.copy}});
+      require_same_numel(op, {{"param", &t.param}, {"copy", &t.copy}});
+    }
+    if (!t.param.defined()) continue;  // no elements: on no device
+    if (first == tensors.size()) first = i, dev = d;
+    MAMBA_CHECK(d == dev, "{}: tensor {} is on {}, tensor {} on {}", op, i, device_name(d), first, device_name(dev));
+  }
+  return dev;
+}
+
+void cpu_adamw(const AdamWTensor& t, const AdamWStep& s, Context& ctx) {
+  cpu::adamw_update(t.param.f32(), t.grad.f32(), t.m.f32(), t.v.f32(), t.copy.defined() ? t.copy.data : nullptr,
+                    t.copy.defined() ? t.copy.dtype : DType::f32, t.param.numel(), s, ctx.threads());
+}
+
 #ifdef MAMBACPP_HAS_CUDA
+cuda::AdamWScalars adamw_scalars(const AdamWStep& s) {
+  cuda::AdamWScalars c;
+  c.step_size = float(s.lr / s.bias_correction1);
+  c.sqrt_bc2 = float(std::sqrt(s.bias_correction2));
+  c.beta1 = float(s.beta1), c.beta2 = float(s.beta2), c.eps = float(s.eps);
+  c.one_minus_beta1 = 1.0f - c.beta1, c.one_minus_beta2 = 1.0f - c.beta2;
+  c.grad_scale = s.grad_scale.accum, c.clip_scale = s.grad_scale.clip;
+  return c;
+}
+
+cuda::AdamWTensorArgs adamw_args(const AdamWTensor& t, double weight_decay, const AdamWStep& s) {
+  cuda::AdamWTensorArgs a;
+  a.param = t.param.f32(), a.grad = t.grad.f32(), a.m = t.m.f32(), a.v = t.v.f32(), a.n = t.param.numel();
+  if (t.copy.defined()) a.copy = t.copy.data, a.copy_dtype = t.copy.dtype;
+  a.keep = float(1.0 - s.lr * weight_decay);
+  return a;
+}
+
 void run_elementwise(cuda::ElementOp what, const Tensor& dst, const Tensor& a, const Tensor& b, float s,
                      Context& ctx) {
   cuda::ElementwiseParams p;
@@ -156,7 +209,7 @@ void copy_convert_rows(Tensor dst, Tensor src, Context& ctx) {
                       src.f32() + r * ld_src, cols, 1);
 }
 
-double sum_squares(Tensor t, Context& ctx) {
+double sum_squares(Tensor t, float s, Context& ctx) {
   constexpr const char* op = "sum_squares";
   [[maybe_unused]] const Device dev = common_device(op, {{"t", &t}});
   require_f32(op, {{"t", &t}});
@@ -164,7 +217,7 @@ double sum_squares(Tensor t, Context& ctx) {
   if (dev == Device::cuda) {
     CudaState& cs = cuda_state(ctx);
     cuda::SumSquaresParams p;
-    p.t = t.f32(), p.n = t.numel();
+    p.t = t.f32(), p.scale = s, p.n = t.numel();
     const int64_t partials = cuda::sum_squares_partials(p.n);
     p.result = static_cast<double*>(cs.scratch(size_t(partials + 1) * sizeof(double)));
     p.partials = p.result + 1;
@@ -175,31 +228,41 @@ double sum_squares(Tensor t, Context& ctx) {
     return result;
   }
 #endif
-  return cpu::sum_squares(t.f32(), t.numel(), ctx.threads());
+  return cpu::sum_squares(t.f32(), s, t.numel(), ctx.threads());
 }
 
-void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& s, Context& ctx) {
-  constexpr const char* op = "adamw_update";
-  [[maybe_unused]] const Device dev = common_device(op, {{"param", &param}, {"grad", &grad}, {"m", &m}, {"v", &v}});
-  require_f32(op, {{"param", &param}, {"grad", &grad}, {"m", &m}, {"v", &v}});
-  require_same_numel(op, {{"param", &param}, {"grad", &grad}, {"m", &m}, {"v", &v}});
-  MAMBA_CHECK(s.bias_correction1 > 0 && s.bias_correction2 > 0,
-              "{}: the bias corrections must be positive, got {} and {}", op, s.bias_correction1,
-              s.bias_correction2);
-  MAMBA_CHECK(std::isfinite(s.lr) && std::isfinite(s.weight_decay), "{}: lr = {} and weight_decay = {} must be finite",
-              op, s.lr, s.weight_decay);
+void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, Tensor copy, const AdamWStep& s, Context& ctx) {
+  const AdamWTensor t{param, grad, m, v, copy, true};
+  [[maybe_unused]] const Device dev = check_adamw("adamw_update", {&t, 1}, s);
 #ifdef MAMBACPP_HAS_CUDA
   if (dev == Device::cuda) {
     cuda::AdamWParams p;
-    p.param = param.f32(), p.grad = grad.f32(), p.m = m.f32(), p.v = v.f32(), p.n = param.numel();
-    p.keep = float(1.0 - s.lr * s.weight_decay);
-    p.step_size = float(s.lr / s.bias_correction1);
-    p.sqrt_bc2 = float(std::sqrt(s.bias_correction2));
-    p.beta1 = float(s.beta1), p.beta2 = float(s.beta2), p.eps = float(s.eps);
+    p.t = adamw_args(t, s.weight_decay, s), p.s = adamw_scalars(s);
     return cuda::adamw_kernel_launch(p, cuda_state(ctx).stream);
   }
 #endif
-  cpu::adamw_update(param.f32(), grad.f32(), m.f32(), v.f32(), param.numel(), s, ctx.threads());
+  cpu_adamw(t, s, ctx);
+}
+
+void adamw_update_all(std::span<const AdamWTensor> tensors, const AdamWStep& s, Context& ctx) {
+  if (tensors.empty()) return;
+  [[maybe_unused]] const Device dev = check_adamw("adamw_update_all", tensors, s);
+#ifdef MAMBACPP_HAS_CUDA
+  if (dev == Device::cuda) {
+    std::vector<cuda::AdamWTensorArgs> table;
+    for (const AdamWTensor& t : tensors)
+      if (t.param.numel() > 0) table.push_back(adamw_args(t, t.decay ? s.weight_decay : 0.0, s));
+    CudaState& cs = cuda_state(ctx);
+    void* device_table = cs.scratch(cuda::adamw_table_bytes(int64_t(table.size())));
+    return cuda::adamw_all_kernel_launch(table.data(), int64_t(table.size()), adamw_scalars(s), device_table,
+                                         cs.stream);
+  }
+#endif
+  for (const AdamWTensor& t : tensors) {
+    AdamWStep one = s;
+    one.weight_decay = t.decay ? s.weight_decay : 0.0;
+    cpu_adamw(t, one, ctx);
+  }
 }
 
 }  // namespace mambacpp

@@ -7,6 +7,8 @@
 // (sum_squares) adds in an order fixed by the size alone.
 #pragma once
 
+#include <span>
+
 #include "core/context.h"
 #include "core/tensor.h"
 
@@ -35,9 +37,18 @@ void copy_convert(Tensor dst, Tensor src, Context& ctx);
 // contiguous); dst bf16 or f16 (a half copy of part of a wider matrix, such as one half of in_proj's output).
 void copy_convert_rows(Tensor dst, Tensor src, Context& ctx);
 
-// Σ t² accumulated in double, in an order fixed by the size (the same result for any thread count, and on the
-// GPU for any run). On cuda it waits for the stream.
-double sum_squares(Tensor t, Context& ctx);
+// Σ (s·t)² accumulated in double, each product s·t rounded to f32 first (the value scale_inplace(t, s) would
+// leave; s = 1: Σ t²), in an order fixed by the size (the same result for any thread count, and on the GPU for
+// any run). On cuda it waits for the stream.
+double sum_squares(Tensor t, float s, Context& ctx);
+
+// The factors an AdamW update multiplies each gradient by before using it, one f32 multiply each, in this order:
+// `accum` (1/grad_accum, the mean over micro-batches), then `clip` (the clipping factor). The update thus sees,
+// bit for bit, the gradient that scale_inplace(g, accum) then scale_inplace(g, clip) would have left in memory,
+// without those passes; a factor of 1 leaves the gradient unchanged.
+struct GradScale {
+  float accum = 1, clip = 1;
+};
 
 // The scalars of one AdamW update (train/adamw.h); bias_correction_i = 1 − βᵢᵗ at step t. The fields are double
 // so that the update rounds them to f32 exactly as the trainer's loop does (lr / bc1, √bc2, 1 − lr·wd are formed
@@ -45,12 +56,28 @@ double sum_squares(Tensor t, Context& ctx);
 struct AdamWStep {
   double lr = 0, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0;
   double bias_correction1 = 1, bias_correction2 = 1;
+  GradScale grad_scale;
 };
 
-// Per element (param, grad, m, v: same numel):
-//   p ← p·(1 − lr·wd);  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;  p ← p − (lr / bc1) · m / (√v / √bc2 + ε),
-// in f32 with the scalars rounded once from double. On the CPU this is bitwise the loop of train/adamw.cpp; on
-// the GPU the same f32 arithmetic, where fused multiply-adds may round differently.
-void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& s, Context& ctx);
+// Per element (param, grad, m, v: same numel), in f32 with the scalars rounded once from double (b1 = f32(β1),
+// keep = f32(1 − lr·wd), step = f32(lr / bc1), sqrt_bc2 = f32(√bc2)), every operation rounded on its own (no
+// fused multiply-adds, on the CPU and the GPU alike, so that both give the same bits):
+//   g ← (g·accum)·clip;  p ← p·keep;  m ← b1·m + (1−b1)·g;  v ← b2·v + ((1−b2)·g)·g;
+//   p ← p − (step·m) / (√v / sqrt_bc2 + ε);  copy ← p rounded to nearest even (when copy is defined).
+// The gradient in memory is left as it is. `copy`: undefined, or a contiguous bf16/f16 tensor of param's numel
+// (the compute copy of a mixed-precision matrix), written from the updated parameter exactly as copy_convert
+// would.
+void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, Tensor copy, const AdamWStep& s, Context& ctx);
+
+// One tensor of adamw_update_all: the arguments of adamw_update, and whether s.weight_decay applies to it.
+struct AdamWTensor {
+  Tensor param, grad, m, v, copy;
+  bool decay = false;
+};
+
+// adamw_update for every tensor, with weight decay s.weight_decay on those marked `decay` and none on the others;
+// on cuda in one launch over a device table of the tensors (the table goes through the stream's scratch memory).
+// The result is bit for bit that of adamw_update tensor by tensor.
+void adamw_update_all(std::span<const AdamWTensor> tensors, const AdamWStep& s, Context& ctx);
 
 }  // namespace mambacpp

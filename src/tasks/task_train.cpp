@@ -71,11 +71,12 @@ void train_task(ModelWeights& w, Task task, const TaskTrainOptions& o, Context& 
     model.grads().zero(ctx);
     const double loss = lm_loss_targets(&model.grads(), model.compute(), ids.data(), targets.data(), o.batch, l, ws,
                                         ctx);
-    const double norm = model.clip_gradients(o.clip, ctx);
+    const ClippedGrads clipped = model.clip_gradients(o.clip, 1.0f, ctx);
+    const double norm = clipped.norm;
     MAMBA_CHECK(std::isfinite(loss) && std::isfinite(norm),
                 "step {}: the training loss is {} and the gradient norm {}; try a lower --lr", s + 1, loss, norm);
     const double lr = sched.at(s);
-    model.step(lr, ctx);
+    model.step(lr, clipped.scale, ctx);
     if (on_step) {
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       on_step({s + 1, o.steps, l, loss, lr, tokens / secs, secs, secs / tokens * (total_tokens - tokens)});

@@ -6,7 +6,6 @@
 
 #include "core/cuda/device_memory.h"
 #include "core/error.h"
-#include "ops/ops_train.h"
 
 namespace mambacpp {
 
@@ -28,11 +27,18 @@ bool decays(const std::string& name, const Tensor& param) {
   return param.ndim >= 2;
 }
 
+ClippedGrads clip_scale(Tensor all_grads, double max_norm, float accum, Context& ctx) {
+  ClippedGrads c;
+  c.norm = std::sqrt(sum_squares(all_grads, accum, ctx));
+  c.scale.accum = accum;
+  if (std::isfinite(c.norm) && max_norm > 0 && c.norm > max_norm) c.scale.clip = float(max_norm / (c.norm + 1e-6));
+  return c;
+}
+
 double clip_grad_norm(Tensor all_grads, double max_norm, Context& ctx) {
-  const double norm = std::sqrt(sum_squares(all_grads, ctx));
-  if (!std::isfinite(norm) || max_norm <= 0 || norm <= max_norm) return norm;
-  scale_inplace(all_grads, float(max_norm / (norm + 1e-6)), ctx);
-  return norm;
+  const ClippedGrads c = clip_scale(all_grads, max_norm, 1.0f, ctx);
+  if (c.scale.clip != 1.0f) scale_inplace(all_grads, c.scale.clip, ctx);
+  return c.norm;
 }
 
 AdamW::AdamW(std::vector<std::pair<std::string, Tensor>> params, const AdamWOptions& opt)
@@ -49,6 +55,7 @@ AdamW::AdamW(std::vector<std::pair<std::string, Tensor>> params, const AdamWOpti
   storage_ = Buffer(bytes, dev);
   zero_memory(storage_.data(), dev, bytes);
   char* at = storage_.as<char>();
+  copies_.resize(params_.size());
   for (const auto& [name, p] : params_) {
     decay_.push_back(decays(name, p));
     for (std::vector<Tensor>* moments : {&m_, &v_}) {
@@ -60,24 +67,42 @@ AdamW::AdamW(std::vector<std::pair<std::string, Tensor>> params, const AdamWOpti
   }
 }
 
-void AdamW::step(const std::vector<Tensor>& grads, double lr, Context& ctx) {
+void AdamW::set_copy(const Tensor& param, Tensor copy) {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (params_[i].second.data != param.data) continue;
+    MAMBA_CHECK((copy.dtype == DType::bf16 || copy.dtype == DType::f16) && copy.numel() == param.numel() &&
+                    copy.device == param.device && copy.is_contiguous(),
+                "AdamW: the copy of '{}' must be a contiguous bf16/f16 tensor of shape {} on {}, got {} {} on {}",
+                params_[i].first, params_[i].second.shape_str(), device_name(param.device), dtype_name(copy.dtype),
+                copy.shape_str(), device_name(copy.device));
+    copies_[i] = copy;
+    return;
+  }
+  fail("AdamW: a copy was given for a tensor of shape {} that is none of the optimizer's parameters",
+       param.shape_str());
+}
+
+void AdamW::step(const std::vector<Tensor>& grads, double lr, Context& ctx, const GradScale& scale) {
   MAMBA_CHECK(grads.size() == params_.size(), "AdamW: {} gradients for {} parameters", grads.size(), params_.size());
+  std::vector<AdamWTensor> tensors(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor& p = params_[i].second;
+    MAMBA_CHECK(grads[i].numel() == p.numel() && grads[i].dtype == DType::f32,
+                "AdamW: gradient {} for '{}' does not match the parameter's shape {}", grads[i].shape_str(),
+                params_[i].first, p.shape_str());
+    tensors[i] = AdamWTensor{p, grads[i], m_[i], v_[i], copies_[i], decay_[i]};
+  }
   ++t_;
   AdamWStep s;
   s.lr = lr;
   s.beta1 = opt_.beta1;
   s.beta2 = opt_.beta2;
   s.eps = opt_.eps;
+  s.weight_decay = opt_.weight_decay;
   s.bias_correction1 = 1.0 - std::pow(opt_.beta1, double(t_));
   s.bias_correction2 = 1.0 - std::pow(opt_.beta2, double(t_));
-  for (size_t i = 0; i < params_.size(); ++i) {
-    const Tensor& p = params_[i].second;
-    MAMBA_CHECK(grads[i].numel() == p.numel() && grads[i].dtype == DType::f32,
-                "AdamW: gradient {} for '{}' does not match the parameter's shape {}", grads[i].shape_str(),
-                params_[i].first, p.shape_str());
-    s.weight_decay = decay_[i] ? opt_.weight_decay : 0.0;
-    adamw_update(p, grads[i], m_[i], v_[i], s, ctx);
-  }
+  s.grad_scale = scale;
+  adamw_update_all(tensors, s, ctx);
 }
 
 std::map<std::string, Tensor> AdamW::state() const {

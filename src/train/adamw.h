@@ -13,6 +13,7 @@
 #include "core/buffer.h"
 #include "core/context.h"
 #include "core/tensor.h"
+#include "ops/ops_train.h"
 
 namespace mambacpp {
 
@@ -29,10 +30,19 @@ struct AdamWOptions {
 // A_log and (time-invariant models) mixer.B, mixer.C, which S4D does not decay either.
 bool decays(const std::string& name, const Tensor& param);
 
-// Scales `grads` so that their global L2 norm (over all tensors, in double) is at most `max_norm`, as
-// torch.nn.utils.clip_grad_norm_ does (factor max_norm / (norm + 1e-6) when norm > max_norm). Returns the norm
-// before clipping; a non-finite norm is returned without touching the gradients. max_norm ≤ 0: no clipping.
-// `all_grads`: every gradient in one flat f32 tensor (ParamGrads::all()), on any device.
+// The global L2 norm of the gradients once each is multiplied by `accum` in f32 (over all tensors, in double), and
+// the factors that make them the clipped gradients, as torch.nn.utils.clip_grad_norm_ does: scale.accum =
+// accum, then scale.clip = max_norm / (norm + 1e-6) when norm > max_norm, else 1 (also when the norm is not
+// finite, or max_norm ≤ 0: no clipping). The gradients are not modified: AdamW::step applies the factors as it
+// reads them. `all_grads`: every gradient in one flat f32 tensor (ParamGrads::all()), on any device.
+struct ClippedGrads {
+  double norm = 0;
+  GradScale scale;
+};
+ClippedGrads clip_scale(Tensor all_grads, double max_norm, float accum, Context& ctx);
+
+// The same, applied in place: scales `grads` so that their global norm is at most `max_norm`; returns the norm
+// before clipping (a non-finite norm is returned without touching the gradients).
 double clip_grad_norm(Tensor all_grads, double max_norm, Context& ctx);
 
 class AdamW {
@@ -41,10 +51,16 @@ class AdamW {
   // one device (cpu or cuda); the moments live there too.
   AdamW(std::vector<std::pair<std::string, Tensor>> params, const AdamWOptions& opt);
 
-  // One update with learning rate `lr`; grads[i] belongs to params[i] and has its shape. Per element, with
-  // t the step count after increment: p ← p·(1 − lr·wd); m ← β1·m + (1 − β1)·g; v ← β2·v + (1 − β2)·g²;
-  // p ← p − (lr / (1 − β1ᵗ)) · m / (√v / √(1 − β2ᵗ) + ε).
-  void step(const std::vector<Tensor>& grads, double lr, Context& ctx);
+  // Makes `copy` (bf16 or f16, of the parameter's numel, on its device) a rounded copy of the parameter whose
+  // memory is `param`'s, written by every later step as it updates the parameter (the compute copy of a
+  // mixed-precision matrix). Throws Error when `param` is not one of the optimizer's parameters.
+  void set_copy(const Tensor& param, Tensor copy);
+
+  // One update with learning rate `lr`; grads[i] belongs to params[i] and has its shape, and is read as
+  // (g·scale.accum)·scale.clip (not modified). Per element, with t the step count after increment:
+  // p ← p·(1 − lr·wd); m ← β1·m + (1 − β1)·g; v ← β2·v + (1 − β2)·g²; p ← p − (lr / (1 − β1ᵗ)) · m / (√v /
+  // √(1 − β2ᵗ) + ε); then each copy from its parameter. All tensors in one adamw_update_all (one launch on cuda).
+  void step(const std::vector<Tensor>& grads, double lr, Context& ctx, const GradScale& scale = {});
   int64_t steps() const { return t_; }
 
   // The moments as named tensors ("exp_avg.<name>", "exp_avg_sq.<name>"), views of this optimizer's memory (on
@@ -57,7 +73,7 @@ class AdamW {
  private:
   std::vector<std::pair<std::string, Tensor>> params_;
   std::vector<bool> decay_;
-  std::vector<Tensor> m_, v_;
+  std::vector<Tensor> m_, v_, copies_;
   Buffer storage_;
   AdamWOptions opt_;
   int64_t t_ = 0;

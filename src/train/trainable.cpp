@@ -67,19 +67,19 @@ TrainableModel::TrainableModel(ModelWeights host, Device device, DType compute_d
   if (compute_dtype != DType::f32) compute_ = std::make_unique<ModelWeights>(low_precision_copy(master_, compute_dtype, ctx));
   grads_ = std::make_unique<ParamGrads>(master_);
   adam_ = std::make_unique<AdamW>(master_.named_parameters(), adam);
-}
-
-double TrainableModel::clip_gradients(double max_norm, Context& ctx) {
-  return clip_grad_norm(grads_->all(), max_norm, ctx);
-}
-
-void TrainableModel::step(double lr, Context& ctx) {
-  adam_->step(grads_->grads, lr, ctx);
-  refresh_derived(master_, ctx);
   if (compute_) {
     const std::vector<Tensor> from = matrices(master_), to = matrices(*compute_);
-    for (size_t i = 0; i < from.size(); ++i) copy_convert(to[i], from[i], ctx);
+    for (size_t i = 0; i < from.size(); ++i) adam_->set_copy(from[i], to[i]);
   }
+}
+
+ClippedGrads TrainableModel::clip_gradients(double max_norm, float accum, Context& ctx) {
+  return clip_scale(grads_->all(), max_norm, accum, ctx);
+}
+
+void TrainableModel::step(double lr, const GradScale& scale, Context& ctx) {
+  adam_->step(grads_->grads, lr, ctx, scale);
+  refresh_derived(master_, ctx);
 }
 
 ModelWeights TrainableModel::host_copy() const { return master_.to_device(Device::cpu, DType::f32); }

@@ -3,8 +3,8 @@
 //
 // On the CPU the passes compute with the masters themselves (f32). On cuda the masters live on the GPU and the
 // passes may compute with bf16 or f16 copies of the matrices (mixed precision: products on the tensor cores with
-// f32 accumulation), whose vectors (norms, conv, biases, A_log, A, D) are the masters' own; the copies are
-// refreshed from the masters after every update.
+// f32 accumulation), whose vectors (norms, conv, biases, A_log, A, D) are the masters' own; the AdamW update
+// writes the copies as it updates the masters (one pass over each parameter).
 #pragma once
 
 #include <memory>
@@ -30,11 +30,13 @@ class TrainableModel {
   AdamW& optimizer() { return *adam_; }
   const AdamW& optimizer() const { return *adam_; }
 
-  // Scales the gradients so that their global norm is at most max_norm (≤ 0: no clipping); returns the norm
-  // before (non-finite when a gradient is).
-  double clip_gradients(double max_norm, Context& ctx);
-  // One AdamW update at `lr` from the gradients, then A = −exp(A_log) and the compute copy refreshed.
-  void step(double lr, Context& ctx);
+  // The global norm of the gradients scaled by `accum` (1/grad_accum for the mean over micro-batches; 1 when
+  // they already are the step's gradients), non-finite when a gradient is, and the factors that step() is to
+  // apply so that the norm is at most max_norm (≤ 0: no clipping). The gradients are not modified.
+  ClippedGrads clip_gradients(double max_norm, float accum, Context& ctx);
+  // One AdamW update at `lr` from the gradients multiplied by `scale` (clip_gradients' factors), writing the
+  // compute copy's matrices as it goes, then A = −exp(A_log).
+  void step(double lr, const GradScale& scale, Context& ctx);
   // The master weights as f32 on the CPU (a copy on cuda; on the CPU the masters themselves are returned by
   // master()).
   ModelWeights host_copy() const;

@@ -185,8 +185,9 @@ class Loop {
                              ws_, ctx_);
     }
     loss /= double(o_.grad_accum);
-    if (o_.grad_accum > 1) grads.scale(float(1.0 / double(o_.grad_accum)), ctx_);
-    const double norm = model_.clip_gradients(o_.clip, ctx_);
+    // The mean over the micro-batches and the clipping are applied by the update as it reads the gradients.
+    const ClippedGrads clipped = model_.clip_gradients(o_.clip, float(1.0 / double(o_.grad_accum)), ctx_);
+    const double norm = clipped.norm;
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
       const std::string ckpt = latest_checkpoint(o_.out);
       fail("step {}: the training loss is {} and the gradient norm {}; stopping (try a lower --lr). The last good "
@@ -194,7 +195,7 @@ class Loop {
            ckpt.empty() ? "none (nothing was saved yet)" : fs::canonical(ckpt).string());
     }
     const double lr = sched_.at(st_.step);
-    model_.step(lr, ctx_);
+    model_.step(lr, clipped.scale, ctx_);
     ++st_.step;
     seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double done = double(st_.step - first_step_);

@@ -436,28 +436,28 @@ TEST(CudaTrainOps, MatchCpu) {
     both([&](auto pick) { neg_exp(pick(dst), pick(b), ctx); });
     expect_pair_close(dst, 1e-6, "neg_exp");
     both([&](auto pick) { fill_zero(pick(dst), ctx); });
-    EXPECT_EQ(0.0, sum_squares(dst.dev, ctx)) << "fill_zero";
+    EXPECT_EQ(0.0, sum_squares(dst.dev, 1.0f, ctx)) << "fill_zero";
     for (DType t : {DType::bf16, DType::f16}) {
       Pair h = make_pair(t, {n});
       both([&](auto pick) { copy_convert(pick(h), pick(b), ctx); });
       const std::vector<char> got = device_bytes(h);
       EXPECT_EQ(0, std::memcmp(got.data(), h.host_buf.data(), got.size())) << "copy_convert to " << dtype_name(t);
     }
-    const double ss_cpu = sum_squares(b.host, ctx), ss_gpu = sum_squares(b.dev, ctx);
+    const double ss_cpu = sum_squares(b.host, 1.0f, ctx), ss_gpu = sum_squares(b.dev, 1.0f, ctx);
     EXPECT_NEAR(ss_gpu, ss_cpu, 1e-12 * ss_cpu) << "sum_squares";
-    EXPECT_EQ(ss_gpu, sum_squares(b.dev, ctx)) << "sum_squares differs between two runs";
+    EXPECT_EQ(ss_gpu, sum_squares(b.dev, 1.0f, ctx)) << "sum_squares differs between two runs";
 
     Pair p = make_pair(DType::f32, {n}), m = make_pair(DType::f32, {n}), v = make_pair(DType::f32, {n});
     const std::vector<float> p0 = random_vector(size_t(n), 32), m0 = random_vector(size_t(n), 33, -0.1f, 0.1f);
     const std::vector<float> v0 = random_vector(size_t(n), 34, 0.0f, 0.01f);
-    const AdamWStep s{3e-4, 0.9, 0.95, 1e-8, 0.1, 1 - 0.9 * 0.9 * 0.9, 1 - 0.95 * 0.95 * 0.95};
+    const AdamWStep s{3e-4, 0.9, 0.95, 1e-8, 0.1, 1 - 0.9 * 0.9 * 0.9, 1 - 0.95 * 0.95 * 0.95, {}};
     const auto reset = [&] { fill(p, p0), fill(m, m0), fill(v, v0); };
     reset();
-    both([&](auto pick) { adamw_update(pick(p), pick(a), pick(m), pick(v), s, ctx); });
+    both([&](auto pick) { adamw_update(pick(p), pick(a), pick(m), pick(v), Tensor{}, s, ctx); });
     expect_pair_close(p, 1e-6, "adamw param");
     expect_pair_close(m, 1e-6, "adamw m");
     expect_pair_close(v, 1e-6, "adamw v");
-    expect_deterministic(reset, [&] { adamw_update(p.dev, a.dev, m.dev, v.dev, s, ctx); }, {&p, &m, &v});
+    expect_deterministic(reset, [&] { adamw_update(p.dev, a.dev, m.dev, v.dev, Tensor{}, s, ctx); }, {&p, &m, &v});
   }
 }
 

@@ -1,7 +1,8 @@
 // Training on the GPU against the CPU: on the golden checkpoints, the loss and every parameter's gradient from
 // lm_loss on cuda (f32 matrices) equal the CPU's and transformers' (relative 1e-4), bit for bit the same run to run;
 // packed documents and explicit targets agree with the CPU; mixed precision (bf16 matrices) stays close to f32; one
-// AdamW update of TrainableModel on cuda equals the CPU's; and `train --device cuda` resumes bit-identically, writes
+// AdamW update of TrainableModel on cuda equals the CPU's, and the fused update kernels (one tensor, or all in one
+// launch) equal the passes they replace and the CPU bit for bit; and `train --device cuda` resumes bit-identically, writes
 // checkpoints the CPU loads, and learns. The selection ablations (lti, dt, b, c: a time-invariant B and/or C in the
 // scan) on a small random model: the loss, every gradient and the chunked forward's logits equal the CPU's.
 #include <gtest/gtest.h>
@@ -18,6 +19,7 @@
 #include "model/lm_train.h"
 #include "model/loader.h"
 #include "model/presets.h"
+#include "ops/ops_train.h"
 #include "support/golden_model.h"
 #include "support/test_util.h"
 #include "train/loss_log.h"
@@ -145,10 +147,10 @@ TEST_P(CudaTrainTest, OneUpdateOnTheGpuEqualsTheCpu) {
     lm_loss(&cpu.grads(), cpu.compute(), ids.data(), b, l, ws, ctx);
     copy_memory(gpu.grads().storage.data(), Device::cuda, cpu.grads().storage.data(), Device::cpu,
                 cpu.grads().storage.bytes());
-    const double n1 = cpu.clip_gradients(0.5, ctx), n2 = gpu.clip_gradients(0.5, ctx);
-    EXPECT_NEAR(n2, n1, 1e-12 * n1);
-    cpu.step(1e-2, ctx);
-    gpu.step(1e-2, ctx);
+    const ClippedGrads c1 = cpu.clip_gradients(0.5, 1.0f, ctx), c2 = gpu.clip_gradients(0.5, 1.0f, ctx);
+    EXPECT_NEAR(c2.norm, c1.norm, 1e-12 * c1.norm);
+    cpu.step(1e-2, c1.scale, ctx);
+    gpu.step(1e-2, c2.scale, ctx);
   }
   const ModelWeights back = gpu.host_copy();
   const auto a = cpu.master().named_parameters(), c = back.named_parameters();
@@ -159,6 +161,94 @@ TEST_P(CudaTrainTest, OneUpdateOnTheGpuEqualsTheCpu) {
   std::vector<float> A(size_t(back.layers[0].A.numel()));
   copy_memory(A.data(), Device::cpu, gpu.master().layers[0].A.data, Device::cuda, A.size() * sizeof(float));
   for (size_t i = 0; i < A.size(); ++i) EXPECT_FLOAT_EQ(A[i], -std::exp(back.layers[0].A_log.f32()[i]));
+}
+
+// One tensor of the fused AdamW test: n elements `offset` elements into their buffers (an offset that is not a
+// multiple of 4 takes the kernels' one-element path), with a copy of dtype `copy` (f32: none).
+struct FusedCase {
+  int64_t n, offset;
+  DType copy;
+  bool decay;
+};
+
+// How the update is run: the passes it replaces (scale_inplace twice, adamw_update, copy_convert), adamw_update
+// with the factors and the copy tensor by tensor, or adamw_update_all.
+enum class FusedHow { sequence, one_by_one, all };
+
+// One update of every case's tensors (the same starting values each call) on `dev`; returns the bytes of each
+// case's param, m, v and copy afterwards.
+std::vector<std::vector<char>> run_adamw(const std::vector<FusedCase>& cases, Device dev, FusedHow how,
+                                         Context& ctx) {
+  std::vector<Buffer> bufs;
+  std::vector<AdamWTensor> ts;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const FusedCase& c = cases[i];
+    const size_t count = size_t(c.n + c.offset);
+    const std::vector<float> init[4] = {random_vector(count, 200 + i), random_vector(count, 300 + i, -3.0f, 3.0f),
+                                        random_vector(count, 400 + i, -0.1f, 0.1f),
+                                        random_vector(count, 500 + i, 0.0f, 0.01f)};
+    Tensor arr[5];
+    for (int k = 0; k < 5; ++k) {
+      const DType dt = k == 4 ? c.copy : DType::f32;
+      const size_t es = dtype_size(dt);
+      bufs.emplace_back(count * es, dev);
+      if (k < 4)
+        copy_memory(bufs.back().data(), dev, init[k].data(), Device::cpu, count * es);
+      else
+        zero_memory(bufs.back().data(), dev, count * es);
+      arr[k] = Tensor(bufs.back().as<char>() + size_t(c.offset) * es, dt, {c.n}, dev);
+    }
+    ts.push_back({arr[0], arr[1], arr[2], arr[3], c.copy == DType::f32 ? Tensor{} : arr[4], c.decay});
+  }
+  AdamWStep s{3e-3, 0.9, 0.95, 1e-8, 0.1, 1 - 0.9 * 0.9, 1 - 0.95 * 0.95, {}};
+  const GradScale scale{float(1.0 / 3.0), float(1.0 / (4.75 + 1e-6))};
+  if (how == FusedHow::all) {
+    s.grad_scale = scale;
+    adamw_update_all(ts, s, ctx);
+  }
+  for (const AdamWTensor& t : how == FusedHow::all ? std::vector<AdamWTensor>{} : ts) {
+    AdamWStep one = s;
+    one.weight_decay = t.decay ? s.weight_decay : 0.0;
+    if (how == FusedHow::one_by_one) {
+      one.grad_scale = scale;
+      adamw_update(t.param, t.grad, t.m, t.v, t.copy, one, ctx);
+      continue;
+    }
+    scale_inplace(t.grad, scale.accum, ctx);
+    scale_inplace(t.grad, scale.clip, ctx);
+    adamw_update(t.param, t.grad, t.m, t.v, Tensor{}, one, ctx);
+    if (t.copy.defined()) copy_convert(t.copy, t.param, ctx);
+  }
+  std::vector<std::vector<char>> out;
+  for (const AdamWTensor& t : ts)
+    for (const Tensor* x : {&t.param, &t.m, &t.v, &t.copy}) {
+      if (!x->defined()) continue;
+      out.emplace_back(x->nbytes());
+      copy_memory(out.back().data(), Device::cpu, x->data, dev, x->nbytes());
+    }
+  return out;
+}
+
+// The fused update (the gradient read through the accumulation and clipping factors, the bf16/f16 copy written
+// from the updated parameter) on the GPU, tensor by tensor and all in one launch, equals the passes it replaces
+// and the CPU's, bit for bit: the kernels round every operation as the CPU loop does.
+TEST(CudaTrainOps, FusedAdamWEqualsTheSequenceAndTheCpu) {
+  SKIP_WITHOUT_GPU();
+  Context ctx(4);
+  const std::vector<FusedCase> cases = {{1, 0, DType::bf16, true},        {37, 0, DType::f16, false},
+                                        {70001, 1, DType::bf16, true},    {int64_t(3) << 20, 0, DType::bf16, true},
+                                        {4099, 0, DType::f32, false},     {5000, 2, DType::f16, true},
+                                        {0, 0, DType::bf16, true},        {123457, 0, DType::f16, false}};
+  const auto want = run_adamw(cases, Device::cuda, FusedHow::sequence, ctx);
+  const std::pair<const char*, std::vector<std::vector<char>>> got[] = {
+      {"one by one", run_adamw(cases, Device::cuda, FusedHow::one_by_one, ctx)},
+      {"all in one launch", run_adamw(cases, Device::cuda, FusedHow::all, ctx)},
+      {"all on the cpu", run_adamw(cases, Device::cpu, FusedHow::all, ctx)},
+      {"sequence on the cpu", run_adamw(cases, Device::cpu, FusedHow::sequence, ctx)}};
+  for (const auto& [what, arrays] : got) {
+    ASSERT_EQ(arrays.size(), want.size()) << what;
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_TRUE(arrays[i] == want[i]) << what << ": array " << i;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Golden, CudaTrainTest, ::testing::ValuesIn(golden_model_names()));

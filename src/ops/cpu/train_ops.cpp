@@ -52,14 +52,17 @@ void copy_convert(void* dst, DType dst_dtype, const float* src, int64_t n, int t
   }
 }
 
-double sum_squares(const float* t, int64_t n, int threads) {
+double sum_squares(const float* t, float s, int64_t n, int threads) {
   const int64_t blocks = (n + kSumBlock - 1) / kSumBlock;
   std::vector<double> partial(size_t(std::max<int64_t>(blocks, 1)), 0.0);
 #pragma omp parallel for num_threads(threads) schedule(static) if (n > kParallelFrom)
   for (int64_t blk = 0; blk < blocks; ++blk) {
     const int64_t end = std::min(n, (blk + 1) * kSumBlock);
     double acc = 0;
-    for (int64_t i = blk * kSumBlock; i < end; ++i) acc += double(t[i]) * double(t[i]);
+    for (int64_t i = blk * kSumBlock; i < end; ++i) {
+      const float x = t[i] * s;
+      acc += double(x) * double(x);
+    }
     partial[size_t(blk)] = acc;
   }
   double sum = 0;
@@ -67,18 +70,32 @@ double sum_squares(const float* t, int64_t n, int threads) {
   return sum;
 }
 
-// The loop of train/adamw.cpp, with its scalars formed the same way.
-void adamw_update(float* w, const float* g, float* m, float* v, int64_t n, const AdamWStep& s, int threads) {
+// The reference form of the update (ops_train.h): one statement per rounding, in the order the CUDA kernel
+// follows. This file is compiled with -ffp-contract=off, so that no multiply and add are fused into one rounding
+// (that would depend on the instruction set and differ from the GPU). Blocks of kSumBlock elements are updated,
+// then their copy written, each block by one thread.
+void adamw_update(float* w, const float* grad, float* m, float* v, void* copy, DType copy_dtype, int64_t n,
+                  const AdamWStep& s, int threads) {
   const float keep = float(1.0 - s.lr * s.weight_decay);
   const float step_size = float(s.lr / s.bias_correction1);
   const float sqrt_bc2 = float(std::sqrt(s.bias_correction2));
   const float b1 = float(s.beta1), b2 = float(s.beta2), eps = float(s.eps);
+  const float one_minus_b1 = 1.0f - b1, one_minus_b2 = 1.0f - b2;
+  const float accum = s.grad_scale.accum, clip = s.grad_scale.clip;
+  const int64_t blocks = (n + kSumBlock - 1) / kSumBlock;
+  const size_t es = dtype_size(copy_dtype);
 #pragma omp parallel for num_threads(threads) schedule(static) if (n > kParallelFrom)
-  for (int64_t j = 0; j < n; ++j) {
-    w[j] *= keep;
-    m[j] = b1 * m[j] + (1 - b1) * g[j];
-    v[j] = b2 * v[j] + (1 - b2) * g[j] * g[j];
-    w[j] -= step_size * m[j] / (std::sqrt(v[j]) / sqrt_bc2 + eps);
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t begin = blk * kSumBlock, end = std::min(n, begin + kSumBlock);
+    for (int64_t j = begin; j < end; ++j) {
+      const float g = grad[j] * accum * clip;
+      const float p = w[j] * keep;
+      m[j] = b1 * m[j] + one_minus_b1 * g;
+      v[j] = b2 * v[j] + one_minus_b2 * g * g;
+      w[j] = p - step_size * m[j] / (std::sqrt(v[j]) / sqrt_bc2 + eps);
+    }
+    if (copy != nullptr)
+      convert_from_f32(static_cast<char*>(copy) + size_t(begin) * es, copy_dtype, w + begin, size_t(end - begin));
   }
 }
 
