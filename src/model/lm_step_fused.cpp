@@ -90,18 +90,16 @@ FusedStep::FusedStep(const ModelWeights& w, RecurrentState& state, Workspace& ws
     impl_->layers = Buffer(table.size() * sizeof(cuda::DecodeLayer), Device::cuda);
     copy_memory(impl_->layers.data(), Device::cuda, table.data(), Device::cpu, impl_->layers.bytes());
   }
-  impl_->blocks = cuda::decode_step_prepare(p);
-  MAMBA_CHECK(impl_->blocks > 0, "fused decoding step: this GPU cannot run the persistent kernel (cooperative "
-                                 "launch or one block per multiprocessor unavailable, or d_inner {} above {} "
-                                 "channels per multiprocessor)",
-              p.e, cuda::kDecodeMaxChannels);
-  impl_->part = Buffer(size_t(cuda::decode_step_part_bytes(p, impl_->blocks)), Device::cuda);
+  impl_->part = Buffer(size_t(cuda::decode_step_part_bytes(p)), Device::cuda);
   impl_->barrier = Buffer(sizeof(unsigned long long), Device::cuda);
   zero_memory(impl_->barrier.data(), Device::cuda, impl_->barrier.bytes());
   p.layers = impl_->layers.as<cuda::DecodeLayer>();
   p.residual = ws.residual.as<float>(), p.xz = ws.xz.as<float>(), p.xc = ws.xc.as<float>(), p.y = ws.y.as<float>();
   p.part = impl_->part.as<float>();
   p.barrier = impl_->barrier.as<unsigned long long>();
+  impl_->blocks = cuda::decode_step_prepare(p);
+  MAMBA_CHECK(impl_->blocks > 0, "fused decoding step: this GPU cannot run the persistent kernel (cooperative "
+                                 "launch or one block per multiprocessor unavailable)");
   (void)ctx;
 }
 

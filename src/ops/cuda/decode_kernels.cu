@@ -1,18 +1,16 @@
 // The persistent decoding-step kernel of decode_kernels.h.
 //
-// One block of 512 threads per SM. Phase A gives each block the in_proj rows of its own channels (4 or 3 rows per
-// warp at the 1.4B shape, as a grid-strided assignment would), so that the conv step and a partial x_proj product
-// over those channels need no barrier; the other product phases give each warp one output feature at a time
-// (features strided over the grid's warps). A warp's lanes read the weight row 8 elements at a time (one 16-byte
-// load for bf16/f16, two for f32), kGroup pieces in flight before the first is used, against input rows held in
-// shared memory (the normalised residual, y); the warp then adds its partial sums with shuffles. Between its
-// arrival at each barrier and its wait there every warp loads the first pieces of its first row in the next phase
-// into registers (and asks L2 for the rest of that row), and the scan phase's lanes load the inputs that do not
-// depend on phase A's outputs, so that these latencies overlap the barrier. The scan phase gives each (row,
-// channel) a group of G lanes (G = n rounded up to a power of two, at most 32) as scan_step_kernel.cu does; a
-// block's (row, channel) pairs are contiguous. The arithmetic follows the unfused ops (infer_kernels.cu,
-// scan_step_kernel.cu) expression by expression; only the order of the products' sums differs. Every sum has a
-// fixed order, so results are the same from run to run.
+// One block of 512 threads per SM. A product phase gives each warp one output feature at a time (features
+// strided over the grid's warps): its lanes read the weight row 8 elements at a time (one 16-byte load for
+// bf16/f16, two for f32), kGroup pieces in flight before the first is used, against input rows held in shared
+// memory (the normalised residual, y) or, for x_proj's slices, read from global memory; the warp then adds its
+// partial sums with shuffles. Between its arrival at each barrier and its wait there every warp loads the first
+// pieces of its first row in the next phase into registers (and asks L2 for the rest of that row), and the scan
+// phase's lanes load the inputs that do not depend on x_proj's output, so that these latencies overlap the
+// barrier. The scan phase gives each (row, channel) a group of G
+// lanes (G = n rounded up to a power of two, at most 32) as scan_step_kernel.cu does. The arithmetic follows the
+// unfused ops (infer_kernels.cu, scan_step_kernel.cu) expression by expression; only the order of the products'
+// sums differs. Every sum has a fixed order, so results are the same from run to run.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -266,92 +264,17 @@ __device__ void norm_rows(float* xs, const DecodeStepParams& p, const float* nor
   __syncthreads();
 }
 
-// The channels a block owns in phase A: groups of 8 consecutive channels dealt out in order, the first
-// (e / 8) mod blocks blocks taking one group more (e = 4,096 over 132 blocks: 32 or 24 channels; 1,536: 16 or 8).
-struct Channels {
-  int64_t c0, nc;  // first channel, count (a multiple of 8, possibly 0)
-};
-
-__host__ __device__ __forceinline__ int64_t channels_ld(int64_t e, int64_t blocks) {
-  return (e / 8 + blocks - 1) / blocks * 8;  // the most channels a block owns
-}
-
-__device__ __forceinline__ Channels block_channels(int64_t e) {
-  const int64_t groups = e / 8, blocks = gridDim.x, j = blockIdx.x, base = groups / blocks, extra = groups % blocks;
-  return Channels{8 * (j * base + (j < extra ? j : extra)), 8 * (base + (j < extra ? 1 : 0))};
-}
-
-// The block's in_proj row q < 2·nc: its x rows, then its z rows.
-__device__ __forceinline__ int64_t in_row(const Channels& s, int64_t q, int64_t e) {
-  return q < s.nc ? s.c0 + q : e + s.c0 + (q - s.nc);
-}
-
-// Lanes per x_proj output in the block's partial product: its groups of 8 channels rounded up to a power of two.
-__device__ __forceinline__ int lanes_per_output(const Channels& s) {
-  int g = 1;
-  while (g < s.nc / 8) g *= 2;
-  return g;
-}
-
-// Where the piece of x_proj that unit u of the block's partial product uses starts (output u / lanes, group
-// u % lanes; none past the block's channels or the outputs), and the piece.
-template <class W>
-__device__ __forceinline__ const W* xproj_at(const DecodeStepParams& p, const DecodeLayer& L, const Channels& s,
-                                            int64_t u) {
-  const int64_t lanes = lanes_per_output(s), o = u / lanes, j = u % lanes;
-  if (o >= p.r + 2 * p.n || j * 8 >= s.nc) return nullptr;
-  return static_cast<const W*>(L.x_proj) + o * p.e + s.c0 + j * 8;
-}
-
-template <class W>
-__device__ __forceinline__ Piece<W> xproj_piece(const DecodeStepParams& p, const DecodeLayer& L, const Channels& s,
-                                                int64_t u) {
-  const W* w = xproj_at<W>(p, L, s, u);
-  return w != nullptr ? load_piece(w) : Piece<W>{};
-}
-
-// part (block, b, xw) = xcl · x_proj[:, the block's channels]ᵀ: one lane per (output, group of 8 channels), the
-// groups of an output in adjacent lanes added with shuffles. xcl (b, channels_ld) holds the block's conv outputs.
-// `first` is the piece of the thread's first unit. A block that owns no channel writes zeros.
+// Phase A: xz = xs · in_projᵀ + bias; for x features, the conv step of that channel (lane r: row r). The warp's
+// first row starts from `head`; the conv window and weights are loaded before the product.
 template <class W, int M>
-__device__ void xproj_partial(const DecodeStepParams& p, const DecodeLayer& L, const Channels& s, const float* xcl,
-                              const Piece<W>& first) {
-  const int lane = int(threadIdx.x % 32), lanes = lanes_per_output(s);
-  const int64_t xw = p.r + 2 * p.n, ldc = channels_ld(p.e, gridDim.x);
-  for (int64_t base = threadIdx.x - lane; base < xw * lanes; base += kThreads) {
-    const int64_t u = base + lane, o = u / lanes, j = u % lanes;
-    float acc[M];
-#pragma unroll
-    for (int r = 0; r < M; ++r) acc[r] = 0.0f;
-    if (o < xw && j * 8 < s.nc)
-      fma_piece<W, M>(acc, u == threadIdx.x ? first : xproj_piece<W>(p, L, s, u), xcl + j * 8, ldc, p.b);
-#pragma unroll
-    for (int r = 0; r < M; ++r)
-      for (int off = lanes / 2; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
-    if (o >= xw || j != 0) continue;
-#pragma unroll
-    for (int r = 0; r < M; ++r)
-      if (r < p.b) p.part[(blockIdx.x * p.b + r) * xw + o] = acc[r];
-  }
-}
-
-// Phase A: the block's rows of xz = xs · in_projᵀ + bias (lane r: row r); for its x rows the conv step of the
-// channel, xc written to global memory and to xcl; then the block's partial x_proj product. The warp's first row
-// starts from `head`; the conv window and weights are loaded before the product.
-template <class W, int M>
-__device__ void phase_in(const DecodeStepParams& p, const DecodeLayer& L, const float* xs, float* xcl,
-                         const RowHead<W>& head, const Piece<W>& xfirst) {
-  const int lane = int(threadIdx.x % 32), warp = int(threadIdx.x / 32);
-  const Channels s = block_channels(p.e);
-  const int64_t e = p.e, d = p.d, k = p.k, km1 = p.k - 1, ldc = channels_ld(e, gridDim.x);
-  for (int64_t u = threadIdx.x; u < (p.r + 2 * p.n) * lanes_per_output(s); u += kThreads)
-    if (const W* w = xproj_at<W>(p, L, s, u); w != nullptr) prefetch_l2(w);
-  for (int64_t q = warp; q < 2 * s.nc; q += kWarps) {
-    const int64_t o = in_row(s, q, e);
-    const bool conv = o < e && lane < p.b;
+__device__ void phase_in(const DecodeStepParams& p, const DecodeLayer& L, const float* xs, const RowHead<W>& head) {
+  const Grid g = grid_position();
+  const int64_t e = p.e, d = p.d, k = p.k, km1 = p.k - 1;
+  for (int64_t o = g.warp; o < 2 * e; o += g.warps) {
+    const bool conv = o < e && g.lane < p.b;
     float win[kDecodeMaxWidth], cw[kDecodeMaxWidth], a = 0.0f, bias = 0.0f;
-    float* st = L.conv_state + (lane * e + o) * km1;
-    if (lane < p.b) bias = L.in_bias != nullptr ? L.in_bias[o] : 0.0f;
+    float* st = L.conv_state + (g.lane * e + o) * km1;
+    if (g.lane < p.b) bias = L.in_bias != nullptr ? L.in_bias[o] : 0.0f;
     if (conv) {
       a = L.conv_b != nullptr ? L.conv_b[o] : 0.0f;
 #pragma unroll
@@ -361,11 +284,11 @@ __device__ void phase_in(const DecodeStepParams& p, const DecodeLayer& L, const 
       }
     }
     float acc[M];
-    row_dot<W, M>(acc, static_cast<const W*>(L.in_proj) + o * d, xs, d, d, p.b, lane, q == warp ? &head : nullptr);
-    if (lane >= p.b) continue;
-    const float x = lane_value(acc, lane) + bias;
+    row_dot<W, M>(acc, static_cast<const W*>(L.in_proj) + o * d, xs, d, d, p.b, g.lane, o == g.warp ? &head : nullptr);
+    if (g.lane >= p.b) continue;
+    const float x = lane_value(acc, g.lane) + bias;
     if (o >= e) {
-      p.xz[lane * 2 * e + o] = x;
+      p.xz[g.lane * 2 * e + o] = x;
       continue;
     }
     // conv_step_kernel's arithmetic: the window is the state, then x.
@@ -375,37 +298,43 @@ __device__ void phase_in(const DecodeStepParams& p, const DecodeLayer& L, const 
 #pragma unroll
     for (int j = 0; j < kDecodeMaxWidth; ++j)
       if (j < k) a += cw[j] * win[j];
-    const float xc = silu_f(a);
-    p.xc[lane * e + o] = xc;
-    xcl[lane * ldc + (o - s.c0)] = xc;
+    p.xc[g.lane * e + o] = silu_f(a);
 #pragma unroll
     for (int j = 0; j + 1 < kDecodeMaxWidth; ++j)
       if (j < km1) st[j] = win[j + 1];
   }
-  __syncthreads();
-  xproj_partial<W, M>(p, L, s, xcl, xfirst);
+}
+
+// Phase B: part (s, b, xw) = xc[:, slice s] · x_proj[:, slice s]ᵀ, one (feature, slice) per warp.
+// The piece of x_proj that lane `lane` of warp `warp` uses for unit u of phase B (k ≥ e: none).
+template <class W>
+__device__ __forceinline__ Piece<W> xproj_piece(const DecodeStepParams& p, const DecodeLayer& L, int64_t u, int lane) {
+  const int64_t xw = p.r + 2 * p.n, o = u % xw, k = u / xw * kDecodeSlice + lane * 8;
+  Piece<W> pc{};
+  if (k < p.e && u < xw * ((p.e + kDecodeSlice - 1) / kDecodeSlice))
+    pc = load_piece(static_cast<const W*>(L.x_proj) + o * p.e + k);
+  return pc;
+}
+
+template <class W, int M>
+__device__ void phase_xproj(const DecodeStepParams& p, const DecodeLayer& L, const Piece<W>& first) {
+  const Grid g = grid_position();
+  const int64_t e = p.e, xw = p.r + 2 * p.n, slices = (e + kDecodeSlice - 1) / kDecodeSlice;
+  for (int64_t u = g.warp; u < xw * slices; u += g.warps) {
+    const int64_t s = u / xw, k = s * kDecodeSlice + g.lane * 8;
+    float acc[M];
+#pragma unroll
+    for (int r = 0; r < M; ++r) acc[r] = 0.0f;
+    if (k < e) fma_piece<W, M>(acc, u == g.warp ? first : xproj_piece<W>(p, L, u, g.lane), p.xc + k, e, p.b);
+    warp_sum(acc);
+    if (g.lane < p.b) p.part[(s * p.b + g.lane) * xw + u % xw] = lane_value(acc, g.lane);
+  }
 }
 
 __host__ __device__ __forceinline__ int64_t padded4(int64_t x) { return (x + 3) / 4 * 4; }
 
-// The (row, channel) pairs i = row · e + channel whose scan step a block runs in phase C: [begin, end), a
-// contiguous share of the b·e pairs, so that a block needs xdbl for one or two rows only. A share is a whole
-// number of warps (32 / group pairs each).
-struct Pairs {
-  int64_t begin, end;
-};
-
-__device__ __forceinline__ Pairs block_pairs(int64_t pairs, int group) {
-  const int64_t per_warp = 32 / group, blocks = gridDim.x;
-  const int64_t share = ((pairs + blocks - 1) / blocks + per_warp - 1) / per_warp * per_warp;
-  const int64_t begin = min(pairs, int64_t(blockIdx.x) * share);
-  return Pairs{begin, min(pairs, begin + share)};
-}
-
 // What one lane of the scan phase reads that does not depend on xdbl: its (row, channel)'s u and z, dt_bias, D,
-// its first state element with its A, and its first dt_proj piece. Lane t (of the block's lanes, below `end`)
-// serves pair t / group, state elements t % group + group · j. All but u and z (written in phase A, just before
-// the barrier) are loaded before the barrier into phase C.
+// its first state element with its A, and its first dt_proj piece. Loaded before the barrier into phase C.
 template <class W>
 struct ScanInputs {
   float u = 0, z = 0, dt_bias = 0, D = 0, A0 = 0, h0 = 0;
@@ -414,75 +343,38 @@ struct ScanInputs {
 
 template <class W>
 __device__ __forceinline__ ScanInputs<W> scan_inputs(const DecodeStepParams& p, const DecodeLayer& L, int64_t t,
-                                                     int64_t end, int group) {
+                                                     int group) {
   ScanInputs<W> in;
   const int64_t e = p.e, n = p.n, i = t / group, g = t % group;
-  if (t >= end) return in;
-  const int64_t c = i % e;
+  if (t >= p.b * e * group) return in;
+  const int64_t bi = i / e, c = i % e;
+  in.u = p.xc[bi * e + c], in.z = p.xz[bi * 2 * e + e + c];
   in.dt_bias = L.dt_bias[c], in.D = L.D[c];
   if (g < n) in.A0 = L.A[c * n + g], in.h0 = L.ssm_state[i * n + g];
   if (p.r % 8 == 0 && g * 8 < p.r) in.wd0 = load_piece(static_cast<const W*>(L.dt_proj) + c * p.r + g * 8);
   return in;
 }
 
-template <class W>
-__device__ __forceinline__ void load_uz(ScanInputs<W>& in, const DecodeStepParams& p, int64_t t, int64_t end,
-                                        int group) {
-  if (t >= end) return;
-  const int64_t i = t / group, bi = i / p.e, c = i % p.e;
-  in.u = p.xc[bi * p.e + c], in.z = p.xz[bi * 2 * p.e + p.e + c];
-}
-
-// xd[row · ld + f] = Σ_block part[block, row, f] for the rows of the block's pairs, in a fixed order: when the
-// outputs are fewer than the threads, S threads share an output, each adding a contiguous run of blocks, and
-// their S sums are added in order.
-__device__ void sum_partials(const DecodeStepParams& p, float* xd, const Pairs& pr) {
-  __shared__ float split[kThreads];
-  if (pr.begin >= pr.end) return;
-  const int64_t xw = p.r + 2 * p.n, ld = padded4(xw), blocks = gridDim.x, stride = p.b * xw;
-  const int64_t r0 = pr.begin / p.e, outputs = ((pr.end - 1) / p.e - r0 + 1) * xw;
-  const int64_t S = outputs < kThreads ? min(kThreads / outputs, blocks) : 1;
-  for (int64_t t = threadIdx.x; t < S * outputs; t += kThreads) {
-    const int64_t q = t / outputs, o = t % outputs, row = r0 + o / xw, f = o % xw;
-    const float* src = p.part + row * xw + f;
-    const int64_t lo = q * blocks / S, hi = (q + 1) * blocks / S;
-    float s = 0.0f;
-#pragma unroll 8
-    for (int64_t j = lo; j < hi; ++j) s += src[j * stride];
-    if (S == 1)
-      xd[row * ld + f] = s;
-    else
-      split[t] = s;
-  }
-  if (S == 1) return;
-  __syncthreads();
-  for (int64_t o = threadIdx.x; o < outputs; o += kThreads) {
-    float s = 0.0f;
-    for (int64_t q = 0; q < S; ++q) s += split[q * outputs + o];
-    xd[(r0 + o / xw) * ld + o % xw] = s;
-  }
-}
-
-// Phase C: xd (b, xw) = Σ_block part (the rows the block needs) into shared memory (rows padded to 4), then one
-// scan step per (row, channel) of the block's pairs, as scan_step_kernel does, with Δ from the dt_proj row.
-// `first` holds the inputs of the lane's first (row, channel) but u and z.
+// Phase C: xd (b, xw) = Σ_s part[s] into shared memory (rows padded to 4), then one scan step per (row,
+// channel), as scan_step_kernel does, with Δ from the dt_proj row. `first` holds the inputs of the lane's first
+// (row, channel).
 template <class W, int M>
-__device__ void phase_scan(const DecodeStepParams& p, const DecodeLayer& L, float* xd, int group, const Pairs& pr,
-                           ScanInputs<W> first) {
-  const int64_t e = p.e, n = p.n, rk = p.r, ld = padded4(rk + 2 * n);
-  const int lane = int(threadIdx.x % 32);
-  const int64_t end = pr.end * group, start = pr.begin * group + (threadIdx.x - lane);
-  load_uz(first, p, start + lane, end, group);
-  sum_partials(p, xd, pr);
+__device__ void phase_scan(const DecodeStepParams& p, const DecodeLayer& L, float* xd, int group,
+                           const ScanInputs<W>& first) {
+  const int64_t e = p.e, n = p.n, rk = p.r, xw = rk + 2 * n, ld = padded4(xw);
+  const int64_t slices = (e + kDecodeSlice - 1) / kDecodeSlice;
+  for (int64_t t = threadIdx.x; t < p.b * xw; t += kThreads) {
+    float s = 0.0f;
+    for (int64_t q = 0; q < slices; ++q) s += p.part[q * p.b * xw + t];
+    xd[(t / xw) * ld + t % xw] = s;
+  }
   __syncthreads();
-  for (int64_t base = start; base < end; base += kThreads) {
-    const int64_t t = base + lane, i = t / group, g = t % group;
-    const bool valid = t < end;
-    ScanInputs<W> in = first;
-    if (base != start) {
-      in = scan_inputs<W>(p, L, t, end, group);
-      load_uz(in, p, t, end, group);
-    }
+  const Grid gp = grid_position();
+  const int64_t total = p.b * e * group, start = int64_t(gp.warp) * 32;
+  for (int64_t base = start; base < total; base += int64_t(gp.warps) * 32) {
+    const int64_t t = base + gp.lane, i = t / group, g = t % group;
+    const bool valid = t < total;
+    const ScanInputs<W> in = base == start ? first : scan_inputs<W>(p, L, t, group);
     const int64_t bi = valid ? i / e : 0, c = valid ? i % e : 0;
     const float* x = xd + bi * ld;
     float dt = 0.0f, y = 0.0f;
@@ -549,19 +441,11 @@ __device__ void phase_head(const DecodeStepParams& p, const float* xs, const Row
 
 // ---- L2 requests for the next phase's first piece of work ----------------------------------------------------
 
-// Phase A's first work for this warp: its first in_proj row (asked of L2 whole, its first pieces loaded), the
-// conv state of its channel, and the thread's first x_proj piece.
 template <class W>
-__device__ void next_in(RowHead<W>& head, Piece<W>& xpiece, const DecodeStepParams& p, const DecodeLayer& L) {
-  const int lane = int(threadIdx.x % 32), q = int(threadIdx.x / 32);
-  const Channels s = block_channels(p.e);
-  if (q < s.nc && lane < p.b && p.k > 1) prefetch_l2(L.conv_state + (lane * p.e + s.c0 + q) * (p.k - 1));
-  if (q < 2 * s.nc) {
-    const W* row = static_cast<const W*>(L.in_proj) + in_row(s, q, p.e) * p.d;
-    prefetch_bytes(row, p.d * int64_t(sizeof(W)), lane);
-    load_head(head, row, p.d, lane);
-  }
-  xpiece = xproj_piece<W>(p, L, s, threadIdx.x);
+__device__ void next_in(RowHead<W>& head, const DecodeStepParams& p, const DecodeLayer& L) {
+  const Grid g = grid_position();
+  if (g.warp < p.e && g.lane < p.b && p.k > 1) prefetch_l2(L.conv_state + (g.lane * p.e + g.warp) * (p.k - 1));
+  next_rows(head, L.in_proj, 2 * p.e, p.d);
 }
 
 // The warp's first row of the next product phase (w (rows, i)): asked of L2 whole, its first pieces loaded.
@@ -576,35 +460,33 @@ __device__ void next_rows(RowHead<W>& head, const void* w, int64_t rows, int64_t
 
 // ---- the kernel ----------------------------------------------------------------------------------------------
 
-// Dynamic shared memory: xs (b, max(d, e, padded xw)) for the normalised rows, xdbl and y, then xcl (b,
-// channels_ld) for the block's conv outputs.
 template <class W, int M>
 __global__ void __launch_bounds__(kThreads, 1) decode_step_kernel(DecodeStepParams p) {
   extern __shared__ float4 shared_rows[];
   float* xs = reinterpret_cast<float*>(shared_rows);
-  float* xcl = xs + p.b * max(max(p.d, p.e), padded4(p.r + 2 * p.n));
   int group = 1;
   while (group < 32 && group < p.n) group *= 2;
-  const Pairs pairs = block_pairs(p.b * p.e, group);
   RowHead<W> head;
-  Piece<W> xpiece{};
-  if (p.n_layer > 0) next_in(head, xpiece, p, p.layers[0]);
+  if (p.n_layer > 0) next_in(head, p, p.layers[0]);
   for (int64_t li = 0; li < p.n_layer; ++li) {
     const DecodeLayer& L = p.layers[li];
     norm_rows<W, M>(xs, p, L.norm, li == 0);
-    phase_in<W, M>(p, L, xs, xcl, head, xpiece);
+    phase_in<W, M>(p, L, xs, head);
     unsigned long long target = grid_arrive(p.barrier);
-    const ScanInputs<W> scan =
-        scan_inputs<W>(p, L, pairs.begin * group + threadIdx.x, pairs.end * group, group);
+    const Piece<W> xpiece = xproj_piece<W>(p, L, grid_position().warp, grid_position().lane);
     grid_wait(p.barrier, target);
-    phase_scan<W, M>(p, L, xs, group, pairs, scan);
+    phase_xproj<W, M>(p, L, xpiece);
+    target = grid_arrive(p.barrier);
+    const ScanInputs<W> scan = scan_inputs<W>(p, L, int64_t(grid_position().warp) * 32 + grid_position().lane, group);
+    grid_wait(p.barrier, target);
+    phase_scan<W, M>(p, L, xs, group, scan);
     target = grid_arrive(p.barrier);
     next_rows(head, L.out_proj, p.d, p.e);
     grid_wait(p.barrier, target);
     phase_out<W, M>(p, L, xs, head);
     target = grid_arrive(p.barrier);
     if (li + 1 < p.n_layer)
-      next_in(head, xpiece, p, p.layers[li + 1]);
+      next_in(head, p, p.layers[li + 1]);
     else
       next_rows(head, p.lm_head, p.v, p.d);
     grid_wait(p.barrier, target);
@@ -633,10 +515,9 @@ KernelFn kernel_for(const DecodeStepParams& p) {
   return kernel_for_rows<__nv_bfloat16>(p.b);
 }
 
-// xs, and xcl with rows of `channels` floats.
-int64_t shared_bytes(const DecodeStepParams& p, int64_t channels) {
+int64_t shared_bytes(const DecodeStepParams& p) {
   const int64_t rows = std::max({p.d, p.e, padded4(p.r + 2 * p.n)});
-  return p.b * (rows + channels) * int64_t(sizeof(float));
+  return p.b * rows * int64_t(sizeof(float));
 }
 
 constexpr int64_t kMaxSharedBytes = 200 * 1024;
@@ -650,26 +531,24 @@ bool decode_step_supports(const DecodeStepParams& p, std::string* why) {
     return refuse(why, "decode step: d_model and d_inner must be multiples of 8");
   if (p.k < 1 || p.n < 1 || p.r < 1) return refuse(why, "decode step: d_conv, d_state and dt_rank must be at least 1");
   if (p.k > kDecodeMaxWidth) return refuse(why, "decode step: d_conv above " + std::to_string(kDecodeMaxWidth));
-  if (shared_bytes(p, kDecodeMaxChannels) > kMaxSharedBytes)
-    return refuse(why, "decode step: b · d_inner is too large for shared memory");
+  if (shared_bytes(p) > kMaxSharedBytes) return refuse(why, "decode step: b · d_inner is too large for shared memory");
   return true;
 }
 
-int64_t decode_step_part_bytes(const DecodeStepParams& p, int blocks) {
-  return int64_t(blocks) * p.b * (p.r + 2 * p.n) * int64_t(sizeof(float));
+int64_t decode_step_part_bytes(const DecodeStepParams& p) {
+  return (p.e + kDecodeSlice - 1) / kDecodeSlice * p.b * (p.r + 2 * p.n) * int64_t(sizeof(float));
 }
 
 int decode_step_prepare(const DecodeStepParams& p) {
   const KernelFn fn = kernel_for(p);
+  const int bytes = int(shared_bytes(p));
+  CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
   int device = 0, sms = 0, cooperative = 0, per_sm = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   CUDA_CHECK(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device));
-  const int bytes = int(shared_bytes(p, channels_ld(p.e, sms)));
-  if (cooperative == 0 || channels_ld(p.e, sms) > kDecodeMaxChannels || bytes > kMaxSharedBytes) return 0;
-  CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
   CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kThreads, size_t(bytes)));
-  if (per_sm < 1) return 0;
+  if (cooperative == 0 || per_sm < 1) return 0;
   return sms;
 }
 
@@ -680,7 +559,7 @@ void decode_step_launch(const DecodeStepParams& p, int blocks, cudaStream_t stre
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(unsigned(blocks));
   cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = size_t(shared_bytes(p, channels_ld(p.e, blocks)));
+  cfg.dynamicSmemBytes = size_t(shared_bytes(p));
   cfg.stream = stream;
   cfg.attrs = &attr;
   cfg.numAttrs = 1;

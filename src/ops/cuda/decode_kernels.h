@@ -3,11 +3,11 @@
 // phases that need them, on raw device pointers; src/model/lm_step_fused.cpp prepares it. Activations, residual
 // stream and recurrent state are f32; every matrix (embedding and head included) has one dtype, f32, bf16 or
 // f16, read as stored; f32 accumulation. Per layer, with a barrier after each phase:
-//   A  block j owns a contiguous slice of channels (groups of 8): xz rows of those channels = rmsnorm(residual) ·
-//      in_projᵀ [+ bias]; the conv step of each of its channels, xc = silu(conv(state, x)), state shifted; then
-//      its partial x_proj product over its channels: part (j, b, r + 2n)          (layer 0 reads the embedding rows)
-//   C  xdbl = Σ_j part (every block, for the rows it needs, fixed order); Δ = softplus(dt_proj · xdbl[:r] +
-//      dt_bias); one scan step of the (b, e, n) state; y = (C·h + D·u) · silu(z)
+//   A  xz (b, 2e) = rmsnorm(residual) · in_projᵀ [+ bias]; the block that makes x feature c also runs the conv
+//      step of channel c: xc = silu(conv(state, x)), state shifted        (layer 0 reads the embedding rows)
+//   B  partial x_proj products over slices of 256 input channels: part (s, b, r + 2n)
+//   C  xdbl = Σ_s part (every block, fixed order); Δ = softplus(dt_proj · xdbl[:r] + dt_bias); one scan step of
+//      the (b, e, n) state; y = (C·h + D·u) · silu(z)
 //   D  residual (b, d) += y · out_projᵀ [+ bias]
 // then F: logits (b, v) = rmsnorm_f(residual) · lm_headᵀ. The grid is one block of 512 threads per SM, launched
 // cooperatively (all blocks resident); the barrier counts arrivals in one ever-growing word of device memory,
@@ -25,7 +25,7 @@ namespace mambacpp::cuda {
 
 constexpr int64_t kDecodeMaxRows = 8;
 constexpr int kDecodeMaxWidth = 4;     // conv width k
-constexpr int64_t kDecodeMaxChannels = 256;  // channels one block owns in phase A (e ≤ 256 · blocks)
+constexpr int64_t kDecodeSlice = 256;  // input channels per partial x_proj product (8 per lane)
 
 // One layer's parameters and recurrent state (device pointers; matrices in DecodeStepParams::w_dtype).
 struct DecodeLayer {
@@ -59,7 +59,7 @@ struct DecodeStepParams {
   float* residual = nullptr;  // (b, d)
   float* xz = nullptr;        // (b, 2e)
   float* xc = nullptr;        // (b, e)
-  float* part = nullptr;      // (blocks, b, r + 2n): each block's partial x_proj product
+  float* part = nullptr;      // (slices, b, r + 2n), slices = ceil(e / kDecodeSlice)
   float* y = nullptr;         // (b, e)
   unsigned long long* barrier = nullptr;  // the barrier's arrival count, zero before the first launch
 };
@@ -67,11 +67,9 @@ struct DecodeStepParams {
 // Whether the sizes are handled (b ≤ kDecodeMaxRows, d and e multiples of 8, 1 ≤ k ≤ kDecodeMaxWidth, shared
 // memory); else *why.
 bool decode_step_supports(const DecodeStepParams& p, std::string* why);
-// Bytes of the part buffer the step needs with a grid of `blocks` blocks.
-int64_t decode_step_part_bytes(const DecodeStepParams& p, int blocks);
-// Sets the kernel's shared-memory limit and returns the grid size (blocks) for p, or 0 where this GPU cannot run
-// it (no cooperative launch, e above kDecodeMaxChannels per block, or not one block per multiprocessor); call
-// before any capture.
+// Bytes of the part buffer the step needs.
+int64_t decode_step_part_bytes(const DecodeStepParams& p);
+// Sets the kernel's shared-memory limit and returns the grid size (blocks) for p; call before any capture.
 int decode_step_prepare(const DecodeStepParams& p);
 // Queues one step (one cooperative launch of `blocks` blocks, as returned by decode_step_prepare).
 void decode_step_launch(const DecodeStepParams& p, int blocks, cudaStream_t stream);
