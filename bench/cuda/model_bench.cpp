@@ -5,7 +5,7 @@
 // memory (read when the first token is produced: every buffer of the call is then allocated, none freed). Before timing it checks that the GPU's greedy continuation of a short prompt equals the CPU's.
 // Prints markdown tables with mamba_ssm's numbers beside ours.
 //
-// Usage: model_bench [130m|1.4b ...]   (default: both)
+// Usage: model_bench [--decode] [130m|1.4b ...]   (default: both; --decode: the check and the decoding table only)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -74,18 +74,8 @@ bool check(const ModelWeights& host, Context& ctx) {
   return generate(gpu, p, o, nullptr, nullptr, ctx) == generate(host, p, o, nullptr, nullptr, ctx);
 }
 
-void bench_model(const std::string& name, Context& ctx) {
-  const Anchor& a = kAnchors.at(name);
-  const MambaConfig cfg = preset_config(name);
-  const double base = used_gib();
-  const ModelWeights host = ModelWeights::random(cfg, DType::bf16, 1);
-  std::printf("\n### Mamba-%s (d %lld, %lld layers), random weights, bf16 matrices\n", name.c_str(),
-              (long long)cfg.d_model, (long long)cfg.n_layer);
-  std::printf("check: GPU greedy continuation (f32) == CPU: %s\n", check(host, ctx) ? "yes" : "NO");
-  const ModelWeights w = host.to_device(Device::cuda, DType::bf16);
-  const int64_t v = cfg.vocab_size;
-  generate(w, prompts(1, 64, v), greedy(4, 1, true), nullptr, nullptr, ctx);  // warm-up
-
+// The whole generate() call at batch 1, 16 and 64, and the prefill alone.
+void bench_calls(const ModelWeights& w, int64_t v, const Anchor& a, double base, Context& ctx) {
   std::printf("\n| batch | ours: whole call | ours tok/s | mamba_ssm tok/s | ratio | prefill | decode/token | peak GPU mem |\n");
   std::printf("|---|---|---|---|---|---|---|---|\n");
   for (int64_t b : {1, 16, 64}) {
@@ -122,8 +112,11 @@ void bench_model(const std::string& name, Context& ctx) {
                 best * 1e3, double(b * kPrompt) / best / 1e3, ref, ref / (best * 1e3));
   }
 
-  // Decoding latency: the fused one-launch step (what generate() uses up to kFusedStepMaxBatch) against the
-  // unfused step, both replayed as graphs, and the unfused step launched op by op.
+}
+
+// Decoding latency: the fused one-launch step (what generate() uses up to kFusedStepMaxBatch) against the unfused
+// step, both replayed as graphs, and the unfused step launched op by op.
+void bench_decode(const ModelWeights& w, int64_t v, const Anchor& a, Context& ctx) {
   std::printf("\n| decode | batch | ms/token | mamba_ssm | ratio |\n|---|---|---|---|---|\n");
   const auto decode_ms = [&](int64_t b, bool graph, bool fused) {
     GenerateStats st;
@@ -146,12 +139,33 @@ void bench_model(const std::string& name, Context& ctx) {
     }
 }
 
+void bench_model(const std::string& name, bool decode_only, Context& ctx) {
+  const Anchor& a = kAnchors.at(name);
+  const MambaConfig cfg = preset_config(name);
+  const double base = used_gib();
+  const ModelWeights host = ModelWeights::random(cfg, DType::bf16, 1);
+  std::printf("\n### Mamba-%s (d %lld, %lld layers), random weights, bf16 matrices\n", name.c_str(),
+              (long long)cfg.d_model, (long long)cfg.n_layer);
+  std::printf("check: GPU greedy continuation (f32) == CPU: %s\n", check(host, ctx) ? "yes" : "NO");
+  const ModelWeights w = host.to_device(Device::cuda, DType::bf16);
+  const int64_t v = cfg.vocab_size;
+  generate(w, prompts(1, 64, v), greedy(4, 1, true), nullptr, nullptr, ctx);  // warm-up
+  if (!decode_only) bench_calls(w, v, a, base, ctx);
+  bench_decode(w, v, a, ctx);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
     std::vector<std::string> names;
-    for (int i = 1; i < argc; ++i) names.emplace_back(argv[i]);
+    bool decode_only = false;
+    for (int i = 1; i < argc; ++i) {
+      if (std::string(argv[i]) == "--decode")
+        decode_only = true;
+      else
+        names.emplace_back(argv[i]);
+    }
     if (names.empty()) names = {"130m", "1.4b"};
     cudaDeviceProp prop{};
     if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
@@ -161,7 +175,7 @@ int main(int argc, char** argv) {
     std::printf("device: %s; prompt %lld + %lld generated tokens, greedy\n", prop.name, (long long)kPrompt,
                 (long long)kNew);
     Context ctx(0);
-    for (const std::string& n : names) bench_model(n, ctx);
+    for (const std::string& n : names) bench_model(n, decode_only, ctx);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "model_bench: %s\n", e.what());
     return 1;
