@@ -61,6 +61,7 @@ void expect_same_steps(const ModelWeights& w, int64_t b, int64_t steps, double t
     copy_memory(ids.data(), Device::cuda, tok.data(), Device::cpu, ids.bytes());
     ASSERT_EQ(cudaSuccess, cudaMemset(got.logits.data(), 0xff, got.logits.bytes()));
     ASSERT_EQ(cudaSuccess, cudaMemset(replayed.logits.data(), 0xff, replayed.logits.bytes()));
+    ASSERT_EQ(cudaSuccess, cudaDeviceSynchronize());  // the ops' non-blocking stream does not wait for the memsets
     lm_step_device(ref.out(b, v), ref.state, w, ids.as<int32_t>(), ref.ws, ctx);
     direct.run(got.out(b, v), ids.as<int32_t>(), ctx);
     if (!graph.ready()) {

@@ -77,6 +77,7 @@ struct DeviceRows {
     copy_memory(logits.data(), Device::cuda, x.data(), Device::cpu, logits.bytes());
     copy_memory(uniforms.data(), Device::cuda, u.data(), Device::cpu, uniforms.bytes());
     EXPECT_EQ(cudaSuccess, cudaMemset(ids.data(), 0xff, ids.bytes()));
+    EXPECT_EQ(cudaSuccess, cudaDeviceSynchronize());  // the ops' non-blocking stream does not wait for the memset
     SampleFilters f;
     f.temperature = p.temperature, f.top_k = p.top_k, f.top_p = p.top_p, f.min_p = p.min_p;
     f.repetition_penalty = p.repetition_penalty;
@@ -205,7 +206,10 @@ TEST(CudaSampling, FrequenciesMatchProbabilities) {
     for (int64_t l = 0; l < launches; ++l) {
       std::vector<double> u(static_cast<size_t>(m));
       for (auto& a : u) a = rng.uniform();
-      for (int32_t id : dev.sample(x, u, c.p, ctx)) ++count[size_t(id)];
+      for (int32_t id : dev.sample(x, u, c.p, ctx)) {
+        ASSERT_TRUE(id >= 0 && id < 8) << "id " << id;
+        ++count[size_t(id)];
+      }
     }
     EXPECT_LT(chi_square(count, c.prob, m * launches), c.bound) << "top-k " << c.p.top_k;
   }

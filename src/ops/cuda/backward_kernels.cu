@@ -103,6 +103,7 @@ __global__ void column_partials(ColumnSumParams p) {
   if (c >= p.cols) return;
   const int64_t r0 = int64_t(blockIdx.y) * kColumnSumRows, r1 = min(p.rows, r0 + kColumnSumRows);
   float acc = 0;
+#pragma unroll 8  // the loads of 8 rows in flight at once; the adds stay in row order
   for (int64_t r = r0; r < r1; ++r) {
     float v = p.a[r * p.ld_a + c];
     if (p.b != nullptr) v *= p.b[r * p.ld_b + c];
@@ -116,6 +117,7 @@ __global__ void column_finish(ColumnSumParams p, int64_t chunks) {
   const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= p.cols) return;
   float acc = 0;
+#pragma unroll 16  // the loads of 16 partials in flight at once; the adds stay in order
   for (int64_t i = 0; i < chunks; ++i) acc += p.partials[i * p.cols + c];
   p.out[c] += acc;
 }
