@@ -153,6 +153,7 @@ class Loop {
         ws_(o.device), log_((fs::path(o.out) / "loss_log.jsonl").string(), r.resumed_from.empty() ? -1 : r.state.step),
         ids_(size_t(o.batch * (o.seq_len + 1))), doc_start_(ids_.size()), first_step_(r.state.step) {
     if (!r.resumed_from.empty()) load_optimizer_state(r.resumed_from, model_.optimizer());
+    ws_.keep_scan_states = o.keep_scan_states;
   }
 
   TrainSummary run() {

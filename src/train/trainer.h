@@ -41,6 +41,9 @@ struct TrainOptions {
   bool resume = false;
   Device device = Device::cpu;  // where the model trains
   DType dtype = DType::f32;     // the matrices' dtype in the passes (bf16/f16: mixed precision, cuda only)
+  // On cuda, the forward pass keeps the scan's state every 16 tokens for the backward pass (faster; per layer the
+  // size of one f32 activation at d_state 16); false recomputes them there instead (TrainWorkspace).
+  bool keep_scan_states = true;
 };
 
 struct TrainSummary {
