@@ -120,6 +120,18 @@ SeqResult run_scan(ScanData& d, int threads, std::initializer_list<int64_t> size
   return {y.packed(), state};
 }
 
+// One call over the sequence against the double reference (y and the final state), and the same bits on one
+// thread as on two; returns the two-thread result.
+SeqResult expect_matches_reference(ScanData& d) {
+  const auto ref = d.reference();
+  const SeqResult got = run_scan(d, 2, {d.c.l});
+  EXPECT_CLOSE(got.y.data(), ref.y.data(), got.y.size(), kTolScan);
+  EXPECT_CLOSE(got.state.data(), ref.state.data(), got.state.size(), kTolScan);
+  const SeqResult one = run_scan(d, 1, {d.c.l});
+  EXPECT_TRUE(bitwise_equal(got.y, one.y) && bitwise_equal(got.state, one.state)) << "1 vs 2 threads";
+  return got;
+}
+
 TEST(SelectiveScan, MatchesReference) {
   const ScanCase cases[] = {
       {1, 1, 16, 16, true, true, true, true, true},     {1, 1, 37, 16, true, true, true, true, false},
@@ -135,12 +147,7 @@ TEST(SelectiveScan, MatchesReference) {
                                     << " D=" << c.D << " dt_bias=" << c.dt_bias << " softplus=" << c.softplus
                                     << " state_in=" << c.state_in);
     ScanData d(c);
-    const auto ref = d.reference();
-    const SeqResult got = run_scan(d, 2, {c.l});
-    EXPECT_CLOSE(got.y.data(), ref.y.data(), got.y.size(), kTolScan);
-    EXPECT_CLOSE(got.state.data(), ref.state.data(), got.state.size(), kTolScan);
-    const SeqResult one = run_scan(d, 1, {c.l});
-    EXPECT_TRUE(bitwise_equal(got.y, one.y) && bitwise_equal(got.state, one.state)) << "1 vs 2 threads";
+    expect_matches_reference(d);
   }
 }
 
@@ -238,12 +245,7 @@ TEST(SelectiveScan, TimeInvariantPartsMatchReference) {
       SCOPED_TRACE(testing::Message() << "b=" << c.b << " l=" << c.l << " e=" << c.e << " n=" << c.n
                                       << " B_lti=" << c.B_lti << " C_lti=" << c.C_lti << " dt_zero=" << c.dt_zero);
       ScanData d(c);
-      const auto ref = d.reference();
-      const SeqResult got = run_scan(d, 2, {c.l});
-      EXPECT_CLOSE(got.y.data(), ref.y.data(), got.y.size(), kTolScan);
-      EXPECT_CLOSE(got.state.data(), ref.state.data(), got.state.size(), kTolScan);
-      const SeqResult one = run_scan(d, 1, {c.l});
-      EXPECT_TRUE(bitwise_equal(got.y, one.y) && bitwise_equal(got.state, one.state)) << "1 vs 2 threads";
+      const SeqResult got = expect_matches_reference(d);
       const SeqResult parts = run_scan(d, 2, {5, 1, 9});
       EXPECT_CLOSE(parts.y.data(), got.y.data(), got.y.size(), kTolChunked);
       EXPECT_CLOSE(parts.state.data(), got.state.data(), got.state.size(), kTolChunked);

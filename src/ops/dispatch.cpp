@@ -28,4 +28,12 @@ void require_cuda_support(const char* op, bool supported, const std::string& why
   MAMBA_CHECK(supported, "{}: the CUDA implementation does not handle this call: {}", op, why);
 }
 
+void round_rows(const Tensor& dst, const float* src, int64_t sb, int64_t sl) {
+  const size_t esize = dtype_size(dst.dtype);
+  for (int64_t bi = 0; bi < dst.shape[0]; ++bi)
+    for (int64_t t = 0; t < dst.shape[1]; ++t)
+      convert_from_f32(static_cast<char*>(dst.data) + size_t(bi * dst.stride[0] + t * dst.stride[1]) * esize,
+                       dst.dtype, src + bi * sb + t * sl, size_t(dst.shape[2]));
+}
+
 }  // namespace mambacpp::dispatch

@@ -1,6 +1,7 @@
 // What every op dispatcher (ops.cpp, ops_backward.cpp, ops_train.cpp) checks before it routes a call: that the
 // defined tensors share one device (and that a cuda tensor meets a build with the CUDA backend), and that the
-// CUDA implementation handles the call. Internal to src/ops.
+// CUDA implementation handles the call; and the CPU form of an output asked for in half precision. Internal to
+// src/ops.
 #pragma once
 
 #include <initializer_list>
@@ -23,5 +24,9 @@ inline Device common_device(const char* op, std::initializer_list<Named> tensors
 
 // Throws an Error naming the op and the CUDA implementation's limit (`why`) when `supported` is false.
 void require_cuda_support(const char* op, bool supported, const std::string& why);
+
+// dst (b, l, e) in bf16 or f16, with its own strides = the f32 rows at src, row (bi, t) at src + bi·sb + t·sl,
+// each rounded to nearest even: how a CPU op writes an output that a product reads in half precision.
+void round_rows(const Tensor& dst, const float* src, int64_t sb, int64_t sl);
 
 }  // namespace mambacpp::dispatch

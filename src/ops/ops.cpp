@@ -26,6 +26,7 @@ namespace {
 using dispatch::common_device;
 using dispatch::Named;
 using dispatch::require_cuda_support;
+using dispatch::round_rows;
 
 // A required argument must be defined, except that a tensor with a shape of no elements may have no data.
 void require_defined(const char* op, const char* name, const Tensor& t) {
@@ -283,12 +284,7 @@ void conv1d_causal_forward(Tensor out, Tensor out_half, Tensor state_out, Tensor
   }
 #endif
   cpu::conv1d_causal(p, ctx.threads());
-  if (out_half.defined())  // each row of out rounded
-    for (int64_t bi = 0; bi < p.b; ++bi)
-      for (int64_t t = 0; t < p.l; ++t)
-        convert_from_f32(static_cast<char*>(out_half.data) +
-                             size_t(bi * out_half.stride[0] + t * out_half.stride[1]) * dtype_size(out_half.dtype),
-                         out_half.dtype, p.out.p + bi * p.out.sb + t * p.out.sl, size_t(p.e));
+  if (out_half.defined()) round_rows(out_half, p.out.p, p.out.sb, p.out.sl);
 }
 
 void selective_scan_forward(const ScanArgs& a, Context& ctx) {
@@ -354,11 +350,7 @@ void selective_scan_forward(const ScanArgs& a, Context& ctx) {
   }
   p.dt_softplus = a.dt_softplus;
   cpu::selective_scan(p, ctx.threads());
-  if (y_half)
-    for (int64_t bi = 0; bi < p.b; ++bi)
-      for (int64_t t = 0; t < p.l; ++t)
-        convert_from_f32(static_cast<char*>(a.y.data) + size_t(bi * a.y.stride[0] + t * a.y.stride[1]) * dtype_size(a.y.dtype),
-                         a.y.dtype, p.y.p + bi * p.y.sb + t * p.y.sl, size_t(p.e));
+  if (y_half) round_rows(a.y, p.y.p, p.y.sb, p.y.sl);
 }
 
 }  // namespace mambacpp

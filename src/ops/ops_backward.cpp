@@ -28,6 +28,7 @@ namespace {
 using dispatch::common_device;
 using dispatch::Named;
 using dispatch::require_cuda_support;
+using dispatch::round_rows;
 
 // On cuda a weight matrix may also be bf16 or f16 (the CUDA products read it in its dtype): its shape and
 // strides are then checked as those of an f32 matrix.
@@ -207,10 +208,7 @@ void conv1d_causal_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dstate_in
   std::vector<float> full(size_t(p.b * p.l * p.e));
   p.dx = {full.data(), p.l * p.e, p.e};
   cpu::conv1d_causal_backward(p, ctx.threads());
-  for (int64_t bi = 0; bi < p.b; ++bi)
-    for (int64_t t = 0; t < p.l; ++t)
-      convert_from_f32(static_cast<char*>(dx.data) + size_t(bi * dx.stride[0] + t * dx.stride[1]) * dtype_size(dx.dtype),
-                       dx.dtype, p.dx.at(bi, t), size_t(p.e));
+  round_rows(dx, p.dx.p, p.dx.sb, p.dx.sl);
 }
 
 void selective_scan_backward(const ScanGradArgs& a, Context& ctx) {
@@ -280,12 +278,7 @@ void selective_scan_backward(const ScanGradArgs& a, Context& ctx) {
     p.ddt = {ddt_full.data(), p.l * p.e, p.e};
   }
   cpu::selective_scan_backward(p, ctx.threads());
-  if (ddt_half)
-    for (int64_t bi = 0; bi < p.b; ++bi)
-      for (int64_t t = 0; t < p.l; ++t)
-        convert_from_f32(static_cast<char*>(a.ddt.data) +
-                             size_t(bi * a.ddt.stride[0] + t * a.ddt.stride[1]) * dtype_size(a.ddt.dtype),
-                         a.ddt.dtype, p.ddt.at(bi, t), size_t(p.e));
+  if (ddt_half) round_rows(a.ddt, p.ddt.p, p.ddt.sb, p.ddt.sl);
 }
 
 double linear_cross_entropy(Tensor dx, Tensor dw, Tensor x, Tensor w, const int32_t* targets, float scale,
