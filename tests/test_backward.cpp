@@ -287,9 +287,9 @@ struct ScanGrads {
   std::vector<float> du, ddt, dz, dB, dC, dA, dD, ddt_bias, dstate_in;
 };
 
-// With ddt_half, ddt is written there in ddt_dtype (bf16 or f16) instead of into the result's f32 ddt.
+// With ddt_half (dz_half), ddt (dz) is written there in half_dtype (bf16 or f16) instead of into the result's f32.
 ScanGrads run_scan_backward(ScanData& s, const ScanGrads& prior, Context& ctx, std::vector<uint16_t>* ddt_half = nullptr,
-                            DType ddt_dtype = DType::bf16) {
+                            std::vector<uint16_t>* dz_half = nullptr, DType half_dtype = DType::bf16) {
   const auto& c = s.c;
   ScanGrads g = prior;
   const size_t ble = size_t(c.b * c.l * c.e), bln = size_t(c.b * c.l * c.n);
@@ -314,7 +314,8 @@ ScanGrads run_scan_backward(ScanData& s, const ScanGrads& prior, Context& ctx, s
   if (c.dt_zero) a.dt.stride[0] = a.dt.stride[1] = 0;  // s.dt is all zeros
   if (c.state_in) a.state_in = t3(s.state_in, c.b, c.e, c.n);
   a.dt_softplus = c.softplus;
-  if (ddt_half != nullptr) ddt_half->assign(ble, 0xffff), a.ddt = Tensor(ddt_half->data(), ddt_dtype, {c.b, c.l, c.e});
+  if (ddt_half != nullptr) ddt_half->assign(ble, 0xffff), a.ddt = Tensor(ddt_half->data(), half_dtype, {c.b, c.l, c.e});
+  if (dz_half != nullptr) dz_half->assign(ble, 0xffff), a.dz = Tensor(dz_half->data(), half_dtype, {c.b, c.l, c.e});
   selective_scan_backward(a, ctx);
   return g;
 }
@@ -410,20 +411,22 @@ TEST(ScanBackward, BitwiseEqualForAnyThreadCount) {
   }
 }
 
-// A half ddt holds the f32 ddt rounded to nearest even; every other gradient is unchanged.
-TEST(ScanBackward, HalfDdtIsTheF32DdtRounded) {
+// A half ddt and dz hold the f32 ones rounded to nearest even; every other gradient is unchanged.
+TEST(ScanBackward, HalfDdtAndDzAreTheF32OnesRounded) {
   const ScanCase c{2, 37, 20, 16, true, true, true, true, true, true};
   ScanData s(c);
   const ScanGrads prior = scan_prior(c);
   Context ctx(2);
   const ScanGrads ref = run_scan_backward(s, prior, ctx);
   for (DType ht : {DType::bf16, DType::f16}) {
-    std::vector<uint16_t> half, want(ref.ddt.size());
-    const ScanGrads g = run_scan_backward(s, prior, ctx, &half, ht);
+    std::vector<uint16_t> half_ddt, half_dz, want(ref.ddt.size());
+    const ScanGrads g = run_scan_backward(s, prior, ctx, &half_ddt, &half_dz, ht);
     convert_from_f32(want.data(), ht, ref.ddt.data(), ref.ddt.size());
-    EXPECT_EQ(half, want) << dtype_name(ht);
-    EXPECT_TRUE(bitwise_equal(g.du, ref.du) && bitwise_equal(g.dz, ref.dz) && bitwise_equal(g.dB, ref.dB) &&
-                bitwise_equal(g.dA, ref.dA) && bitwise_equal(g.ddt_bias, ref.ddt_bias));
+    EXPECT_EQ(half_ddt, want) << dtype_name(ht) << " ddt";
+    convert_from_f32(want.data(), ht, ref.dz.data(), ref.dz.size());
+    EXPECT_EQ(half_dz, want) << dtype_name(ht) << " dz";
+    EXPECT_TRUE(bitwise_equal(g.du, ref.du) && bitwise_equal(g.dB, ref.dB) && bitwise_equal(g.dA, ref.dA) &&
+                bitwise_equal(g.ddt_bias, ref.ddt_bias));
   }
 }
 

@@ -282,8 +282,13 @@ void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs
   float* dxdbl = ws.dxdbl.as<float>();
   float* dxc = ws.dxc.as<float>();
   float* dy = ws.dy.as<float>();
-  // With a half dtype, the scan writes ddt rounded to it: dt_proj's backward reads it so.
+  // With a half dtype, the scan writes ddt rounded to it: dt_proj's backward reads it so. So is dz, beside the
+  // conv's half dx, where in_proj's backward reads dxz rounded (no in_proj bias, whose gradient needs f32).
   const Act ddt{ws.ddt.data(), c.selective_dt ? ws.half_dtype() : DType::f32};
+  const bool dxz_half = ws.half_dtype() != DType::f32 && !lw.in_proj_bias.defined();
+  const Act dxz16{ws.dxz_half.data(), ws.half_dtype()};
+  const Act dz = dxz_half ? Act{static_cast<char*>(ws.dxz_half.data()) + size_t(e) * dtype_size(dxz16.dtype), dxz16.dtype}
+                          : Act{dxz + e, DType::f32};
   linear_backward(matrix(dy, m, e, e, dev), g.out_proj, g.out_proj_bias,
                   dres16.defined() ? dres16 : matrix(dres, m, d, d, dev), a.y.view(m, e, e, dev), lw.out_proj, ctx);
 
@@ -296,7 +301,7 @@ void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs
     s.ddt = ddt.sequence(run.row0, run.rows, run.len, e, e, dev);
     s.dB = ssm_part(dxdbl, col.B, run, c, g.B, dev);
     s.dC = ssm_part(dxdbl, col.C, run, c, g.C, dev);
-    s.dz = run_view(dxz + e, run, e, 2 * e, dev);
+    s.dz = dz.sequence(run.row0, run.rows, run.len, e, 2 * e, dev);
     s.dA = dA;
     s.dD = g.D;
     s.ddt_bias = g.dt_bias;
@@ -313,20 +318,12 @@ void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs
   if (x > 0)  // dxc (the scan's du) += x_proj's input gradient, added by the product itself
     linear_backward(matrix(dxc, m, e, e, dev), g.x_proj, Tensor{}, matrix(dxdbl, m, x, x, dev),
                     a.xc_half.view(m, e, e, dev), lw.x_proj, /*accumulate_dx=*/true, ctx);
-  // With a half dtype (and no in_proj bias, whose gradient needs f32), in_proj's backward reads dxz rounded:
-  // the conv writes its dx half rounded, the scan's dz is rounded beside it.
-  const bool dxz_half = ws.half_dtype() != DType::f32 && !lw.in_proj_bias.defined();
-  const Act dxz16{ws.dxz_half.data(), ws.half_dtype()};
   for (const Run& run : runs)
     conv1d_causal_backward(dxz_half ? dxz16.sequence(run.row0, run.rows, run.len, e, 2 * e, dev)
                                     : run_view(dxz, run, e, 2 * e, dev),
                            g.conv_w, g.conv_b, Tensor{}, run_view(dxc, run, e, e, dev),
                            run_view(a.xz, run, e, 2 * e, dev), lw.conv_w, lw.conv_b, Tensor{}, /*apply_silu=*/true,
                            ctx);
-  if (dxz_half) {
-    const Act dz16{static_cast<char*>(ws.dxz_half.data()) + size_t(e) * dtype_size(dxz16.dtype), dxz16.dtype};
-    copy_convert_rows(dz16.view(m, e, 2 * e, dev), matrix(dxz + e, m, e, 2 * e, dev), ctx);
-  }
   float* dhidden = ws.dhidden.as<float>();
   linear_backward(matrix(dhidden, m, d, d, dev), g.in_proj, g.in_proj_bias,
                   dxz_half ? dxz16.view(m, 2 * e, 2 * e, dev) : matrix(dxz, m, 2 * e, 2 * e, dev),

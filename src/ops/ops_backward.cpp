@@ -12,6 +12,7 @@
 #include <initializer_list>
 #include <string>
 #include <utility>
+#include <tuple>
 #include <vector>
 
 #include "core/error.h"
@@ -239,19 +240,21 @@ void selective_scan_backward(const ScanGradArgs& a, Context& ctx) {
   }
   p.dy = sequence(op, "dy", a.dy, p.b, p.l, p.e);
   p.du = sequence(op, "du", a.du, p.b, p.l, p.e);
-  // A half ddt (for a product that reads it so): the f32 gradient, then each row rounded.
-  const bool ddt_half = a.ddt.defined() && (a.ddt.dtype == DType::bf16 || a.ddt.dtype == DType::f16);
-  if (ddt_half) {
-    Tensor shape = a.ddt;
+  // A half ddt or dz (for a product that reads it so): the f32 gradient into a scratch on the CPU path, then
+  // each row rounded (round_rows).
+  const auto is_half = [](const Tensor& t) { return t.defined() && (t.dtype == DType::bf16 || t.dtype == DType::f16); };
+  const auto f32_or_checked = [&](const char* name, const Tensor& t) {
+    if (!is_half(t)) return sequence(op, name, t, p.b, p.l, p.e);
+    Tensor shape = t;
     shape.dtype = DType::f32;
-    (void)sequence(op, "ddt", shape, p.b, p.l, p.e);
-  } else {
-    p.ddt = sequence(op, "ddt", a.ddt, p.b, p.l, p.e);
-  }
+    (void)sequence(op, name, shape, p.b, p.l, p.e);
+    return cpu::SeqF32{};
+  };
+  p.ddt = f32_or_checked("ddt", a.ddt);
   MAMBA_CHECK(a.z.defined() == a.dz.defined(), "{}: dz must be given exactly when z is", op);
   if (a.z.defined()) {
     p.z = sequence(op, "z", a.z, p.b, p.l, p.e);
-    p.dz = sequence(op, "dz", a.dz, p.b, p.l, p.e);
+    p.dz = f32_or_checked("dz", a.dz);
   }
   p.D = optional_exact<const float>(op, "D", a.D, {p.e});
   p.dt_bias = optional_exact<const float>(op, "dt_bias", a.dt_bias, {p.e});
@@ -272,13 +275,12 @@ void selective_scan_backward(const ScanGradArgs& a, Context& ctx) {
     return selective_scan_backward_cuda(a, ctx);
   }
 #endif
-  std::vector<float> ddt_full;
-  if (ddt_half) {
-    ddt_full.resize(size_t(p.b * p.l * p.e));
-    p.ddt = {ddt_full.data(), p.l * p.e, p.e};
-  }
+  std::vector<float> ddt_full, dz_full;
+  for (auto [t, seq, full] : {std::tuple{&a.ddt, &p.ddt, &ddt_full}, std::tuple{&a.dz, &p.dz, &dz_full}})
+    if (is_half(*t)) full->resize(size_t(p.b * p.l * p.e)), *seq = {full->data(), p.l * p.e, p.e};
   cpu::selective_scan_backward(p, ctx.threads());
-  if (ddt_half) round_rows(a.ddt, p.ddt.p, p.ddt.sb, p.ddt.sl);
+  for (auto [t, seq] : {std::pair{&a.ddt, &p.ddt}, std::pair{&a.dz, &p.dz}})
+    if (is_half(*t)) round_rows(*t, seq->p, seq->sb, seq->sl);
 }
 
 double linear_cross_entropy(Tensor dx, Tensor dw, Tensor x, Tensor w, const int32_t* targets, float scale,

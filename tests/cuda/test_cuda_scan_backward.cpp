@@ -364,9 +364,9 @@ TEST_F(CudaScanBackward, TimeInvariantBitwiseIdenticalRunToRun) {
   }
 }
 
-// A bf16 or f16 ddt holds the f32 ddt rounded to nearest even, bit for bit, and every other gradient is the
-// same; with and without the forward's chunk_states.
-TEST_F(CudaScanBackward, HalfDdtIsTheF32DdtRounded) {
+// A bf16 or f16 ddt and dz hold the f32 ones rounded to nearest even, bit for bit, and every other gradient is
+// the same; with and without the forward's chunk_states.
+TEST_F(CudaScanBackward, HalfDdtAndDzAreTheF32OnesRounded) {
   const Case c{"half ddt", 2, 300, 96, 16, true, true, true, true, true, true};
   for (const bool from_states : {false, true}) {
     SCOPED_TRACE(from_states ? "from the forward's chunk_states" : "with its own forward pass");
@@ -379,18 +379,20 @@ TEST_F(CudaScanBackward, HalfDdtIsTheF32DdtRounded) {
     const std::vector<float> ddt = test::download(pr.ddt), du = test::download(pr.du), dz = test::download(pr.dz);
     const std::vector<float> dA = test::download(pr.dA);
     for (DType ht : {DType::bf16, DType::f16}) {
-      Pair half = test::make_pair(ht, {c.b, c.l, c.e});
+      Pair half_ddt = test::make_pair(ht, {c.b, c.l, c.e}), half_dz = test::make_pair(ht, {c.b, c.l, c.e});
       pr.reset();
+      test::poison(half_ddt), test::poison(half_dz);
       ScanGradArgs a = pr.args(true);
-      a.ddt = half.dev;
+      a.ddt = half_ddt.dev, a.dz = half_dz.dev;
       selective_scan_backward_cuda(a, ctx);
       cuda_state(ctx).synchronize();
-      std::vector<uint16_t> got(ddt.size()), want(ddt.size());
-      ASSERT_EQ(cudaSuccess, cudaMemcpy(got.data(), half.dev.data, got.size() * 2, cudaMemcpyDeviceToHost));
-      convert_from_f32(want.data(), ht, ddt.data(), ddt.size());
-      EXPECT_EQ(got, want) << dtype_name(ht);
+      for (const auto& [name, half, full] : {std::tuple{"ddt", &half_ddt, &ddt}, std::tuple{"dz", &half_dz, &dz}}) {
+        std::vector<uint16_t> got(full->size()), want(full->size());
+        ASSERT_EQ(cudaSuccess, cudaMemcpy(got.data(), half->dev.data, got.size() * 2, cudaMemcpyDeviceToHost));
+        convert_from_f32(want.data(), ht, full->data(), full->size());
+        EXPECT_EQ(got, want) << dtype_name(ht) << " " << name;
+      }
       EXPECT_EQ(0, std::memcmp(du.data(), test::download(pr.du).data(), du.size() * 4)) << "du";
-      EXPECT_EQ(0, std::memcmp(dz.data(), test::download(pr.dz).data(), dz.size() * 4)) << "dz";
       EXPECT_EQ(0, std::memcmp(dA.data(), test::download(pr.dA).data(), dA.size() * 4)) << "dA";
     }
   }

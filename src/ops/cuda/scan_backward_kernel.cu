@@ -51,6 +51,16 @@ using namespace scan_bwd;
 // dz), or the forward's chunk_states, with dz formed in the chunks where there is a gate (states_dz).
 enum class Start { forward_pass, states, states_dz };
 
+// Element i of a written gradient held in f32, bf16 or f16 (`p` points to that type), rounded to nearest even.
+__device__ __forceinline__ void store_grad(float* p, DType dtype, int64_t i, float v) {
+  if (dtype == DType::f32)
+    p[i] = v;
+  else if (dtype == DType::bf16)
+    reinterpret_cast<__nv_bfloat16*>(p)[i] = from_f32<__nv_bfloat16>(v);
+  else
+    reinterpret_cast<__half*>(p)[i] = from_f32<__half>(v);
+}
+
 // P consecutive floats (P = 2 or 4, aligned to P floats) in one access.
 template <int P>
 __device__ __forceinline__ void load4(float (&v)[P], const float* src) {
@@ -268,7 +278,8 @@ __device__ void forward_pass(const ScanGradKernelParams& p, const Scratch& w, co
 #pragma unroll 8
         for (int gg = 0; gg < G; ++gg) y += part[(t * G + gg) * CB + at.cl];
         const float zv = cur.z[k], sig = sigmoid(zv);
-        p.dz.p[at_seq(p.dz, at.bi, t0 + t, at.c)] = cur.dy[k] * y * sig * fmaf(zv, 1.0f - sig, 1.0f);
+        store_grad(p.dz.p, p.dz_dtype, at_seq(p.dz, at.bi, t0 + t, at.c),
+                   cur.dy[k] * y * sig * fmaf(zv, 1.0f - sig, 1.0f));
       }
     }
   }
@@ -429,19 +440,14 @@ __device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, 
     const float du = fmaf(keep_delta[k], sgb, keep_dyp[k] * r.D);
     const float ddt = fmaf(keep_u[k], sgb, sdd) * keep_dsoft[k];
     p.du.p[at_seq(p.du, at.bi, t0 + t, at.c)] = du;
-    const int64_t at_ddt = at_seq(p.ddt, at.bi, t0 + t, at.c);
-    if (p.ddt_dtype == DType::f32)
-      p.ddt.p[at_ddt] = ddt;
-    else if (p.ddt_dtype == DType::bf16)
-      reinterpret_cast<__nv_bfloat16*>(p.ddt.p)[at_ddt] = from_f32<__nv_bfloat16>(ddt);
-    else
-      reinterpret_cast<__half*>(p.ddt.p)[at_ddt] = from_f32<__half>(ddt);
+    store_grad(p.ddt.p, p.ddt_dtype, at_seq(p.ddt, at.bi, t0 + t, at.c), ddt);
     if constexpr (DZ) {
       float y = r.D * keep_u[k];
 #pragma unroll 8
       for (int gg = 0; gg < G; ++gg) y += smem[Tl::YP_OFF + (t * G + gg) * CB + at.cl];
       const float zv = keep_z[k], sig = sigmoid(zv);
-      p.dz.p[at_seq(p.dz, at.bi, t0 + t, at.c)] = keep_dy[k] * y * sig * fmaf(zv, 1.0f - sig, 1.0f);
+      store_grad(p.dz.p, p.dz_dtype, at_seq(p.dz, at.bi, t0 + t, at.c),
+                 keep_dy[k] * y * sig * fmaf(zv, 1.0f - sig, 1.0f));
     }
     r.dD = fmaf(keep_dyp[k], keep_u[k], r.dD);
     r.dbias += ddt;

@@ -3,7 +3,7 @@
 //
 // Mathematics: ops_backward.h, selective_scan_backward. Layout as in the forward (scan_kernel.h): (b, l, e) and
 // (b, l, n) sequences with a contiguous last dimension and arbitrary batch and token strides; A (e, n), D,
-// dt_bias (e), the states (b, e, n): contiguous. Everything is f32, except that ddt may be bf16 or f16. A time-invariant B or C (the selection
+// dt_bias (e), the states (b, e, n): contiguous. Everything is f32, except that ddt and dz may be bf16 or f16. A time-invariant B or C (the selection
 // ablations) is instead (e, n), per channel (B_lti / C_lti, the sequence B / C and dB / dC then absent), and its
 // gradient (e, n) is added to: the sum over batch rows and steps.
 #pragma once
@@ -28,6 +28,7 @@ struct ScanGradKernelParams {
   int64_t b = 0, l = 0, e = 0, n = 0;
   GradSeq du, ddt, dz;                // (b, l, e) written; dz.p == nullptr exactly when there is no gate
   DType ddt_dtype = DType::f32;       // of ddt: f32, or bf16 / f16 (ddt.p then points to that type)
+  DType dz_dtype = DType::f32;        // of dz, likewise
   GradSeq dB, dC;                     // (b, l, n) written; p == nullptr where B_lti / C_lti is given
   float* dA = nullptr;                // (e, n) added to, or nullptr
   float* dD = nullptr;                // (e) added to, or nullptr
