@@ -8,8 +8,9 @@
 // pieces of its first row in the next phase into registers (and, for in_proj and the head, asks L2 for the rest
 // of that row), and the scan phase's lanes load the inputs that do not depend on x_proj's output, so that these
 // latencies overlap the barrier. The scan phase gives each (row, channel) a group of G lanes (G = n rounded up to
-// a power of two, at most 32) as scan_step_kernel.cu does. The arithmetic follows the unfused ops
-// (infer_kernels.cu, scan_step_kernel.cu) expression by expression; only the order of the products' sums differs.
+// a power of two, at most 32, as scan_step_kernel.cu does, halved down to 4 while the grid's lanes would need more
+// than one round for all of them). The arithmetic follows the unfused ops (infer_kernels.cu, scan_step_kernel.cu)
+// expression by expression; only the order of the sums (the products', and the scan's over the state) differs.
 // Every sum has a fixed order, so results are the same from run to run.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -469,6 +470,8 @@ __global__ void __launch_bounds__(kThreads, 1) decode_step_kernel(DecodeStepPara
   float* xs = reinterpret_cast<float*>(shared_rows);
   int group = 1;
   while (group < 32 && group < p.n) group *= 2;
+  // Fewer lanes per (row, channel), down to 4, where one lane each would take the grid more than one round.
+  while (group > 4 && p.b * p.e * group > int64_t(gridDim.x) * kThreads) group /= 2;
   RowHead<W> head;
   if (p.n_layer > 0) next_in(head, p, p.layers[0]);
   for (int64_t li = 0; li < p.n_layer; ++li) {
