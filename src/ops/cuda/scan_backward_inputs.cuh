@@ -7,6 +7,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <type_traits>
+
 #include "ops/cuda/scan_backward_plan.h"
 #include "ops/cuda/scan_math.cuh"
 
@@ -73,7 +75,10 @@ template <class Tl>
 struct Fetch {
   static constexpr int SB = (Tl::T * Tl::NPAD + Tl::NT - 1) / Tl::NT;  // B (and C) elements per thread
   static constexpr bool BC_AHEAD = SB <= 2;  // else (large n) B and C are loaded when staged
-  float u[Tl::ITEMS], dt[Tl::ITEMS], dy[Tl::ITEMS], z[Tl::ITEMS], B[BC_AHEAD ? SB : 1], C[BC_AHEAD ? SB : 1];
+  // u as loaded: f32, or in the HalfU tiles the bf16 / f16 bits, widened where they are used (fetched_u): a
+  // conversion at the load would wait for it, which is meant to overlap the chunk before.
+  std::conditional_t<Tl::HALF_U, unsigned short, float> u[Tl::ITEMS];
+  float dt[Tl::ITEMS], dy[Tl::ITEMS], z[Tl::ITEMS], B[BC_AHEAD ? SB : 1], C[BC_AHEAD ? SB : 1];
   float h0[Tl::P];  // the backward's chunk-start state (from its checkpoint)
 };
 
@@ -89,8 +94,7 @@ __device__ __forceinline__ void fetch_chunk(const ScanGradKernelParams& p, const
     const bool ok = at.c_ok && t < tl;
     // u: f32, or bf16 / f16 in the HalfU tiles and (known at run time) possibly in the time-invariant variants.
     if constexpr (Tl::HALF_U)
-      f.u[k] = widen(ok ? reinterpret_cast<const unsigned short*>(p.u.p)[at_seq(p.u, at.bi, t0 + t, at.c)] : 0,
-                     p.u_dtype == DType::bf16);
+      f.u[k] = ok ? reinterpret_cast<const unsigned short*>(p.u.p)[at_seq(p.u, at.bi, t0 + t, at.c)] : 0;
     else if constexpr (Tl::B_LTI || Tl::C_LTI)
       f.u[k] = ok ? load_any(p.u.p, p.u_dtype, at_seq(p.u, at.bi, t0 + t, at.c)) : 0.0f;
     else
@@ -108,6 +112,15 @@ __device__ __forceinline__ void fetch_chunk(const ScanGradKernelParams& p, const
       if constexpr (!Tl::C_LTI) f.C[k] = ok && with_c ? p.C.p[at_seq(p.C, at.bi, t0 + t, s)] : 0.0f;
     }
   }
+}
+
+// Item k's u of a fetch, as f32.
+template <class Tl>
+__device__ __forceinline__ float fetched_u(const Fetch<Tl>& f, int k, const ScanGradKernelParams& p) {
+  if constexpr (Tl::HALF_U)
+    return widen(f.u[k], p.u_dtype == DType::bf16);
+  else
+    return f.u[k];
 }
 
 // The chunk-start state at `h0` (zero for channels past e): the thread's P values, consecutive in the checkpoint

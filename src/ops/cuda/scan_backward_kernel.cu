@@ -113,7 +113,7 @@ __device__ void forward_pass(const ScanGradKernelParams& p, const Scratch& w, co
       if (T % G != 0 && t >= T) continue;
       float delta = 0.0f, dsoft;
       if (at.c_ok && t < tl) delta_of(p.dt_softplus, cur.dt[k] + r.bias, &delta, &dsoft);
-      tc[t * CB + at.cl] = make_float2(delta, delta * cur.u[k]);
+      tc[t * CB + at.cl] = make_float2(delta, delta * fetched_u<Tl>(cur, k, p));
     }
     stage_bc<Tl>(p, at, ci, cur, Z, smem);
     __syncthreads();
@@ -144,7 +144,7 @@ __device__ void forward_pass(const ScanGradKernelParams& p, const Scratch& w, co
       for (int k = 0; k < Tl::ITEMS; ++k) {
         const int t = at.g + k * G;
         if ((T % G != 0 && t >= T) || !at.c_ok || t >= tl) continue;
-        float y = r.D * cur.u[k];
+        float y = r.D * fetched_u<Tl>(cur, k, p);
 #pragma unroll 8
         for (int gg = 0; gg < G; ++gg) y += part[(t * G + gg) * CB + at.cl];
         const float zv = cur.z[k], sig = sigmoid(zv);
@@ -221,9 +221,9 @@ __device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, 
       dyp = cur.dy[k];
       if (p.z.p != nullptr) dyp *= cur.z[k] * sigmoid(cur.z[k]);
     }
-    tc[t * CB + at.cl] = make_float2(delta, delta * cur.u[k]);
+    tc[t * CB + at.cl] = make_float2(delta, delta * fetched_u<Tl>(cur, k, p));
     dys[t * CB + at.cl] = dyp;
-    keep_delta[k] = delta, keep_u[k] = cur.u[k], keep_dyp[k] = dyp, keep_dsoft[k] = dsoft;
+    keep_delta[k] = delta, keep_u[k] = fetched_u<Tl>(cur, k, p), keep_dyp[k] = dyp, keep_dsoft[k] = dsoft;
     if constexpr (DZ) keep_dy[k] = cur.dy[k], keep_z[k] = cur.z[k];
   }
   stage_bc<Tl>(p, at, ci, cur, true, smem);

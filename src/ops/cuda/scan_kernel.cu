@@ -10,8 +10,8 @@
 //    across threads, and b·e·G threads give enough parallelism at the shapes that matter (b·e ≥ 4096).
 //  - Per chunk, in three stages separated by block barriers:
 //    (1) the chunk's u, dt, z, B, C — loaded into registers while the previous chunk ran — are converted to
-//        f32 (with f32 inputs, a bf16 or f16 u is widened to f32 as it is loaded: kernels of their own for the
-//        selective tiles, a branch on u's dtype in the time-invariant variants);
+//        f32 (with f32 inputs, a bf16 or f16 u too: kernels of their own for the selective tiles, which keep it
+//        as loaded until here; a branch on u's dtype at the load in the time-invariant variants);
 //        δ = softplus(dt + dt_bias) and δ·u are computed once per (t, c) (not once per thread) and put in
 //        shared memory with B and C;
 //    (2) the recurrences; each thread stores its partial Σ_s h·C for every step in shared memory;
@@ -103,10 +103,11 @@ struct Pos {
 // A thread's registers: the state, A·log2 e, the raw inputs of the next chunk (loaded while the current one
 // runs), and the u and z of the current chunk's items, which stage (3) needs again. With a time-invariant B or
 // C, its P values for the thread's channel and states (B_lti[c, g·P + j]).
-template <class Tl, class In>
+template <class Tl, class In, class U = In>
 struct Regs {
   float h[Tl::P], a2[Tl::P];
-  In u[Tl::ITEMS], dt[Tl::ITEMS], z[Tl::ITEMS];
+  U u[Tl::ITEMS];  // as loaded (a half u beside f32 inputs too): widened when staged, not at the load
+  In dt[Tl::ITEMS], z[Tl::ITEMS];
   In B[Tl::BC_ITEMS], C[Tl::BC_ITEMS];
   float u_keep[Tl::ITEMS], z_keep[Tl::ITEMS];
   float B_lti[Tl::B_LTI ? Tl::P : 1], C_lti[Tl::C_LTI ? Tl::P : 1];
@@ -116,15 +117,6 @@ struct Regs {
 template <class T, class S>
 __device__ __forceinline__ T* element(const S& s, int64_t bi, int64_t t, int64_t c) {
   return static_cast<T*>(const_cast<void*>(static_cast<const void*>(s.p))) + bi * s.sb + t * s.sl + c;
-}
-
-// u held as U, as the kernel's In: itself, or (In = f32) a bf16 or f16 u widened to f32, which is exact.
-template <class In, class U>
-__device__ __forceinline__ In u_as(U v) {
-  if constexpr (std::is_same_v<In, U>)
-    return v;
-  else
-    return to_f32(v);
 }
 
 // Element `at` + `off` of u in the time-invariant variants (f32 kernels only), which take any u dtype and widen it
@@ -146,11 +138,13 @@ __device__ __forceinline__ void bc_index(const Pos& at, int k, int* t, int* s) {
   }
 }
 
-// Loads the raw inputs of chunk [t0, t0 + tl), u held as U (see u_as, u_any). Full: tl == T and every channel of the block exists, so no
+// Loads the raw inputs of chunk [t0, t0 + tl), u as U (In, or a bf16 or f16 u beside f32 inputs, kept so until
+// staged: a conversion here would wait for the load, which is meant to overlap the chunk before; see u_any for the
+// time-invariant variants). Full: tl == T and every channel of the block exists, so no
 // element needs a bounds check; otherwise elements outside the sequence or the channels read as 0. In-chunk
 // offsets are 32-bit (scan_kernel_supports bounds the row strides).
 template <class Tl, class In, class U, bool Full>
-__device__ __forceinline__ void load_chunk(Regs<Tl, In>& r, const ScanKernelParams& p, const Pos& at, int64_t t0,
+__device__ __forceinline__ void load_chunk(Regs<Tl, In, U>& r, const ScanKernelParams& p, const Pos& at, int64_t t0,
                                            int tl) {
   constexpr int G = Tl::G;
   constexpr bool LTI = Tl::B_LTI || Tl::C_LTI;
@@ -165,7 +159,7 @@ __device__ __forceinline__ void load_chunk(Regs<Tl, In>& r, const ScanKernelPara
     if constexpr (LTI)
       r.u[k] = ok ? u_any(p, at.bi * p.u.sb + (t0 + at.g) * p.u.sl + at.c, k * u_step) : zero<In>();
     else
-      r.u[k] = ok ? u_as<In>(u[k * u_step]) : zero<In>();
+      r.u[k] = ok ? u[k * u_step] : zero<U>();
     r.dt[k] = ok ? dt[k * dt_step] : zero<In>();
     if (z != nullptr) r.z[k] = ok ? z[k * z_step] : zero<In>();
   }
@@ -183,7 +177,7 @@ __device__ __forceinline__ void load_chunk(Regs<Tl, In>& r, const ScanKernelPara
 }
 
 template <class Tl, class In, class U>
-__device__ __forceinline__ void load_chunk_at(Regs<Tl, In>& r, const ScanKernelParams& p, const Pos& at,
+__device__ __forceinline__ void load_chunk_at(Regs<Tl, In, U>& r, const ScanKernelParams& p, const Pos& at,
                                               int64_t t0) {
   const int tl = int(min(p.l - t0, int64_t(Tl::T)));
   if (at.cols_full && tl == Tl::T)
@@ -194,8 +188,8 @@ __device__ __forceinline__ void load_chunk_at(Regs<Tl, In>& r, const ScanKernelP
 
 // Stage (1): δ, δ·u, B and C of the chunk into shared memory, as f32. Steps past tl and channels past e get
 // δ = 0 (their raw inputs are 0, so δ·u, B and C are 0 too).
-template <class Tl, class In, bool Full>
-__device__ __forceinline__ void stage_inputs(Regs<Tl, In>& r, const ScanKernelParams& p, const Pos& at, int tl,
+template <class Tl, class In, bool Full, class U>
+__device__ __forceinline__ void stage_inputs(Regs<Tl, In, U>& r, const ScanKernelParams& p, const Pos& at, int tl,
                                              float bias, float* smem) {
   float2* s_dd = reinterpret_cast<float2*>(smem + Tl::DD_OFF);
 #pragma unroll
@@ -238,8 +232,8 @@ __device__ __forceinline__ void store_chunk_state(const ScanKernelParams& p, con
     if (at.g * Tl::P + j < p.n) dst[j * p.e] = h[j];
 }
 
-template <class Tl, class In>
-__device__ __forceinline__ void stage_recurrence(Regs<Tl, In>& r, const ScanKernelParams& p, const Pos& at,
+template <class Tl, class In, class U>
+__device__ __forceinline__ void stage_recurrence(Regs<Tl, In, U>& r, const ScanKernelParams& p, const Pos& at,
                                                  int64_t t0, int tl, float* smem) {
   constexpr int P = Tl::P, T = Tl::T, NPAD = Tl::NPAD, CB = Tl::CB;
   const float2* s_dd = reinterpret_cast<const float2*>(smem + Tl::DD_OFF);
@@ -277,8 +271,8 @@ __device__ __forceinline__ void stage_recurrence(Regs<Tl, In>& r, const ScanKern
 }
 
 // Stage (3): y = (Σ_g partial sums + D·u) · silu(z) for the thread's items.
-template <class Tl, class In, bool Full>
-__device__ __forceinline__ void stage_output(const Regs<Tl, In>& r, const ScanKernelParams& p, const Pos& at,
+template <class Tl, class In, bool Full, class U>
+__device__ __forceinline__ void stage_output(const Regs<Tl, In, U>& r, const ScanKernelParams& p, const Pos& at,
                                              int64_t t0, int tl, float Dc, const float* smem) {
   const float* s_y = smem + Tl::Y_OFF;
   const int64_t first = at.bi * p.y.sb + (t0 + at.g) * p.y.sl + at.c;
@@ -323,7 +317,7 @@ __global__ void __launch_bounds__(Tl::NT) scan_fwd_kernel(const ScanKernelParams
   const float bias = at.c_ok && p.dt_bias != nullptr ? p.dt_bias[at.c] : 0.0f;
   const float Dc = at.c_ok && p.D != nullptr ? p.D[at.c] : 0.0f;
 
-  Regs<Tl, In> r;
+  Regs<Tl, In, U> r;
 #pragma unroll
   for (int j = 0; j < P; ++j) {
     const int s = at.g * P + j;
