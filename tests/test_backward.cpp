@@ -288,8 +288,10 @@ struct ScanGrads {
 };
 
 // With ddt_half (dz_half), ddt (dz) is written there in half_dtype (bf16 or f16) instead of into the result's f32.
+// With u_half, u is read from that (half) view instead of s.u.
 ScanGrads run_scan_backward(ScanData& s, const ScanGrads& prior, Context& ctx, std::vector<uint16_t>* ddt_half = nullptr,
-                            std::vector<uint16_t>* dz_half = nullptr, DType half_dtype = DType::bf16) {
+                            std::vector<uint16_t>* dz_half = nullptr, DType half_dtype = DType::bf16,
+                            const Tensor* u_half = nullptr) {
   const auto& c = s.c;
   ScanGrads g = prior;
   const size_t ble = size_t(c.b * c.l * c.e), bln = size_t(c.b * c.l * c.n);
@@ -316,6 +318,7 @@ ScanGrads run_scan_backward(ScanData& s, const ScanGrads& prior, Context& ctx, s
   a.dt_softplus = c.softplus;
   if (ddt_half != nullptr) ddt_half->assign(ble, 0xffff), a.ddt = Tensor(ddt_half->data(), half_dtype, {c.b, c.l, c.e});
   if (dz_half != nullptr) dz_half->assign(ble, 0xffff), a.dz = Tensor(dz_half->data(), half_dtype, {c.b, c.l, c.e});
+  if (u_half != nullptr) a.u = *u_half;
   selective_scan_backward(a, ctx);
   return g;
 }
@@ -430,6 +433,36 @@ TEST(ScanBackward, HalfDdtAndDzAreTheF32OnesRounded) {
   }
 }
 
+// A bf16 or f16 u (read through a row-strided view, as training holds it) gives every gradient of the f32 op on
+// u widened to f32, bit for bit: each half value is exact in f32. du stays f32.
+TEST(ScanBackward, HalfUIsTheF32OpOnTheWidenedU) {
+  for (const ScanCase c : {ScanCase{2, 37, 20, 5, true, true, true, true, true, true},
+                           ScanCase{1, 45, 33, 16, false, true, true, true, false, false},
+                           ScanCase{2, 33, 18, 3, true, true, true, true, true, false, true, false, false}}) {
+    for (DType ht : {DType::bf16, DType::f16}) {
+      SCOPED_TRACE(testing::Message() << dtype_name(ht) << " b=" << c.b << " l=" << c.l << " e=" << c.e
+                                      << " n=" << c.n << " B_lti=" << c.B_lti);
+      ScanData s(c);
+      const int64_t ld = c.e + 3;
+      std::vector<uint16_t> packed(s.u.size()), strided(size_t(c.b * c.l * ld), 0x7fff);
+      convert_from_f32(packed.data(), ht, s.u.data(), s.u.size());
+      convert_to_f32(s.u.data(), packed.data(), ht, s.u.size());  // the f32 op's u: the half values widened
+      for (int64_t r = 0; r < c.b * c.l; ++r)
+        std::memcpy(&strided[size_t(r * ld)], &packed[size_t(r * c.e)], size_t(c.e) * 2);
+      Tensor uh(strided.data(), ht, {c.b, c.l, c.e});
+      uh.stride = {c.l * ld, ld, 1};
+      const ScanGrads prior = scan_prior(c);
+      Context ctx(2);
+      const ScanGrads want = run_scan_backward(s, prior, ctx);
+      const ScanGrads g = run_scan_backward(s, prior, ctx, nullptr, nullptr, DType::bf16, &uh);
+      EXPECT_TRUE(bitwise_equal(g.du, want.du) && bitwise_equal(g.ddt, want.ddt) && bitwise_equal(g.dz, want.dz) &&
+                  bitwise_equal(g.dB, want.dB) && bitwise_equal(g.dC, want.dC) && bitwise_equal(g.dA, want.dA) &&
+                  bitwise_equal(g.dD, want.dD) && bitwise_equal(g.ddt_bias, want.ddt_bias) &&
+                  bitwise_equal(g.dstate_in, want.dstate_in));
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // head + cross-entropy
 
@@ -511,6 +544,12 @@ TEST(BackwardOps, RefuseBadArgumentsNamingThem) {
   s.dD = Tensor{};
   s.chunk_states = Tensor(d.data(), DType::f32, {1, 1, 3, 2});  // (b, ceil(l/16), n, e) is [1, 1, 2, 3]
   test::expect_error([&] { selective_scan_backward(s, ctx); }, {"selective_scan_backward", "chunk_states", "[1, 1, 2, 3]"});
+  s.chunk_states = Tensor{};
+  std::vector<uint16_t> half(64);  // a half u goes with f32 dt (and every other input) only
+  s.u = Tensor(half.data(), DType::bf16, {1, 2, 3}), s.dt = Tensor(half.data(), DType::bf16, {1, 2, 3});
+  test::expect_error([&] { selective_scan_backward(s, ctx); }, {"selective_scan_backward", "dt must be f32, got bf16"});
+  s.dt = t3(a, 1, 2, 3);
+  EXPECT_NO_THROW(selective_scan_backward(s, ctx));
   const std::vector<int32_t> targets = {0, 9};
   test::expect_error([&] { linear_cross_entropy(Tensor{}, Tensor{}, t2(a, 2, 3), t2(b, 4, 3), targets.data(), 1.0f, ctx); },
                      {"linear_cross_entropy", "targets[1] = 9"});

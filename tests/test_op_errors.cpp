@@ -82,6 +82,12 @@ TEST(OpErrors, Conv1dChecksStateAndWidth) {
                {"conv1d_causal_forward", "k = 20"});
   expect_error([&] { conv1d_causal_forward(Tensor(out.data(), DType::f32, {2, 5, 3}), Tensor(), tx, tw, Tensor(), Tensor(), true, ctx); },
                {"conv1d_causal_forward", "out", "[2, 3, 5]"});
+  // out may be left out only where out_half takes the output.
+  expect_error([&] { conv1d_causal_forward(Tensor(), Tensor(), Tensor(), tx, tw, Tensor(), Tensor(), true, ctx); },
+               {"conv1d_causal_forward", "out", "undefined"});
+  std::vector<uint16_t> half(x.size());
+  EXPECT_NO_THROW(conv1d_causal_forward(Tensor(), Tensor(half.data(), DType::bf16, {2, 3, 5}), Tensor(), tx, tw,
+                                        Tensor(), Tensor(), true, ctx));
 }
 
 TEST(OpErrors, ScanNamesTheBadArgument) {
@@ -116,6 +122,13 @@ TEST(OpErrors, ScanNamesTheBadArgument) {
   bad = a;
   bad.B = Tensor(A.data(), DType::f32, {e, n - 1});
   expect_error([&] { selective_scan_forward(bad, ctx); }, {"selective_scan_forward", "B (time-invariant)", "[3, 4]"});
+  // A half u goes with f32 dt, B, C and z only.
+  std::vector<uint16_t> uh(b * l * e), dth(b * l * e);
+  bad = a;
+  bad.u = Tensor(uh.data(), DType::bf16, {b, l, e}), bad.dt = Tensor(dth.data(), DType::bf16, {b, l, e});
+  expect_error([&] { selective_scan_forward(bad, ctx); }, {"selective_scan_forward", "dt", "f32", "bf16"});
+  bad.dt = a.dt;
+  EXPECT_NO_THROW(selective_scan_forward(bad, ctx));
   bad = a;
   bad.C = Tensor(A.data(), DType::f32, {e, n});
   EXPECT_NO_THROW(selective_scan_forward(bad, ctx));

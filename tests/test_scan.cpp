@@ -2,12 +2,13 @@
 // (support/reference_ops.h): a table of shapes including the awkward ones (one token, odd state sizes, channels
 // not a multiple of the vector width, several batch rows), inputs laid out as the model makes them (row-strided
 // views), outputs poisoned beforehand; chunked and token-by-token runs against one call, bitwise equality across
-// thread counts, the states every 16 steps for the backward pass, a half output, and the ablations' time-invariant
-// B, C and Δ.
+// thread counts, the states every 16 steps for the backward pass, a half output, a half u (bit for bit the f32 op
+// on the widened u), and the ablations' time-invariant B, C and Δ.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "ops/ops.h"
@@ -217,6 +218,49 @@ TEST(SelectiveScan, HalfOutputIsTheF32OutputRounded) {
       }
     EXPECT_EQ(got, want) << dtype_name(ht);
   }
+}
+
+// A bf16 or f16 u beside f32 dt, B, C and z (through a row-strided view, as training holds it) gives the bits of
+// the f32 op on u widened to f32 (each half value is exact in f32): y, the final state and chunk_states.
+TEST(SelectiveScan, HalfUIsTheF32ScanOfTheWidenedU) {
+  for (const ScanCase c : {ScanCase{2, 37, 20, 16, true, true, true, true, true},
+                           ScanCase{1, 50, 19, 5, false, true, false, true, false},
+                           ScanCase{3, 16, 33, 3, true, false, true, false, true, true, false}})
+    for (DType ht : {DType::bf16, DType::f16}) {
+      SCOPED_TRACE(testing::Message() << dtype_name(ht) << " b=" << c.b << " l=" << c.l << " e=" << c.e
+                                      << " n=" << c.n << " B_lti=" << c.B_lti);
+      ScanData d(c);
+      const int64_t ld = c.e + 5, K = scan_state_count(c.l);
+      std::vector<uint16_t> packed(d.u.size()), strided(size_t(c.b * c.l * ld), 0x7fff);
+      convert_from_f32(packed.data(), ht, d.u.data(), d.u.size());
+      convert_to_f32(d.u.data(), packed.data(), ht, d.u.size());  // the f32 op's u: the half values widened
+      for (int64_t r = 0; r < c.b * c.l; ++r)
+        std::memcpy(&strided[size_t(r * ld)], &packed[size_t(r * c.e)], size_t(c.e) * 2);
+      Tensor uh(strided.data(), ht, {c.b, c.l, c.e});
+      uh.stride = {c.l * ld, ld, 1};
+      // y, the final state and chunk_states of the op with the given u.
+      const auto run = [&](Tensor u) {
+        std::vector<float> y(size_t(c.b * c.l * c.e), kNaN), st(size_t(c.b * c.e * c.n), kNaN),
+            states(size_t(c.b * K * c.n * c.e), kNaN);
+        ScanArgs a;
+        a.y = Tensor(y.data(), DType::f32, {c.b, c.l, c.e}), a.state_out = Tensor(st.data(), DType::f32, {c.b, c.e, c.n});
+        a.chunk_states = Tensor(states.data(), DType::f32, {c.b, K, c.n, c.e});
+        a.u = u, a.dt = Tensor(d.dt.data(), DType::f32, {c.b, c.l, c.e});
+        if (c.z) a.z = Tensor(d.z.data(), DType::f32, {c.b, c.l, c.e});
+        a.B = c.B_lti ? Tensor(d.B.data(), DType::f32, {c.e, c.n}) : Tensor(d.B.data(), DType::f32, {c.b, c.l, c.n});
+        a.C = Tensor(d.C.data(), DType::f32, {c.b, c.l, c.n});
+        a.A = Tensor(d.A.data(), DType::f32, {c.e, c.n}), a.D = vec_tensor(d.D), a.dt_bias = vec_tensor(d.dt_bias);
+        if (c.state_in) a.state_in = Tensor(d.state0.data(), DType::f32, {c.b, c.e, c.n});
+        a.dt_softplus = c.softplus;
+        Context ctx(2);
+        selective_scan_forward(a, ctx);
+        y.insert(y.end(), st.begin(), st.end());
+        y.insert(y.end(), states.begin(), states.end());
+        return y;
+      };
+      const std::vector<float> want = run(Tensor(d.u.data(), DType::f32, {c.b, c.l, c.e})), got = run(uh);
+      EXPECT_TRUE(bitwise_equal(got, want)) << "y, state_out or chunk_states differ";
+    }
 }
 
 TEST(SelectiveScan, ChunkedAndStepwiseEqualOneCall) {

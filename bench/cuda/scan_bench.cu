@@ -100,7 +100,7 @@ ScanKernelParams params_for(const Device& d, int64_t l, int64_t set) {
   const int64_t seq = kB * l * kE, xps = kB * l * kW;
   ScanKernelParams p;
   p.b = kB, p.l = l, p.e = kE, p.n = kN;
-  p.in_dtype = p.y_dtype = mambacpp::DType::bf16;
+  p.in_dtype = p.u_dtype = p.y_dtype = mambacpp::DType::bf16;
   p.y = {d.y + set * seq, l * kE, kE};
   p.u = {d.u + set * seq, l * kE, kE};
   p.dt = {d.dt + set * seq, l * kE, kE};

@@ -146,13 +146,13 @@ Tensor run_view(float* p, const Run& r, int64_t cols, int64_t ld, Device dev) {
   return sequence(p + r.row0 * ld, r.rows, r.len, cols, ld, dev);
 }
 
-// Views of layer i's kept activations. hidden and y are held in the workspace's half dtype when it has one
-// (they feed only matrix products); xc in f32 (for the scan) and, with a half dtype, also rounded (xc_half, for
-// x_proj); the scan writes y in that dtype itself.
+// Views of layer i's kept activations. hidden, xc and y are held in the workspace's half dtype when it has one:
+// hidden and y feed only matrix products; xc feeds x_proj's product and is the scan's u, which the scan widens
+// to f32 as it reads it (forward and backward). The conv writes xc and the scan y in that dtype themselves.
 struct LayerActs {
-  float *residual, *xz, *xc, *xdbl, *dt;
+  float *residual, *xz, *xdbl, *dt;
   float* states;  // the scan's chunk_states of every run, one after the other, or nullptr (not kept)
-  Act hidden, y, xc_half;
+  Act hidden, xc, y;
 };
 
 LayerActs layer_acts(TrainWorkspace& ws, const MambaConfig& c, int64_t m, int64_t i) {
@@ -163,14 +163,13 @@ LayerActs layer_acts(TrainWorkspace& ws, const MambaConfig& c, int64_t m, int64_
   LayerActs a;
   a.residual = ws.residual.as<float>() + i * m * d;
   a.xz = ws.xz.as<float>() + i * m * 2 * e;
-  a.xc = ws.xc.as<float>() + i * m * e;
   a.xdbl = ws.xdbl.as<float>() + i * m * x;
   a.dt = ws.dt.as<float>() + i * m * e;
   a.states = ws.scan_state_floats > 0 && i < c.n_layer ? ws.scan_states.as<float>() + i * ws.scan_state_floats
                                                         : nullptr;
   a.hidden = {static_cast<char*>(ws.hidden.data()) + size_t(i * m * d) * hs, h};
+  a.xc = {static_cast<char*>(ws.xc.data()) + size_t(i * m * e) * hs, h};
   a.y = {y, h};
-  a.xc_half = h == DType::f32 ? Act{a.xc, h} : Act{static_cast<char*>(ws.xc_half.data()) + size_t(i * m * e) * hs, h};
   return a;
 }
 
@@ -203,7 +202,7 @@ void set_scan_inputs(Args& s, const LayerWeights& lw, const LayerActs& a, const 
   const int64_t e = c.d_inner;
   if (a.states != nullptr)
     s.chunk_states = Tensor(a.states + states_at, DType::f32, {run.rows, scan_state_count(run.len), c.d_state, e}, dev);
-  s.u = run_view(a.xc, run, e, e, dev);
+  s.u = a.xc.sequence(run.row0, run.rows, run.len, e, e, dev);
   s.dt = run_view(a.dt, run, e, e, dev);
   s.A = lw.A;
   s.B = ssm_part(a.xdbl, col.B, run, c, lw.B, dev);
@@ -220,12 +219,12 @@ void mixer_forward(const LayerWeights& lw, const LayerActs& a, float* mixer_out,
   const int64_t x = col.x;
   const bool half = a.hidden.dtype != DType::f32;
   linear_forward(matrix(a.xz, m, 2 * e, 2 * e, dev), a.hidden.view(m, d, d, dev), lw.in_proj, lw.in_proj_bias, ctx);
-  for (const Run& run : runs)  // xc in f32 for the scan and, with a half dtype, rounded for x_proj (both passes)
-    conv1d_causal_forward(run_view(a.xc, run, e, e, dev),
-                          half ? a.xc_half.sequence(run.row0, run.rows, run.len, e, e, dev) : Tensor{}, Tensor{},
-                          run_view(a.xz, run, e, 2 * e, dev), lw.conv_w, lw.conv_b, Tensor{}, /*apply_silu=*/true,
-                          ctx);
-  if (x > 0) linear_forward(matrix(a.xdbl, m, x, x, dev), a.xc_half.view(m, e, e, dev), lw.x_proj, Tensor{}, ctx);
+  for (const Run& run : runs) {  // xc in f32, or only rounded to the half dtype (for x_proj and the scan)
+    const Tensor xc = a.xc.sequence(run.row0, run.rows, run.len, e, e, dev);
+    conv1d_causal_forward(half ? Tensor{} : xc, half ? xc : Tensor{}, Tensor{}, run_view(a.xz, run, e, 2 * e, dev),
+                          lw.conv_w, lw.conv_b, Tensor{}, /*apply_silu=*/true, ctx);
+  }
+  if (x > 0) linear_forward(matrix(a.xdbl, m, x, x, dev), a.xc.view(m, e, e, dev), lw.x_proj, Tensor{}, ctx);
   if (c.selective_dt)
     linear_forward(matrix(a.dt, m, e, e, dev), matrix(a.xdbl, m, r, x, dev), lw.dt_proj, Tensor{}, ctx);
   else
@@ -317,7 +316,7 @@ void layer_backward(const LayerWeights& lw, const LayerGrads& g, const LayerActs
                     matrix(a.xdbl, m, r, x, dev), lw.dt_proj, ctx);
   if (x > 0)  // dxc (the scan's du) += x_proj's input gradient, added by the product itself
     linear_backward(matrix(dxc, m, e, e, dev), g.x_proj, Tensor{}, matrix(dxdbl, m, x, x, dev),
-                    a.xc_half.view(m, e, e, dev), lw.x_proj, /*accumulate_dx=*/true, ctx);
+                    a.xc.view(m, e, e, dev), lw.x_proj, /*accumulate_dx=*/true, ctx);
   for (const Run& run : runs)
     conv1d_causal_backward(dxz_half ? dxz16.sequence(run.row0, run.rows, run.len, e, 2 * e, dev)
                                     : run_view(dxz, run, e, 2 * e, dev),
@@ -366,7 +365,7 @@ double sequences_pass(const ModelGrads* g, const ModelWeights& w, const int32_t*
   ws.reserve(c, m, ws.device() == Device::cuda ? w.matrix_dtype : DType::f32);
   const std::vector<Run> runs = make_runs(doc_start, b, l);
   // The scan's chunk_states (TrainWorkspace::keep_scan_states): used by the CUDA kernel at n ≤ 64; not for runs
-  // shorter than 16 tokens on average, where they would outgrow xc.
+  // shorter than 16 tokens on average, where they would outgrow an f32 (m, e) activation.
   int64_t states = 0;
   for (const Run& run : runs) states += run_state_floats(run, c);
   const bool keep = ws.keep_scan_states && dev == Device::cuda && c.d_state <= 64 && int64_t(runs.size()) * 16 <= m;
@@ -457,17 +456,16 @@ void TrainWorkspace::reserve(const MambaConfig& c, int64_t rows, DType half) {
   const size_t x = size_t(c.dt_rank + 2 * c.d_state), f = sizeof(float), h = dtype_size(half);
   const Device dev = device_;
   if (half != half_)
-    rows_ = 0, half_ = half, hidden = Buffer(), y = Buffer(), xc_half = Buffer(),
-    dresidual_half = Buffer(), dxz_half = Buffer();
+    rows_ = 0, half_ = half, hidden = Buffer(), xc = Buffer(), y = Buffer(), dresidual_half = Buffer(),
+    dxz_half = Buffer();
   ensure(residual, (L + 1) * m * d * f, dev);
   ensure(hidden, (L + 1) * m * d * h, dev);
   ensure(xz, L * m * 2 * e * f, dev);
-  ensure(xc, L * m * e * f, dev);
+  ensure(xc, L * m * e * h, dev);
   ensure(xdbl, L * m * x * f, dev);
   ensure(dt, L * m * e * f, dev);
   ensure(y, L * m * e * h, dev);
   if (half != DType::f32) {
-    ensure(xc_half, L * m * e * h, dev);
     ensure(dresidual_half, m * d * h, dev);
     ensure(dxz_half, m * 2 * e * h, dev);
   }

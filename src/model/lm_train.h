@@ -56,13 +56,13 @@ class TrainWorkspace {
   int64_t rows_per_pass = 4096;
 
   // Kept by the forward pass (per layer i, then one more residual for the final norm):
-  // With a half dtype, the activations that feed only matrix products (hidden, y, and x_proj's copy of xc) are
-  // kept in it, rounded once where they are made, so that no product rounds its operand again:
+  // With a half dtype, the activations that feed matrix products (hidden, y) and xc (x_proj's input and the
+  // scan's u, which the scan widens to f32 as it reads it) are kept in it, rounded once where they are made, so
+  // that no product rounds its operand again:
   Buffer residual;  // (n_layer + 1, m, d) the residual stream entering norm i, after its add
   Buffer hidden;    // (n_layer + 1, m, d) the norm outputs (the last one feeds the head), f32 or half
   Buffer xz;        // (n_layer, m, 2e) in_proj outputs: x, z
-  Buffer xc;        // (n_layer, m, e) SiLU(conv1d(x))
-  Buffer xc_half;   // (n_layer, m, e) xc rounded to the half dtype (only with one)
+  Buffer xc;        // (n_layer, m, e) SiLU(conv1d(x)), f32 or half
   Buffer xdbl;      // (n_layer, m, r + 2n) x_proj outputs: dt_low, B, C
   Buffer dt;        // (n_layer, m, e) dt_proj outputs (before the Δ bias)
   Buffer y;         // (n_layer, m, e) scan outputs, f32 or half
@@ -70,7 +70,7 @@ class TrainWorkspace {
   // The scan's state every 16 steps (ops.h, chunk_states), per layer, for the backward pass to start from instead
   // of running the recurrence forward again: kept when keep_scan_states, on cuda, at d_state ≤ 64 (where the
   // kernel uses them), and when the group's runs of tokens average at least 16 (packed documents may be
-  // shorter). Per layer and 16 tokens one (e, n) f32 state: the size of xc at n = 16.
+  // shorter). Per layer and 16 tokens one (e, n) f32 state: the size of an f32 (m, e) activation at n = 16.
   bool keep_scan_states = true;
   Buffer scan_states;
   int64_t scan_state_floats = 0;  // per layer in the current group; 0 when not kept

@@ -36,4 +36,16 @@ void round_rows(const Tensor& dst, const float* src, int64_t sb, int64_t sl) {
                        dst.dtype, src + bi * sb + t * sl, size_t(dst.shape[2]));
 }
 
+std::vector<float> widen_rows(const Tensor& src) {
+  const int64_t b = src.shape[0], l = src.shape[1], e = src.shape[2];
+  const size_t esize = dtype_size(src.dtype);
+  std::vector<float> out(size_t(b * l * e));
+  for (int64_t bi = 0; bi < b; ++bi)
+    for (int64_t t = 0; t < l; ++t)
+      convert_to_f32(out.data() + (bi * l + t) * e, static_cast<const char*>(src.data) +
+                                                        size_t(bi * src.stride[0] + t * src.stride[1]) * esize,
+                     src.dtype, size_t(e));
+  return out;
+}
+
 }  // namespace mambacpp::dispatch

@@ -27,6 +27,9 @@ using dispatch::common_device;
 using dispatch::Named;
 using dispatch::require_cuda_support;
 using dispatch::round_rows;
+using dispatch::widen_rows;
+using dispatch::is_half;
+using dispatch::as_f32_shape;
 
 // A required argument must be defined, except that a tensor with a shape of no elements may have no data.
 void require_defined(const char* op, const char* name, const Tensor& t) {
@@ -107,21 +110,23 @@ const float* optional_vector(const char* op, const char* name, const Tensor& t, 
   return t.f32();
 }
 
-// The address range [first, last) spanned by a row view.
-std::pair<const char*, const char*> span(const cpu::MatF32& m) {
+// The address range [first, last) spanned by a row view whose elements are `esize` bytes (2 for a half tensor
+// viewed through the rows of an f32 one, shape_of_half).
+std::pair<const char*, const char*> span(const cpu::MatF32& m, size_t esize) {
   if (m.rows == 0 || m.cols == 0) return {nullptr, nullptr};
   const auto* first = reinterpret_cast<const char*>(m.p);
-  return {first, reinterpret_cast<const char*>(m.p + (m.rows - 1) * m.ld + m.cols)};
+  return {first, first + size_t((m.rows - 1) * m.ld + m.cols) * esize};
 }
 
-bool overlap(const cpu::MatF32& a, const cpu::MatF32& b) {
-  const auto [a0, a1] = span(a);
-  const auto [b0, b1] = span(b);
+bool overlap(const cpu::MatF32& a, const cpu::MatF32& b, size_t a_esize = sizeof(float),
+             size_t b_esize = sizeof(float)) {
+  const auto [a0, a1] = span(a, a_esize);
+  const auto [b0, b1] = span(b, b_esize);
   return a0 && b0 && a0 < b1 && b0 < a1;
 }
 
 // On cuda an activation may be held in a half dtype (`half`: bf16 or f16) where the op allows it: its shape and
-// strides are then checked as those of an f32 tensor (its span over-estimated, so the overlap checks stay safe).
+// strides are then checked as those of an f32 tensor (the overlap checks take its own element size).
 Tensor shape_of_half(const Tensor& t, Device dev, DType half) {
   Tensor c = t;
   if (dev == Device::cuda && half != DType::f32 && t.dtype == half) c.dtype = DType::f32;
@@ -140,7 +145,7 @@ void linear_forward(Tensor y, Tensor x, Tensor w, Tensor bias, Context& ctx) {
   MAMBA_CHECK(ym.rows == xm.rows && ym.cols == wm.rows,
               "{}: y must hold {} rows of {} outputs (x {} · wᵀ {}), got shape {}", op, xm.rows, wm.rows,
               x.shape_str(), w.shape_str(), y.shape_str());
-  MAMBA_CHECK(!overlap(ym, xm), "{}: y may not overlap x", op);
+  MAMBA_CHECK(!overlap(ym, xm, sizeof(float), dtype_size(x.dtype)), "{}: y may not overlap x", op);
   const float* b = optional_vector(op, "bias", bias, wm.rows);
 #ifdef MAMBACPP_HAS_CUDA
   if (dev == Device::cuda) {
@@ -196,7 +201,7 @@ void check_rmsnorm(const char* op, Device dev, const Tensor& out, const Tensor& 
                 residual.shape_str());
     MAMBA_CHECK(!overlap(im, rm), "{}: residual_out may not overlap residual_in", op);
   }
-  MAMBA_CHECK(!overlap(om, rm), "{}: out may not overlap residual", op);
+  MAMBA_CHECK(!overlap(om, rm, dtype_size(out.dtype)), "{}: out may not overlap residual", op);
   require_f32_shape(op, "w", w, {rm.cols});
   MAMBA_CHECK(eps >= 0.0f && std::isfinite(eps), "{}: eps = {} must be finite and non-negative", op, eps);
 }
@@ -257,7 +262,9 @@ void conv1d_causal_forward(Tensor out, Tensor out_half, Tensor state_out, Tensor
               w.shape_str(), cpu::kMaxConvWidth);
   require_f32_shape(op, "w", w, {p.e, p.k});
   p.x = as_seq(op, "x", x, p.b, p.l, p.e);
-  p.out = as_seq(op, "out", out, p.b, p.l, p.e);
+  // Only the half output asked for (out undefined): on the CPU path, the f32 one goes to a scratch (below).
+  const bool half_only = !out.defined() && out_half.defined();
+  if (!half_only) p.out = as_seq(op, "out", out, p.b, p.l, p.e);
   p.w = w.f32();
   p.bias = optional_vector(op, "bias", bias, p.e);
   if (state_in.defined()) {
@@ -272,9 +279,7 @@ void conv1d_causal_forward(Tensor out, Tensor out_half, Tensor state_out, Tensor
   if (out_half.defined()) {
     MAMBA_CHECK(out_half.dtype == DType::bf16 || out_half.dtype == DType::f16, "{}: out_half must be bf16 or f16, got {}",
                 op, dtype_name(out_half.dtype));
-    Tensor shape = out_half;
-    shape.dtype = DType::f32;
-    (void)as_seq(op, "out_half", shape, p.b, p.l, p.e);
+    (void)as_seq(op, "out_half", as_f32_shape(out_half), p.b, p.l, p.e);
   }
 #ifdef MAMBACPP_HAS_CUDA
   if (dev == Device::cuda) {
@@ -283,6 +288,8 @@ void conv1d_causal_forward(Tensor out, Tensor out_half, Tensor state_out, Tensor
     return conv1d_causal_forward_cuda(out, out_half, state_out, x, w, bias, state_in, apply_silu, ctx);
   }
 #endif
+  std::vector<float> out_full;
+  if (half_only) out_full.resize(size_t(p.b * p.l * p.e)), p.out = {out_full.data(), p.l * p.e, p.e};
   cpu::conv1d_causal(p, ctx.threads());
   if (out_half.defined()) round_rows(out_half, p.out.p, p.out.sb, p.out.sl);
 }
@@ -306,15 +313,21 @@ void selective_scan_forward(const ScanArgs& a, Context& ctx) {
   p.b = a.u.shape[0], p.l = a.u.shape[1], p.e = a.u.shape[2], p.n = a.A.shape[1];
   MAMBA_CHECK(p.n >= 1, "{}: A (shape {}) must have a state size n ≥ 1", op, a.A.shape_str());
   require_f32_shape(op, "A", a.A, {p.e, p.n});
-  p.u = as_seq(op, "u", a.u, p.b, p.l, p.e);
+  // A half u (beside f32 dt, B, C, z): widened to f32, which is exact, so the result is the f32 op's on it.
+  std::vector<float> u_wide;
+  if (is_half(a.u)) {
+    (void)as_seq(op, "u", as_f32_shape(a.u), p.b, p.l, p.e);
+    u_wide = widen_rows(a.u);
+    p.u = {u_wide.data(), p.l * p.e, p.e};
+  } else {
+    p.u = as_seq(op, "u", a.u, p.b, p.l, p.e);
+  }
   p.dt = as_seq(op, "dt", a.dt, p.b, p.l, p.e);
   // A half y (for a product that reads it so): the f32 result, then each row rounded.
-  const bool y_half = a.y.defined() && (a.y.dtype == DType::bf16 || a.y.dtype == DType::f16);
+  const bool y_half = is_half(a.y);
   std::vector<float> y_full;
   if (y_half) {
-    Tensor shape = a.y;
-    shape.dtype = DType::f32;
-    (void)as_seq(op, "y", shape, p.b, p.l, p.e);
+    (void)as_seq(op, "y", as_f32_shape(a.y), p.b, p.l, p.e);
     y_full.resize(size_t(p.b * p.l * p.e));
     p.y = {y_full.data(), p.l * p.e, p.e};
   } else {

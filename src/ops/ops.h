@@ -57,6 +57,8 @@ void conv1d_causal_forward(Tensor out, Tensor state_out, Tensor x, Tensor w, Ten
                            bool apply_silu, Context& ctx);
 // The same, with out also written rounded to out_half's dtype (bf16 or f16, rounded to nearest even; the shape
 // and strides rules of out) where out_half is defined: for a product that reads the output in half precision.
+// out may then be undefined: only the half output is written (training keeps the conv's output so, for x_proj
+// and the scan).
 void conv1d_causal_forward(Tensor out, Tensor out_half, Tensor state_out, Tensor x, Tensor w, Tensor bias,
                            Tensor state_in, bool apply_silu, Context& ctx);
 
@@ -72,6 +74,8 @@ void conv1d_causal_forward(Tensor out, Tensor out_half, Tensor state_out, Tensor
 // state_in, state_out: (b, e, n) f32, either undefined, and they may alias (a recurrent step in place).
 // y may also be bf16 or f16 (the f32 result rounded to nearest even, for a product that reads it in half
 // precision); on cuda, with half inputs, it is their dtype or f32.
+// u may also be bf16 or f16 while dt, B, C and z are f32 (training keeps the conv's output so): the result is
+// exactly the op's on u widened to f32 (every half value is exact in f32), on the CPU and on cuda.
 // chunk_states, when defined, receives the state before every kScanStateInterval-th step, for the backward pass
 // (ops_backward.h) to start from instead of running the forward recurrence again:
 //   chunk_states[bi, k, s, c] = h[c, s] before step t = k·kScanStateInterval, k < scan_state_count(l),

@@ -30,6 +30,9 @@ using dispatch::common_device;
 using dispatch::Named;
 using dispatch::require_cuda_support;
 using dispatch::round_rows;
+using dispatch::widen_rows;
+using dispatch::is_half;
+using dispatch::as_f32_shape;
 
 // On cuda a weight matrix may also be bf16 or f16 (the CUDA products read it in its dtype): its shape and
 // strides are then checked as those of an f32 matrix.
@@ -221,7 +224,12 @@ void selective_scan_backward(const ScanGradArgs& a, Context& ctx) {
   cpu::ScanGradParams p;
   p.b = a.u.shape[0], p.l = a.u.shape[1], p.e = a.u.shape[2], p.n = a.A.shape[1];
   p.A = optional_exact<const float>(op, "A", a.A, {p.e, p.n});
-  p.u = sequence(op, "u", a.u, p.b, p.l, p.e);
+  // A half u (every other tensor f32): widened to f32 on the CPU path, which is exact.
+  std::vector<float> u_wide;
+  if (is_half(a.u))
+    (void)sequence(op, "u", as_f32_shape(a.u), p.b, p.l, p.e);
+  else
+    p.u = sequence(op, "u", a.u, p.b, p.l, p.e);
   p.dt = sequence(op, "dt", a.dt, p.b, p.l, p.e);
   // B, C: (b, l, n), or (e, n) when time-invariant; then dB / dC are (e, n), added to, or undefined.
   if (a.B.ndim == 2) {
@@ -242,12 +250,9 @@ void selective_scan_backward(const ScanGradArgs& a, Context& ctx) {
   p.du = sequence(op, "du", a.du, p.b, p.l, p.e);
   // A half ddt or dz (for a product that reads it so): the f32 gradient into a scratch on the CPU path, then
   // each row rounded (round_rows).
-  const auto is_half = [](const Tensor& t) { return t.defined() && (t.dtype == DType::bf16 || t.dtype == DType::f16); };
   const auto f32_or_checked = [&](const char* name, const Tensor& t) {
     if (!is_half(t)) return sequence(op, name, t, p.b, p.l, p.e);
-    Tensor shape = t;
-    shape.dtype = DType::f32;
-    (void)sequence(op, name, shape, p.b, p.l, p.e);
+    (void)sequence(op, name, as_f32_shape(t), p.b, p.l, p.e);
     return cpu::SeqF32{};
   };
   p.ddt = f32_or_checked("ddt", a.ddt);
@@ -275,6 +280,7 @@ void selective_scan_backward(const ScanGradArgs& a, Context& ctx) {
     return selective_scan_backward_cuda(a, ctx);
   }
 #endif
+  if (is_half(a.u)) u_wide = widen_rows(a.u), p.u = {u_wide.data(), p.l * p.e, p.e};
   std::vector<float> ddt_full, dz_full;
   for (auto [t, seq, full] : {std::tuple{&a.ddt, &p.ddt, &ddt_full}, std::tuple{&a.dz, &p.dz, &dz_full}})
     if (is_half(*t)) full->resize(size_t(p.b * p.l * p.e)), *seq = {full->data(), p.l * p.e, p.e};

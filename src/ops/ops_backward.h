@@ -72,7 +72,8 @@ void conv1d_causal_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dstate_in
 // t of the terms above, per channel); it may be undefined. A time-invariant Δ (dt zero) takes its gradient
 // through ddt_bias; ddt is still written.
 // ddt and dz may also be bf16 or f16: the gradient is then written rounded to nearest even (for a product that
-// reads it in half precision).
+// reads it in half precision). u may also be bf16 or f16 (every other input f32, as in the forward): the
+// gradients are exactly those of the op on u widened to f32; du is f32 all the same.
 // chunk_states, when defined, holds the states that the forward pass wrote for these inputs (ScanArgs, ops.h:
 // (b, scan_state_count(l), n, e) f32): an implementation may start from them instead of running the forward
 // recurrence again. The gradients are the same up to rounding. The CUDA kernel uses them at n ≤ 64 and then skips

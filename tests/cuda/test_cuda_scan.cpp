@@ -4,11 +4,13 @@
 // inputs. The reference is given exactly the values the kernel sees (inputs rounded to their dtype), so what
 // remains is the kernel's own error: ex2.approx, the softplus polynomial, f32 accumulation and the rounding of
 // y to its dtype. Outputs are poisoned with NaN before every run. A time-invariant B and/or C ((e, n) per
-// channel, the selection ablations) is checked against the CPU op over its own table, twice for the same bits.
-// Every test skips where no GPU is present.
+// channel, the selection ablations) is checked against the CPU op over its own table, twice for the same bits; a
+// bf16 or f16 u beside f32 dt, B, C, z bit for bit against the f32 u it widens to. Every test skips where no GPU
+// is present.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -495,6 +497,84 @@ TEST_F(CudaScan, HalfOutputOfF32InputsIsTheF32OutputRounded) {
     }
 }
 
+// With f32 dt, B, C and z, a bf16 or f16 u gives the bits of the f32 scan on u widened to f32 (each half value is
+// exact in f32): y, the final state and chunk_states, from the chunked kernel over a few shapes, the single-step
+// one (l = 1) and with a time-invariant B; and the CPU op's (on the same half u) within kTolF32.
+TEST_F(CudaScan, HalfUIsTheF32ScanOfTheWidenedU) {
+  struct HalfCase {
+    const char* name;
+    int64_t b, l, e, n;
+    bool z, B_lti;
+  };
+  const HalfCase cases[] = {{"l = 1 (single-step kernel)", 2, 1, 72, 16, true, false},
+                            {"odd l and e, n = 3", 1, 77, 37, 3, true, false},
+                            {"n = 16, b = 3, no z", 3, 100, 100, 16, false, false},
+                            {"n = 64, e = 33", 2, 129, 33, 64, true, false},
+                            {"n = 100", 1, 45, 19, 100, true, false},
+                            {"n = 17, B time-invariant", 2, 70, 48, 17, true, true}};
+  uint64_t seed = 9000;
+  for (const HalfCase& c : cases)
+    for (DType ht : {DType::bf16, DType::f16}) {
+      SCOPED_TRACE(testing::Message() << c.name << ", " << dtype_name(ht));
+      const int64_t b = c.b, l = c.l, e = c.e, n = c.n, K = scan_state_count(l);
+      const auto sz = [](int64_t x) { return size_t(x); };
+      std::vector<float> u = test::random_vector(sz(b * l * e), seed += 10);
+      round_to(ht, u);
+      std::vector<float> dt = test::random_vector(sz(b * l * e), seed + 1, -3.0f, 1.0f);
+      std::vector<float> Bs = test::random_vector(sz(c.B_lti ? e * n : b * l * n), seed + 2);
+      std::vector<float> Cs = test::random_vector(sz(b * l * n), seed + 3), z = test::random_vector(sz(b * l * e), seed + 4);
+      std::vector<float> A = test::random_vector(sz(e * n), seed + 5, 0.1f, 2.8f);
+      for (float& a : A) a = -std::exp(a);
+      std::vector<float> D = test::random_vector(sz(e), seed + 6), bias = test::random_vector(sz(e), seed + 7, -4.0f, -1.0f);
+      std::vector<float> s_in = test::random_vector(sz(b * e * n), seed + 8);
+      std::vector<Dev> held;
+      held.reserve(16);
+      const auto dev = [&](std::vector<float>& v, DType dt_, std::initializer_list<int64_t> dims) {
+        held.push_back(device_tensor(dt_, dims));
+        upload(held.back(), v);
+        return held.back().t;
+      };
+      ScanArgs a;
+      a.dt = dev(dt, DType::f32, {b, l, e}), a.A = dev(A, DType::f32, {e, n});
+      a.B = c.B_lti ? dev(Bs, DType::f32, {e, n}) : dev(Bs, DType::f32, {b, l, n}), a.C = dev(Cs, DType::f32, {b, l, n});
+      if (c.z) a.z = dev(z, DType::f32, {b, l, e});
+      a.D = dev(D, DType::f32, {e}), a.dt_bias = dev(bias, DType::f32, {e}), a.state_in = dev(s_in, DType::f32, {b, e, n});
+      const Tensor u32 = dev(u, DType::f32, {b, l, e}), u16 = dev(u, ht, {b, l, e});
+      Context ctx(1);
+      // y, the final state and (l > 1) chunk_states with the given u, outputs poisoned first.
+      const auto run = [&](const Tensor& uu) {
+        Dev y = device_tensor(DType::f32, {b, l, e}), st = device_tensor(DType::f32, {b, e, n});
+        Dev states = device_tensor(DType::f32, {b, K, n, e});
+        poison(y), poison(st), poison(states);
+        ScanArgs r = a;
+        r.u = uu, r.y = y.t, r.state_out = st.t;
+        if (l > 1) r.chunk_states = states.t;
+        selective_scan_forward_cuda(r, ctx);
+        cuda_state(ctx).synchronize();
+        std::vector<float> out = download(y, sz(b * l * e)), s = download(st, sz(b * e * n));
+        out.insert(out.end(), s.begin(), s.end());
+        if (l > 1) s = download(states, sz(b * K * n * e)), out.insert(out.end(), s.begin(), s.end());
+        return out;
+      };
+      const std::vector<float> want = run(u32), got = run(u16);
+      EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float))) << "differs from the f32 u";
+      // The CPU op on the same half u.
+      std::vector<uint16_t> uh(u.size());
+      convert_from_f32(uh.data(), ht, u.data(), u.size());
+      std::vector<float> y_cpu(sz(b * l * e));
+      ScanArgs h;
+      h.y = Tensor(y_cpu.data(), DType::f32, {b, l, e}), h.u = Tensor(uh.data(), ht, {b, l, e});
+      h.dt = Tensor(dt.data(), DType::f32, {b, l, e}), h.A = Tensor(A.data(), DType::f32, {e, n});
+      h.B = c.B_lti ? Tensor(Bs.data(), DType::f32, {e, n}) : Tensor(Bs.data(), DType::f32, {b, l, n});
+      h.C = Tensor(Cs.data(), DType::f32, {b, l, n});
+      if (c.z) h.z = Tensor(z.data(), DType::f32, {b, l, e});
+      h.D = Tensor(D.data(), DType::f32, {e}), h.dt_bias = Tensor(bias.data(), DType::f32, {e});
+      h.state_in = Tensor(s_in.data(), DType::f32, {b, e, n});
+      selective_scan_forward(h, ctx);
+      EXPECT_CLOSE(got.data(), y_cpu.data(), y_cpu.size(), kTolF32) << "y against the CPU op";
+    }
+}
+
 // Each unsupported call throws an Error that names what is wrong.
 TEST_F(CudaScan, UnsupportedCallsThrowNamingTheLimit) {
   const int64_t b = 1, l = 8, e = 32, n = 16;
@@ -527,6 +607,8 @@ TEST_F(CudaScan, UnsupportedCallsThrowNamingTheLimit) {
   expect_refused(a, "1..256");
   a = ok, a.dt = dt32.t;
   expect_refused(a, "share one dtype");
+  a = ok, a.u = dy16.t;  // a half u of another dtype than dt, B, C
+  expect_refused(a, "u is f16 and dt is bf16");
   a = ok, a.y = dy16.t;
   expect_refused(a, "y is f16");
   a = ok, a.A = dAbf.t;
@@ -537,7 +619,7 @@ TEST_F(CudaScan, UnsupportedCallsThrowNamingTheLimit) {
   a.C = a.B, a.A = Tensor(dA.t.data, DType::f32, {e, n / 2}, Device::cuda);
   expect_refused(a, "contiguous last dimension");
   a = ok, a.B = dBt.t;
-  expect_refused(a, "time-invariant B/C (shape [e, n]) needs f32 u, dt and z, got bf16");
+  expect_refused(a, "time-invariant B/C (shape [e, n]) needs f32 dt and z, got bf16");
   a = ok, a.C = dBt_odd.t;
   expect_refused(a, "C (time-invariant) must have shape [32, 16]");
 }

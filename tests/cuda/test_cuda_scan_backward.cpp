@@ -7,8 +7,8 @@
 // sequence paths (checkpoints every K chunks, several tiles per block), softplus over its whole range and the
 // refusals. A time-invariant B and/or C ((e, n) per channel, the selection ablations, their gradients (e, n)
 // added to from non-zero starting values) goes through the same checks. So does the backward that starts from the
-// forward's chunk_states (written by the CUDA forward scan for the same inputs) instead of its own forward pass.
-// Every test skips where no GPU is present.
+// forward's chunk_states (written by the CUDA forward scan for the same inputs) instead of its own forward pass,
+// and a bf16 or f16 u (bit for bit the f32 op on the widened u). Every test skips where no GPU is present.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -398,6 +398,52 @@ TEST_F(CudaScanBackward, HalfDdtAndDzAreTheF32OnesRounded) {
   }
 }
 
+// A bf16 or f16 u (every other tensor f32) gives every gradient of the f32 op on u widened to f32, bit for bit
+// (each half value is exact in f32), and the CPU op's within kTol: with the backward's own forward pass and from
+// the forward's chunk_states, for S6 and a time-invariant B.
+TEST_F(CudaScanBackward, HalfUIsTheF32OpOnTheWidenedU) {
+  const Case cases[] = {{"l = 1", 2, 1, 64, 16, true, true, true, true, true, true},
+                        {"odd l and e, n = 3", 1, 77, 37, 3, true, true, false, true, true, true},
+                        {"n = 16, b = 3, no z", 3, 130, 70, 16, false, true, true, true, false, true},
+                        {"n = 17, e = 50", 2, 70, 50, 17, true, true, true, true, true, true},
+                        {"n = 200, e = 19", 1, 45, 19, 200, true, true, true, false, true, true}};
+  uint64_t seed = 6500;
+  for (const Case& c : cases)
+    for (const bool B_lti : {false, true})
+      for (const bool from_states : {false, true})
+        for (DType ht : {DType::bf16, DType::f16}) {
+          SCOPED_TRACE(testing::Message() << dtype_name(ht) << (from_states ? ", from chunk_states" : ""));
+          Problem pr(c, seed += 20, B_lti, false);
+          std::vector<float> u = test::host_values(pr.u);
+          for (float& x : u) x = ht == DType::bf16 ? bf16_to_f32(f32_to_bf16(x)) : f16_to_f32(f32_to_f16(x));
+          test::fill(pr.u, u);  // the f32 op's u: the half values widened
+          Pair uh = test::make_pair(ht, {c.b, c.l, c.e});
+          test::fill(uh, u);
+          Context ctx(1);
+          if (from_states) pr.forward_states(ctx);
+          std::vector<std::vector<float>> runs[2];
+          for (int half = 0; half < 2; ++half) {
+            pr.reset();
+            ScanGradArgs a = pr.args(true);
+            if (half) a.u = uh.dev;
+            selective_scan_backward_cuda(a, ctx);
+            cuda_state(ctx).synchronize();
+            for (const Pair* p : {&pr.du, &pr.ddt, &pr.dxp, &pr.dz, &pr.ds_in, &pr.dA, &pr.dD, &pr.dbias, &pr.dBt})
+              runs[half].push_back(test::download(*p));
+          }
+          const char* names[] = {"du", "ddt", "dB/dC", "dz", "dstate_in", "dA", "dD", "ddt_bias", "dB (e, n)"};
+          for (size_t i = 0; i < runs[0].size(); ++i)
+            EXPECT_EQ(0, std::memcmp(runs[0][i].data(), runs[1][i].data(), runs[0][i].size() * sizeof(float)))
+                << names[i] << " differs from the f32 u's";
+          check_against_cpu(pr, [&](Problem& p, Context& cx) {
+            ScanGradArgs a = p.args(true);
+            a.u = uh.dev;
+            selective_scan_backward_cuda(a, cx);
+            cuda_state(cx).synchronize();
+          });
+        }
+}
+
 // Unsupported calls are refused naming the reason, and the op throws it.
 TEST_F(CudaScanBackward, RefusesNamingTheLimit) {
   Problem pr(Case{"refusals", 1, 8, 32, 16, true, true, true, true, true, true}, 5);
@@ -416,6 +462,11 @@ TEST_F(CudaScanBackward, RefusesNamingTheLimit) {
   Pair bf = test::make_pair(DType::bf16, {1, 8, 32});
   a = pr.args(true), a.dy = bf.dev;
   expect_refused(a, "dy is bf16");
+  Pair bf_dt = test::make_pair(DType::bf16, {1, 8, 32});  // a half u goes with f32 dt and the rest only
+  a = pr.args(true), a.u = bf.dev;
+  ASSERT_TRUE(selective_scan_backward_cuda_supports(a, &why)) << why;
+  a.dt = bf_dt.dev;
+  expect_refused(a, "dt is bf16");
   Pair A257 = test::make_pair(DType::f32, {32, 257}), B257 = test::make_pair(DType::f32, {1, 8, 257});
   a = pr.args(true), a.A = A257.dev, a.B = a.C = a.dB = a.dC = B257.dev, a.state_in = a.dstate_out = Tensor{};
   a.dstate_in = Tensor{}, a.dA = Tensor{};

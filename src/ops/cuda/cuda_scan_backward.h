@@ -4,7 +4,7 @@
 //
 // The caller (the dispatcher) has checked what the CPU op checks: shapes, row strides, which optional tensors
 // go together. selective_scan_backward_cuda_supports says whether this implementation handles the rest: every
-// defined tensor on cuda and f32, 1 ≤ n ≤ 256, a contiguous last dimension for the sequences (B, C, dB and dC
+// defined tensor on cuda and f32 (u may be bf16 or f16, and so may ddt and dz), 1 ≤ n ≤ 256, a contiguous last dimension for the sequences (B, C, dB and dC
 // may be row-strided views, into x_proj's output for instance). B and/or C may be time-invariant, (e, n)
 // contiguous, with dB / dC (e, n) added to (their sums over batch rows and steps, in a fixed order).
 #pragma once

@@ -158,12 +158,14 @@ __global__ void conv_kernel(ConvParams p) {
       for (int j = 0; j < K; ++j) acc += w[j][i] * xs[j][i];
       out[i] = p.silu ? silu_f(acc) : acc;
     }
-    float* dst = p.out + bi * p.out_sb + t * p.out_sl + c0;
-    if constexpr (V == 4) {
-      *reinterpret_cast<float4*>(dst) = make_float4(out[0], out[1], out[2], out[3]);
-    } else {
+    if (p.out != nullptr) {
+      float* dst = p.out + bi * p.out_sb + t * p.out_sl + c0;
+      if constexpr (V == 4) {
+        *reinterpret_cast<float4*>(dst) = make_float4(out[0], out[1], out[2], out[3]);
+      } else {
 #pragma unroll
-      for (int i = 0; i < V; ++i) dst[i] = out[i];
+        for (int i = 0; i < V; ++i) dst[i] = out[i];
+      }
     }
     if (p.out_half != nullptr) {
       const int64_t at = bi * p.half_sb + t * p.half_sl + c0;
@@ -304,6 +306,8 @@ void rmsnorm_kernel_launch(const RmsNormParams& p, cudaStream_t stream) {
 }
 
 bool conv_kernel_supports(const ConvParams& p, std::string* why) {
+  if (p.out == nullptr && p.out_half == nullptr && p.b * p.l * p.e > 0)
+    return refuse(why, "conv1d: out or out_half must be given");
   if (p.out_half != nullptr && p.half_dtype != DType::bf16 && p.half_dtype != DType::f16)
     return refuse(why, "conv1d: out_half must be bf16 or f16");
   if (p.k < 1 || p.k > kConvMaxWidth)

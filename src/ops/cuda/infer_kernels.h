@@ -47,7 +47,8 @@ bool rmsnorm_kernel_supports(const RmsNormParams& p, std::string* why);
 void rmsnorm_kernel_launch(const RmsNormParams& p, cudaStream_t stream);
 
 // Causal depthwise conv1d over (b, l, e) with the (b, e, k-1) carried state; see ops.h. state_out may equal
-// state_in; out must not overlap either state. out_half (optional) receives out rounded to half_dtype.
+// state_in; out must not overlap either state. out_half (optional) receives out rounded to half_dtype; out may
+// then be nullptr (only the half output written).
 struct ConvParams {
   float* out = nullptr;
   int64_t out_sb = 0, out_sl = 0;

@@ -37,8 +37,9 @@ bool check_seq(const char* name, const Tensor& t, DType dt, int64_t b, int64_t l
   if (!has_shape(t, {b, l, k}))
     return refuse(why, fmt::format("{} must have shape {}, got {}", name, dims_str({b, l, k}), t.shape_str()));
   if (t.dtype != dt)
-    return refuse(why, fmt::format("{} is {}, but u is {}; u, dt, B, C and z must share one dtype", name,
-                                   dtype_name(t.dtype), dtype_name(dt)));
+    return refuse(why, fmt::format("{} is {}, but dt is {}; dt, B, C and z must share one dtype (and u too, or it "
+                                   "is bf16 or f16 with f32 others)",
+                                   name, dtype_name(t.dtype), dtype_name(dt)));
   if (k > 1 && t.stride[2] != 1)
     return refuse(why, fmt::format("{} must have a contiguous last dimension (stride {})", name, t.stride[2]));
   return true;
@@ -70,10 +71,14 @@ bool make_params(const ScanArgs& a, cuda::ScanKernelParams* p, std::string* why)
   if (a.u.ndim != 3) return refuse(why, fmt::format("u must have shape [b, l, e], got {}", a.u.shape_str()));
   if (a.A.ndim != 2) return refuse(why, fmt::format("A must have shape [e, n], got {}", a.A.shape_str()));
   const int64_t b = a.u.shape[0], l = a.u.shape[1], e = a.u.shape[2], n = a.A.shape[1];
-  const DType in = a.u.dtype;
+  // dt, B, C and z share one dtype; u has it too, or is bf16 or f16 beside f32 ones (widened as it is read).
+  const DType in = a.dt.dtype, u_dtype = a.u.dtype;
+  if (u_dtype != in && !(in == DType::f32 && (u_dtype == DType::bf16 || u_dtype == DType::f16)))
+    return refuse(why, fmt::format("u is {} and dt is {}; u must be {} too, or bf16 or f16 with f32 dt, B, C and z",
+                                   dtype_name(u_dtype), dtype_name(in), dtype_name(in)));
   // B and C: (b, l, n) per token, or (e, n) f32 per channel (time-invariant).
   const bool B_lti = a.B.ndim == 2, C_lti = a.C.ndim == 2;
-  if (!check_seq("u", a.u, in, b, l, e, why) || !check_seq("dt", a.dt, in, b, l, e, why) ||
+  if (!check_seq("u", a.u, u_dtype, b, l, e, why) || !check_seq("dt", a.dt, in, b, l, e, why) ||
       !(B_lti ? check_f32("B (time-invariant)", a.B, {e, n}, why) : check_seq("B", a.B, in, b, l, n, why)) ||
       !(C_lti ? check_f32("C (time-invariant)", a.C, {e, n}, why) : check_seq("C", a.C, in, b, l, n, why)) ||
       (a.z.defined() && !check_seq("z", a.z, in, b, l, e, why)) || !check_f32("A", a.A, {e, n}, why) ||
@@ -84,12 +89,13 @@ bool make_params(const ScanArgs& a, cuda::ScanKernelParams* p, std::string* why)
       (a.chunk_states.defined() && !check_f32("chunk_states", a.chunk_states, {b, scan_state_count(l), n, e}, why)))
     return false;
   if (a.y.dtype != in && a.y.dtype != DType::f32 && in != DType::f32)
-    return refuse(why, fmt::format("y is {}; it must be {} (the dtype of u) or f32", dtype_name(a.y.dtype),
+    return refuse(why, fmt::format("y is {}; it must be {} (the dtype of dt) or f32", dtype_name(a.y.dtype),
                                    dtype_name(in)));
   if (!check_seq("y", a.y, a.y.dtype, b, l, e, why)) return false;
 
   p->b = b, p->l = l, p->e = e, p->n = n;
   p->in_dtype = in;
+  p->u_dtype = u_dtype;
   p->y_dtype = a.y.dtype;
   p->y = {a.y.data, a.y.stride[0], a.y.stride[1]};
   p->u = seq_in(a.u), p->dt = seq_in(a.dt);

@@ -32,10 +32,11 @@ bool make_params(const ScanGradArgs& a, cuda::ScanGradKernelParams* p, std::stri
     if (t->device != Device::cuda)
       return refuse(why, fmt::format("{} is on {}; the CUDA selective scan backward needs every tensor on cuda",
                                      name, device_name(t->device)));
-    const bool may_be_half = t == &a.ddt || t == &a.dz;
+    const bool may_be_half = t == &a.u || t == &a.ddt || t == &a.dz;
     if (t->dtype != DType::f32 && !(may_be_half && (t->dtype == DType::bf16 || t->dtype == DType::f16)))
-      return refuse(why, fmt::format("{} is {}; the CUDA selective scan backward supports f32 only{}", name,
-                                     dtype_name(t->dtype), may_be_half ? " (and bf16 or f16 for ddt and dz)" : ""));
+      return refuse(why, fmt::format("{} is {}; the CUDA selective scan backward supports f32 only (and bf16 or f16 "
+                                     "for u, ddt and dz)",
+                                     name, dtype_name(t->dtype)));
   }
   if (a.u.ndim != 3) return refuse(why, fmt::format("u must have shape [b, l, e], got {}", a.u.shape_str()));
   if (a.A.ndim != 2) return refuse(why, fmt::format("A must have shape [e, n], got {}", a.A.shape_str()));
@@ -84,7 +85,9 @@ bool make_params(const ScanGradArgs& a, cuda::ScanGradKernelParams* p, std::stri
   p->ddt_dtype = a.ddt.dtype;
   p->dz = {static_cast<float*>(a.dz.data), a.dz.stride[0], a.dz.stride[1]};
   p->dz_dtype = a.dz.defined() ? a.dz.dtype : DType::f32;
-  p->dy = seq(a.dy), p->u = seq(a.u), p->dt = seq(a.dt), p->z = seq(a.z);
+  p->dy = seq(a.dy), p->dt = seq(a.dt), p->z = seq(a.z);
+  p->u = {static_cast<float*>(a.u.data), a.u.stride[0], a.u.stride[1]};
+  p->u_dtype = a.u.dtype;
   if (B_lti)
     p->B_lti = a.B.f32(), p->dB_lti = data_or_null(a.dB);
   else

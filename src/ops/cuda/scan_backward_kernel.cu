@@ -18,7 +18,9 @@
 //      block's own scratch; then each chunk, last to first: its T + 1 states are recomputed in registers
 //      (never written anywhere), and its steps are walked in reverse carrying the state gradient g.
 // Each chunk's global inputs (u, dt, dy, z, B, C and the chunk-start state) are loaded into registers while the
-// previous chunk is being worked on, so that their latency is hidden.
+// previous chunk is being worked on, so that their latency is hidden (scan_backward_inputs.cuh). A bf16 or f16 u is
+// widened to f32 as it is loaded: by kernels of its own for the selective tiles (HalfU<Tile>), by a branch on its
+// dtype in the time-invariant variants.
 // Per S steps of the reverse walk (S = 4 at P = 2, 2 at P = 4) a thread forms, for its P states, the dB and dC
 // terms (g·δu and dy'·h) and reduces them over the CB channels of its warp with shuffles (a halving exchange:
 // 2SP values over CB lanes in log2(CB) rounds); per step it forms the per-thread sums Σ g·B and Σ g·A·exp(δA)·h[t-1] that du and dδ
@@ -38,6 +40,7 @@
 // (reduce_lti_kernel) to dB_lti / dC_lti. Those terms skip the lane reduction and the per-token partial sums.
 // The selective (S6) kernels are the tiles themselves, compiled as before.
 #include "core/cuda/check.h"
+#include "ops/cuda/scan_backward_inputs.cuh"
 #include "ops/cuda/scan_backward_plan.h"
 #include "ops/cuda/scan_math.cuh"
 
@@ -46,47 +49,6 @@ namespace {
 
 using namespace scan_math;
 using namespace scan_bwd;
-
-// Where the backward's chunk-start states come from: its own forward pass over the sequence (which also writes
-// dz), or the forward's chunk_states, with dz formed in the chunks where there is a gate (states_dz).
-enum class Start { forward_pass, states, states_dz };
-
-// Element i of a written gradient held in f32, bf16 or f16 (`p` points to that type), rounded to nearest even.
-__device__ __forceinline__ void store_grad(float* p, DType dtype, int64_t i, float v) {
-  if (dtype == DType::f32)
-    p[i] = v;
-  else if (dtype == DType::bf16)
-    reinterpret_cast<__nv_bfloat16*>(p)[i] = from_f32<__nv_bfloat16>(v);
-  else
-    reinterpret_cast<__half*>(p)[i] = from_f32<__half>(v);
-}
-
-// P consecutive floats (P = 2 or 4, aligned to P floats) in one access.
-template <int P>
-__device__ __forceinline__ void load4(float (&v)[P], const float* src) {
-  if constexpr (P == 4) {
-    const float4 q = *reinterpret_cast<const float4*>(src);
-    v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
-  } else {
-    const float2 q = *reinterpret_cast<const float2*>(src);
-    v[0] = q.x, v[1] = q.y;
-  }
-}
-
-template <int P>
-__device__ __forceinline__ void store4(float* dst, const float (&v)[P]) {
-  if constexpr (P == 4)
-    *reinterpret_cast<float4*>(dst) = make_float4(v[0], v[1], v[2], v[3]);
-  else
-    *reinterpret_cast<float2*>(dst) = make_float2(v[0], v[1]);
-}
-
-// Where a thread sits: batch row bi, channel c = c0 + cl, state group g (states g·P … g·P + P − 1).
-struct Pos {
-  int64_t bi, c;
-  int tid, cl, g;
-  bool c_ok;  // c < e
-};
 
 // A thread's constants and accumulators for one tile.
 template <class Tl>
@@ -108,98 +70,6 @@ __device__ __forceinline__ float* global_ckpt(const Scratch& w, const Pos& at, i
 template <class Tl>
 __device__ __forceinline__ float* local_ckpt(const Scratch& w, const Pos& at, int64_t j) {
   return w.local + ((int64_t(blockIdx.x) * w.per_ckpt + j) * Tl::NT + at.tid) * Tl::P;
-}
-
-// One chunk's global inputs, loaded into registers one chunk ahead of their use so that the loads' latency
-// overlaps the previous chunk's work: u, dt, dy, z of the thread's (t, c) items and its share of B and C.
-// Items past the sequence or past e, and state slots past n, hold 0.
-template <class Tl>
-struct Fetch {
-  static constexpr int SB = (Tl::T * Tl::NPAD + Tl::NT - 1) / Tl::NT;  // B (and C) elements per thread
-  static constexpr bool BC_AHEAD = SB <= 2;  // else (large n) B and C are loaded when staged
-  float u[Tl::ITEMS], dt[Tl::ITEMS], dy[Tl::ITEMS], z[Tl::ITEMS], B[BC_AHEAD ? SB : 1], C[BC_AHEAD ? SB : 1];
-  float h0[Tl::P];  // the backward's chunk-start state (from its checkpoint)
-};
-
-// Loads chunk ci's inputs: dy and z when `with_dy` (z only where there is a gate), C when `with_c`.
-template <class Tl>
-__device__ __forceinline__ void fetch_chunk(const ScanGradKernelParams& p, const Pos& at, int64_t ci, bool with_dy,
-                                            bool with_c, Fetch<Tl>& f) {
-  const int64_t t0 = ci * Tl::T;
-  const int tl = int(min(p.l - t0, int64_t(Tl::T)));
-#pragma unroll
-  for (int k = 0; k < Tl::ITEMS; ++k) {
-    const int t = at.g + k * Tl::G;
-    const bool ok = at.c_ok && t < tl;
-    f.u[k] = ok ? p.u.p[at_seq(p.u, at.bi, t0 + t, at.c)] : 0.0f;
-    f.dt[k] = ok ? p.dt.p[at_seq(p.dt, at.bi, t0 + t, at.c)] : 0.0f;
-    f.dy[k] = ok && with_dy ? p.dy.p[at_seq(p.dy, at.bi, t0 + t, at.c)] : 0.0f;
-    f.z[k] = ok && with_dy && p.z.p != nullptr ? p.z.p[at_seq(p.z, at.bi, t0 + t, at.c)] : 0.0f;
-  }
-  if constexpr (Fetch<Tl>::BC_AHEAD) {
-#pragma unroll
-    for (int k = 0; k < Fetch<Tl>::SB; ++k) {
-      const int i = at.tid + k * Tl::NT, t = i / Tl::NPAD, s = i % Tl::NPAD;
-      const bool ok = t < tl && s < p.n;  // t < tl implies i < T·NPAD
-      if constexpr (!Tl::B_LTI) f.B[k] = ok ? p.B.p[at_seq(p.B, at.bi, t0 + t, s)] : 0.0f;
-      if constexpr (!Tl::C_LTI) f.C[k] = ok && with_c ? p.C.p[at_seq(p.C, at.bi, t0 + t, s)] : 0.0f;
-    }
-  }
-}
-
-// The chunk-start state at `h0` (zero for channels past e): the thread's P values, consecutive in the checkpoint
-// scratch, or (F ≠ forward_pass) at h0, h0 + e, … in the forward's chunk_states (states past n absent there).
-template <class Tl, Start F>
-__device__ __forceinline__ void fetch_state(const ScanGradKernelParams& p, const Pos& at, const float* h0,
-                                            Fetch<Tl>& f) {
-  if constexpr (F == Start::forward_pass) {
-    if (at.c_ok) {
-      load4<Tl::P>(f.h0, h0);
-      return;
-    }
-  }
-#pragma unroll
-  for (int j = 0; j < Tl::P; ++j) f.h0[j] = at.c_ok && at.g * Tl::P + j < p.n ? h0[j * p.e] : 0.0f;
-}
-
-// Chunk ci's B (and C when `with_c`) into shared memory, [T][NPAD] each: from the fetch, or for large n from
-// global memory. A time-invariant B or C is not staged (it sits in registers).
-template <class Tl>
-__device__ __forceinline__ void stage_bc(const ScanGradKernelParams& p, const Pos& at, int64_t ci, const Fetch<Tl>& f,
-                                         bool with_c, float* smem) {
-  if constexpr (Tl::B_LTI && Tl::C_LTI) return;
-  if constexpr (Fetch<Tl>::BC_AHEAD) {
-#pragma unroll
-    for (int k = 0; k < Fetch<Tl>::SB; ++k) {
-      const int i = at.tid + k * Tl::NT;
-      if (Tl::T * Tl::NPAD % Tl::NT != 0 && i >= Tl::T * Tl::NPAD) continue;
-      if constexpr (!Tl::B_LTI) smem[Tl::B_OFF + i] = f.B[k];
-      if constexpr (!Tl::C_LTI)
-        if (with_c) smem[Tl::C_OFF + i] = f.C[k];
-    }
-  } else {
-    const int64_t t0 = ci * Tl::T;
-    const int tl = int(min(p.l - t0, int64_t(Tl::T)));
-    for (int i = at.tid; i < Tl::T * Tl::NPAD; i += Tl::NT) {
-      const int t = i / Tl::NPAD, s = i % Tl::NPAD;
-      const bool ok = t < tl && s < p.n;
-      if constexpr (!Tl::B_LTI) smem[Tl::B_OFF + i] = ok ? p.B.p[at_seq(p.B, at.bi, t0 + t, s)] : 0.0f;
-      if constexpr (!Tl::C_LTI)
-        if (with_c) smem[Tl::C_OFF + i] = ok ? p.C.p[at_seq(p.C, at.bi, t0 + t, s)] : 0.0f;
-    }
-  }
-}
-
-// A row of P values of B or C for step t: the time-invariant one in the thread's registers (LTI), or the staged
-// row in shared memory.
-template <bool LTI, int P>
-__device__ __forceinline__ void bc_row(float (&v)[P], const float (&lti)[LTI ? P : 1], const float* row) {
-  if constexpr (LTI) {
-#pragma unroll
-    for (int j = 0; j < P; ++j) v[j] = lti[j];
-  } else {
-    load4<P>(v, row);
-  }
 }
 
 // δ and dδ/d(dt) for the raw dt + dt_bias value x: softplus (linear above 20, as the reference) or identity.
@@ -243,7 +113,7 @@ __device__ void forward_pass(const ScanGradKernelParams& p, const Scratch& w, co
       if (T % G != 0 && t >= T) continue;
       float delta = 0.0f, dsoft;
       if (at.c_ok && t < tl) delta_of(p.dt_softplus, cur.dt[k] + r.bias, &delta, &dsoft);
-      tc[t * CB + at.cl] = make_float2(delta, delta * cur.u[k]);
+      tc[t * CB + at.cl] = make_float2(delta, delta * fetched_u<Tl>(cur, k, p));
     }
     stage_bc<Tl>(p, at, ci, cur, Z, smem);
     __syncthreads();
@@ -274,7 +144,7 @@ __device__ void forward_pass(const ScanGradKernelParams& p, const Scratch& w, co
       for (int k = 0; k < Tl::ITEMS; ++k) {
         const int t = at.g + k * G;
         if ((T % G != 0 && t >= T) || !at.c_ok || t >= tl) continue;
-        float y = r.D * cur.u[k];
+        float y = r.D * fetched_u<Tl>(cur, k, p);
 #pragma unroll 8
         for (int gg = 0; gg < G; ++gg) y += part[(t * G + gg) * CB + at.cl];
         const float zv = cur.z[k], sig = sigmoid(zv);
@@ -351,9 +221,9 @@ __device__ void chunk_backward(const ScanGradKernelParams& p, const Scratch& w, 
       dyp = cur.dy[k];
       if (p.z.p != nullptr) dyp *= cur.z[k] * sigmoid(cur.z[k]);
     }
-    tc[t * CB + at.cl] = make_float2(delta, delta * cur.u[k]);
+    tc[t * CB + at.cl] = make_float2(delta, delta * fetched_u<Tl>(cur, k, p));
     dys[t * CB + at.cl] = dyp;
-    keep_delta[k] = delta, keep_u[k] = cur.u[k], keep_dyp[k] = dyp, keep_dsoft[k] = dsoft;
+    keep_delta[k] = delta, keep_u[k] = fetched_u<Tl>(cur, k, p), keep_dyp[k] = dyp, keep_dsoft[k] = dsoft;
     if constexpr (DZ) keep_dy[k] = cur.dy[k], keep_z[k] = cur.z[k];
   }
   stage_bc<Tl>(p, at, ci, cur, true, smem);
@@ -589,7 +459,9 @@ void launch_variant(const ScanGradKernelParams& p, const Scratch& w, cudaStream_
 
 template <class Tl>
 void launch_tile(const ScanGradKernelParams& p, const Scratch& w, cudaStream_t stream) {
-  if (p.B_lti == nullptr && p.C_lti == nullptr)
+  if (p.B_lti == nullptr && p.C_lti == nullptr && p.u_dtype != DType::f32)
+    launch_variant<HalfU<Tl>>(p, w, stream);
+  else if (p.B_lti == nullptr && p.C_lti == nullptr)
     launch_variant<Tl>(p, w, stream);
   else if (p.C_lti == nullptr)
     launch_variant<Lti<Tl, true, false>>(p, w, stream);

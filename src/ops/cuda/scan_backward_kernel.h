@@ -3,7 +3,8 @@
 //
 // Mathematics: ops_backward.h, selective_scan_backward. Layout as in the forward (scan_kernel.h): (b, l, e) and
 // (b, l, n) sequences with a contiguous last dimension and arbitrary batch and token strides; A (e, n), D,
-// dt_bias (e), the states (b, e, n): contiguous. Everything is f32, except that ddt and dz may be bf16 or f16. A time-invariant B or C (the selection
+// dt_bias (e), the states (b, e, n): contiguous. Everything is f32, except that u may be bf16 or f16 (widened to
+// f32 as it is read, which is exact) and ddt and dz may be bf16 or f16. A time-invariant B or C (the selection
 // ablations) is instead (e, n), per channel (B_lti / C_lti, the sequence B / C and dB / dC then absent), and its
 // gradient (e, n) is added to: the sum over batch rows and steps.
 #pragma once
@@ -18,7 +19,8 @@
 
 namespace mambacpp::cuda {
 
-// An f32 sequence tensor: element (bi, t, k) at p[bi·sb + t·sl + k]; strides in elements.
+// A sequence tensor: element (bi, t, k) at p[bi·sb + t·sl + k]; strides in elements. f32, except where a dtype
+// field below says otherwise (p then points to that type).
 struct GradSeq {
   float* p = nullptr;
   int64_t sb = 0, sl = 0;
@@ -53,6 +55,7 @@ struct ScanGradKernelParams {
   const float* C_lti = nullptr;       // (e, n) or nullptr: a time-invariant C[c, s] in place of C[t, s]
   float* dB_lti = nullptr;            // (e, n) added to, or nullptr (not wanted); with B_lti only
   float* dC_lti = nullptr;            // (e, n) added to, or nullptr (not wanted); with C_lti only
+  DType u_dtype = DType::f32;         // of u: f32, or bf16 / f16 (u.p then points to that type)
 };
 
 // The largest state size the kernel handles.

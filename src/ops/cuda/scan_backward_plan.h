@@ -34,12 +34,20 @@ struct Tile {
   static_assert(CB <= 32 && 32 % CB == 0 && NT % 32 == 0, "a channel group must sit inside one warp");
   static_assert(smem_bytes <= 48 * 1024, "no opt-in to large shared memory");
   static constexpr bool B_LTI = false, C_LTI = false;  // B and C per token
+  static constexpr bool HALF_U = false;                 // u in f32 (or, in the Lti variants, any dtype)
 };
 
 // The tile with a time-invariant B and/or C: (e, n) per channel, held in registers (B_lti, C_lti).
 template <class Tl, bool B, bool C>
 struct Lti : Tl {
   static constexpr bool B_LTI = B, C_LTI = C;
+};
+
+// The selective tile reading a bf16 or f16 u (p.u_dtype), widened to f32 as it is loaded. The time-invariant
+// variants, f32 kernels of the ablations, take any u dtype at run time instead of another instantiation.
+template <class Tl>
+struct HalfU : Tl {
+  static constexpr bool HALF_U = true;
 };
 
 using TileN8 = Tile<2, 4, 32, 16>;

@@ -10,7 +10,9 @@
 //    across threads, and b·e·G threads give enough parallelism at the shapes that matter (b·e ≥ 4096).
 //  - Per chunk, in three stages separated by block barriers:
 //    (1) the chunk's u, dt, z, B, C — loaded into registers while the previous chunk ran — are converted to
-//        f32; δ = softplus(dt + dt_bias) and δ·u are computed once per (t, c) (not once per thread) and put in
+//        f32 (with f32 inputs, a bf16 or f16 u too: kernels of their own for the selective tiles, which keep it
+//        as loaded until here; a branch on u's dtype at the load in the time-invariant variants);
+//        δ = softplus(dt + dt_bias) and δ·u are computed once per (t, c) (not once per thread) and put in
 //        shared memory with B and C;
 //    (2) the recurrences; each thread stores its partial Σ_s h·C for every step in shared memory;
 //    (3) the partial sums of a (t, c) are added, the D skip and the SiLU(z) gate applied and y stored.
@@ -101,10 +103,11 @@ struct Pos {
 // A thread's registers: the state, A·log2 e, the raw inputs of the next chunk (loaded while the current one
 // runs), and the u and z of the current chunk's items, which stage (3) needs again. With a time-invariant B or
 // C, its P values for the thread's channel and states (B_lti[c, g·P + j]).
-template <class Tl, class In>
+template <class Tl, class In, class U = In>
 struct Regs {
   float h[Tl::P], a2[Tl::P];
-  In u[Tl::ITEMS], dt[Tl::ITEMS], z[Tl::ITEMS];
+  U u[Tl::ITEMS];  // as loaded (a half u beside f32 inputs too): widened when staged, not at the load
+  In dt[Tl::ITEMS], z[Tl::ITEMS];
   In B[Tl::BC_ITEMS], C[Tl::BC_ITEMS];
   float u_keep[Tl::ITEMS], z_keep[Tl::ITEMS];
   float B_lti[Tl::B_LTI ? Tl::P : 1], C_lti[Tl::C_LTI ? Tl::P : 1];
@@ -114,6 +117,14 @@ struct Regs {
 template <class T, class S>
 __device__ __forceinline__ T* element(const S& s, int64_t bi, int64_t t, int64_t c) {
   return static_cast<T*>(const_cast<void*>(static_cast<const void*>(s.p))) + bi * s.sb + t * s.sl + c;
+}
+
+// Element `at` + `off` of u in the time-invariant variants (f32 kernels only), which take any u dtype and widen it
+// at run time rather than be compiled once more for each.
+__device__ __forceinline__ float u_any(const ScanKernelParams& p, int64_t at, int off) {
+  if (p.u_dtype == DType::bf16) return to_f32((static_cast<const __nv_bfloat16*>(p.u.p) + at)[off]);
+  if (p.u_dtype == DType::f16) return to_f32((static_cast<const __half*>(p.u.p) + at)[off]);
+  return (static_cast<const float*>(p.u.p) + at)[off];
 }
 
 // B/C element k of this thread within a chunk: its step t and state slot s.
@@ -127,14 +138,17 @@ __device__ __forceinline__ void bc_index(const Pos& at, int k, int* t, int* s) {
   }
 }
 
-// Loads the raw inputs of chunk [t0, t0 + tl). Full: tl == T and every channel of the block exists, so no
+// Loads the raw inputs of chunk [t0, t0 + tl), u as U (In, or a bf16 or f16 u beside f32 inputs, kept so until
+// staged: a conversion here would wait for the load, which is meant to overlap the chunk before; see u_any for the
+// time-invariant variants). Full: tl == T and every channel of the block exists, so no
 // element needs a bounds check; otherwise elements outside the sequence or the channels read as 0. In-chunk
 // offsets are 32-bit (scan_kernel_supports bounds the row strides).
-template <class Tl, class In, bool Full>
-__device__ __forceinline__ void load_chunk(Regs<Tl, In>& r, const ScanKernelParams& p, const Pos& at, int64_t t0,
+template <class Tl, class In, class U, bool Full>
+__device__ __forceinline__ void load_chunk(Regs<Tl, In, U>& r, const ScanKernelParams& p, const Pos& at, int64_t t0,
                                            int tl) {
   constexpr int G = Tl::G;
-  const In* u = element<const In>(p.u, at.bi, t0 + at.g, at.c);
+  constexpr bool LTI = Tl::B_LTI || Tl::C_LTI;
+  const U* u = element<const U>(p.u, at.bi, t0 + at.g, at.c);  // not in the time-invariant variants (u_any)
   const In* dt = element<const In>(p.dt, at.bi, t0 + at.g, at.c);
   const In* z = p.z.p != nullptr ? element<const In>(p.z, at.bi, t0 + at.g, at.c) : nullptr;
   const int u_step = G * int(p.u.sl), dt_step = G * int(p.dt.sl), z_step = G * int(p.z.sl);
@@ -142,7 +156,10 @@ __device__ __forceinline__ void load_chunk(Regs<Tl, In>& r, const ScanKernelPara
   for (int k = 0; k < Tl::ITEMS; ++k) {
     const int t = at.g + k * G;
     const bool ok = (Tl::T % G == 0 || t < Tl::T) && (Full || (at.c_ok && t < tl));
-    r.u[k] = ok ? u[k * u_step] : zero<In>();
+    if constexpr (LTI)
+      r.u[k] = ok ? u_any(p, at.bi * p.u.sb + (t0 + at.g) * p.u.sl + at.c, k * u_step) : zero<In>();
+    else
+      r.u[k] = ok ? u[k * u_step] : zero<U>();
     r.dt[k] = ok ? dt[k * dt_step] : zero<In>();
     if (z != nullptr) r.z[k] = ok ? z[k * z_step] : zero<In>();
   }
@@ -159,20 +176,20 @@ __device__ __forceinline__ void load_chunk(Regs<Tl, In>& r, const ScanKernelPara
   }
 }
 
-template <class Tl, class In>
-__device__ __forceinline__ void load_chunk_at(Regs<Tl, In>& r, const ScanKernelParams& p, const Pos& at,
+template <class Tl, class In, class U>
+__device__ __forceinline__ void load_chunk_at(Regs<Tl, In, U>& r, const ScanKernelParams& p, const Pos& at,
                                               int64_t t0) {
   const int tl = int(min(p.l - t0, int64_t(Tl::T)));
   if (at.cols_full && tl == Tl::T)
-    load_chunk<Tl, In, true>(r, p, at, t0, tl);
+    load_chunk<Tl, In, U, true>(r, p, at, t0, tl);
   else
-    load_chunk<Tl, In, false>(r, p, at, t0, tl);
+    load_chunk<Tl, In, U, false>(r, p, at, t0, tl);
 }
 
 // Stage (1): δ, δ·u, B and C of the chunk into shared memory, as f32. Steps past tl and channels past e get
 // δ = 0 (their raw inputs are 0, so δ·u, B and C are 0 too).
-template <class Tl, class In, bool Full>
-__device__ __forceinline__ void stage_inputs(Regs<Tl, In>& r, const ScanKernelParams& p, const Pos& at, int tl,
+template <class Tl, class In, bool Full, class U>
+__device__ __forceinline__ void stage_inputs(Regs<Tl, In, U>& r, const ScanKernelParams& p, const Pos& at, int tl,
                                              float bias, float* smem) {
   float2* s_dd = reinterpret_cast<float2*>(smem + Tl::DD_OFF);
 #pragma unroll
@@ -215,8 +232,8 @@ __device__ __forceinline__ void store_chunk_state(const ScanKernelParams& p, con
     if (at.g * Tl::P + j < p.n) dst[j * p.e] = h[j];
 }
 
-template <class Tl, class In>
-__device__ __forceinline__ void stage_recurrence(Regs<Tl, In>& r, const ScanKernelParams& p, const Pos& at,
+template <class Tl, class In, class U>
+__device__ __forceinline__ void stage_recurrence(Regs<Tl, In, U>& r, const ScanKernelParams& p, const Pos& at,
                                                  int64_t t0, int tl, float* smem) {
   constexpr int P = Tl::P, T = Tl::T, NPAD = Tl::NPAD, CB = Tl::CB;
   const float2* s_dd = reinterpret_cast<const float2*>(smem + Tl::DD_OFF);
@@ -254,8 +271,8 @@ __device__ __forceinline__ void stage_recurrence(Regs<Tl, In>& r, const ScanKern
 }
 
 // Stage (3): y = (Σ_g partial sums + D·u) · silu(z) for the thread's items.
-template <class Tl, class In, bool Full>
-__device__ __forceinline__ void stage_output(const Regs<Tl, In>& r, const ScanKernelParams& p, const Pos& at,
+template <class Tl, class In, bool Full, class U>
+__device__ __forceinline__ void stage_output(const Regs<Tl, In, U>& r, const ScanKernelParams& p, const Pos& at,
                                              int64_t t0, int tl, float Dc, const float* smem) {
   const float* s_y = smem + Tl::Y_OFF;
   const int64_t first = at.bi * p.y.sb + (t0 + at.g) * p.y.sl + at.c;
@@ -279,7 +296,7 @@ __device__ __forceinline__ void stage_output(const Regs<Tl, In>& r, const ScanKe
   }
 }
 
-template <class Tl, class In>
+template <class Tl, class In, class U>
 __global__ void __launch_bounds__(Tl::NT) scan_fwd_kernel(const ScanKernelParams p) {
   constexpr int P = Tl::P, CB = Tl::CB, T = Tl::T;
   extern __shared__ float4 smem_f4[];
@@ -300,7 +317,7 @@ __global__ void __launch_bounds__(Tl::NT) scan_fwd_kernel(const ScanKernelParams
   const float bias = at.c_ok && p.dt_bias != nullptr ? p.dt_bias[at.c] : 0.0f;
   const float Dc = at.c_ok && p.D != nullptr ? p.D[at.c] : 0.0f;
 
-  Regs<Tl, In> r;
+  Regs<Tl, In, U> r;
 #pragma unroll
   for (int j = 0; j < P; ++j) {
     const int s = at.g * P + j;
@@ -311,7 +328,7 @@ __global__ void __launch_bounds__(Tl::NT) scan_fwd_kernel(const ScanKernelParams
     if constexpr (Tl::C_LTI) r.C_lti[j] = ok ? p.C_lti[at.c * p.n + s] : 0.0f;
   }
 
-  load_chunk_at<Tl, In>(r, p, at, 0);
+  load_chunk_at<Tl, In, U>(r, p, at, 0);
   for (int64_t t0 = 0; t0 < p.l; t0 += T) {
     const int tl = int(min(p.l - t0, int64_t(T)));  // valid steps in this chunk
     const bool full = at.cols_full && tl == T;
@@ -320,7 +337,7 @@ __global__ void __launch_bounds__(Tl::NT) scan_fwd_kernel(const ScanKernelParams
     else
       stage_inputs<Tl, In, false>(r, p, at, tl, bias, smem);
     __syncthreads();
-    if (t0 + T < p.l) load_chunk_at<Tl, In>(r, p, at, t0 + T);
+    if (t0 + T < p.l) load_chunk_at<Tl, In, U>(r, p, at, t0 + T);
     stage_recurrence<Tl, In>(r, p, at, t0, tl, smem);
     __syncthreads();
     if (full)
@@ -338,10 +355,10 @@ __global__ void __launch_bounds__(Tl::NT) scan_fwd_kernel(const ScanKernelParams
   }
 }
 
-template <class Tl, class In>
+template <class Tl, class In, class U>
 void launch(const ScanKernelParams& p, cudaStream_t stream) {
   const int64_t blocks = p.b * ((p.e + Tl::CB - 1) / Tl::CB);
-  const auto kernel = scan_fwd_kernel<Tl, In>;
+  const auto kernel = scan_fwd_kernel<Tl, In, U>;
   if constexpr (Tl::smem_bytes > 48 * 1024)
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Tl::smem_bytes)));
   kernel<<<unsigned(blocks), Tl::NT, Tl::smem_bytes, stream>>>(p);
@@ -353,30 +370,30 @@ template <class Tl, bool B_LTI, bool C_LTI>
 using Variant = std::conditional_t<B_LTI || C_LTI, Lti<Tl, B_LTI, C_LTI>, Tl>;
 
 // The block shape for each range of n. n ≤ 16 (every Mamba-1 model) is the one tuned for speed.
-template <class In, bool B_LTI = false, bool C_LTI = false>
+template <class In, class U = In, bool B_LTI = false, bool C_LTI = false>
 void launch_for_dtype(const ScanKernelParams& p, cudaStream_t stream) {
   if (p.n <= 4)
-    launch<Variant<Tile<4, 1, 128, 8>, B_LTI, C_LTI>, In>(p, stream);
+    launch<Variant<Tile<4, 1, 128, 8>, B_LTI, C_LTI>, In, U>(p, stream);
   else if (p.n <= 8)
-    launch<Variant<Tile<4, 2, 64, 16>, B_LTI, C_LTI>, In>(p, stream);
+    launch<Variant<Tile<4, 2, 64, 16>, B_LTI, C_LTI>, In, U>(p, stream);
   else if (p.n <= 16)
-    launch<Variant<Tile<4, 4, 32, 32>, B_LTI, C_LTI>, In>(p, stream);
+    launch<Variant<Tile<4, 4, 32, 32>, B_LTI, C_LTI>, In, U>(p, stream);
   else if (p.n <= 32)
-    launch<Variant<Tile<4, 8, 16, 32>, B_LTI, C_LTI>, In>(p, stream);
+    launch<Variant<Tile<4, 8, 16, 32>, B_LTI, C_LTI>, In, U>(p, stream);
   else if (p.n <= 64)
-    launch<Variant<Tile<4, 16, 8, 32>, B_LTI, C_LTI>, In>(p, stream);
+    launch<Variant<Tile<4, 16, 8, 32>, B_LTI, C_LTI>, In, U>(p, stream);
   else
-    launch<Variant<Tile<8, 32, 4, 16>, B_LTI, C_LTI>, In>(p, stream);
+    launch<Variant<Tile<8, 32, 4, 16>, B_LTI, C_LTI>, In, U>(p, stream);
 }
 
-// A time-invariant B and/or C: f32 sequences only (scan_kernel_supports).
+// A time-invariant B and/or C: f32 dt and z only (scan_kernel_supports); u of any dtype, widened at run time.
 void launch_lti(const ScanKernelParams& p, cudaStream_t stream) {
   if (p.B_lti != nullptr && p.C_lti != nullptr)
-    launch_for_dtype<float, true, true>(p, stream);
+    launch_for_dtype<float, float, true, true>(p, stream);
   else if (p.B_lti != nullptr)
-    launch_for_dtype<float, true, false>(p, stream);
+    launch_for_dtype<float, float, true, false>(p, stream);
   else
-    launch_for_dtype<float, false, true>(p, stream);
+    launch_for_dtype<float, float, false, true>(p, stream);
 }
 
 // The smallest number of channels per block among the tiles above, which bounds the grid size.
@@ -407,8 +424,12 @@ bool scan_kernel_supports(const ScanKernelParams& p, std::string* why) {
       (bc && p.B_lti == nullptr && p.B.p == nullptr) || (bc && p.C_lti == nullptr && p.C.p == nullptr) ||
       (p.e > 0 && p.A == nullptr))
     return refuse(why, "u, dt, B, C, A and y must have data when they have elements");
+  if (p.u_dtype != p.in_dtype && p.in_dtype != DType::f32)
+    return refuse(why, std::string("u is ") + dtype_name(p.u_dtype) + "; with " + dtype_name(p.in_dtype) +
+                           " dt, B, C and z it must be " + dtype_name(p.in_dtype) +
+                           " (a half u goes with f32 dt, B, C and z)");
   if ((p.B_lti != nullptr || p.C_lti != nullptr) && p.in_dtype != DType::f32)
-    return refuse(why, std::string("a time-invariant B/C (shape [e, n]) needs f32 u, dt and z, got ") +
+    return refuse(why, std::string("a time-invariant B/C (shape [e, n]) needs f32 dt and z, got ") +
                            dtype_name(p.in_dtype));
   for (const auto& [name, sb, sl] : {std::tuple{"u", p.u.sb, p.u.sl}, std::tuple{"dt", p.dt.sb, p.dt.sl},
                                      std::tuple{"z", p.z.sb, p.z.sl}, std::tuple{"y", p.y.sb, p.y.sl},
@@ -422,7 +443,7 @@ bool scan_kernel_supports(const ScanKernelParams& p, std::string* why) {
     return refuse(why, std::string("y is ") + dtype_name(p.y_dtype) + "; with " + dtype_name(p.in_dtype) +
                            " inputs it must be " + dtype_name(p.in_dtype) + " or f32");
   const size_t in_size = dtype_size(p.in_dtype), y_size = dtype_size(p.y_dtype);
-  if (!aligned(p.u.p, in_size) || !aligned(p.dt.p, in_size) || !aligned(p.B.p, in_size) ||
+  if (!aligned(p.u.p, dtype_size(p.u_dtype)) || !aligned(p.dt.p, in_size) || !aligned(p.B.p, in_size) ||
       !aligned(p.C.p, in_size) || (p.z.p != nullptr && !aligned(p.z.p, in_size)) || !aligned(p.y.p, y_size))
     return refuse(why, "a sequence tensor is not aligned to its element size");
   return true;
@@ -433,7 +454,14 @@ void scan_kernel_launch(const ScanKernelParams& p, cudaStream_t stream) {
   if (p.l == 1 && p.chunk_states == nullptr) return scan_step_kernel_launch(p, stream);
   if (p.B_lti != nullptr || p.C_lti != nullptr) return launch_lti(p, stream);
   switch (p.in_dtype) {
-    case DType::f32: launch_for_dtype<float>(p, stream); break;
+    case DType::f32:  // a half u beside f32 inputs: kernels of their own (the selective tiles only)
+      if (p.u_dtype == DType::bf16)
+        launch_for_dtype<float, __nv_bfloat16>(p, stream);
+      else if (p.u_dtype == DType::f16)
+        launch_for_dtype<float, __half>(p, stream);
+      else
+        launch_for_dtype<float>(p, stream);
+      break;
     case DType::bf16: launch_for_dtype<__nv_bfloat16>(p, stream); break;
     case DType::f16: launch_for_dtype<__half>(p, stream); break;
   }

@@ -5,7 +5,9 @@
 // (b, l, n); each has a contiguous last dimension and arbitrary batch and token strides (B and C are usually
 // views into x_proj's output). A is (e, n), D and dt_bias (e), state_in and state_out (b, e, n): all f32 and
 // contiguous. A time-invariant B or C (the selection ablations) is instead (e, n) f32 contiguous, per channel
-// (B_lti / C_lti; then the sequence B / C is absent), and needs f32 sequences.
+// (B_lti / C_lti; then the sequence B / C is absent), and needs f32 dt and z. With f32 dt, B, C and z, u may be
+// bf16 or f16 (u_dtype): it is widened to f32 as it is loaded, which is exact, so the result is the f32 scan's
+// on the widened u.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -30,7 +32,7 @@ struct SeqOut {
 
 struct ScanKernelParams {
   int64_t b = 0, l = 0, e = 0, n = 0;
-  DType in_dtype = DType::f32;       // of u, dt, B, C and z
+  DType in_dtype = DType::f32;       // of dt, B, C and z
   DType y_dtype = DType::f32;        // in_dtype, f32, or (with f32 inputs) bf16 or f16
   SeqOut y;                          // (b, l, e)
   SeqIn u, dt, z;                    // (b, l, e); z.p == nullptr: no gate
@@ -44,6 +46,7 @@ struct ScanKernelParams {
   bool dt_softplus = true;
   const float* B_lti = nullptr;      // (e, n) or nullptr: a time-invariant B[c, s] in place of B[t, s]
   const float* C_lti = nullptr;      // (e, n) or nullptr: a time-invariant C[c, s] in place of C[t, s]
+  DType u_dtype = DType::f32;        // of u: in_dtype, or (with f32 inputs) bf16 or f16
 };
 
 // The largest state size the kernel handles.

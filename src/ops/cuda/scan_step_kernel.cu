@@ -5,9 +5,12 @@
 //   h[s] = exp(δ·A[s])·h[s] + δ·B[s]·u,   y = (Σ_s h[s]·C[s] + D·u)·silu(z),
 // and the group adds its partial sums with shuffles. B and C are read by every group of a batch row (they stay
 // in L1); the state is read and written once, coalesced. With LTI (f32 only), a time-invariant B or C (B_lti,
-// C_lti, either or both) is read at the group's channel instead: B_lti[c, s].
+// C_lti, either or both) is read at the group's channel instead: B_lti[c, s]. With f32 inputs u may be bf16 or
+// f16 (read and widened by the f32 kernels).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include <type_traits>
 
 #include "core/cuda/check.h"
 #include "ops/cuda/scan_kernel.h"
@@ -23,6 +26,16 @@ constexpr int kThreads = 128;
 template <class In>
 __device__ __forceinline__ float at(const SeqIn& s, int64_t bi, int64_t k) {
   return to_f32(static_cast<const In*>(s.p)[bi * s.sb + k]);
+}
+
+// u at (bi, c): in In, or with f32 inputs a bf16 or f16 u (u_dtype), widened to f32.
+template <class In>
+__device__ __forceinline__ float u_at(const ScanKernelParams& p, int64_t bi, int64_t c) {
+  if constexpr (std::is_same_v<In, float>) {
+    if (p.u_dtype == DType::bf16) return at<__nv_bfloat16>(p.u, bi, c);
+    if (p.u_dtype == DType::f16) return at<__half>(p.u, bi, c);
+  }
+  return at<In>(p.u, bi, c);
 }
 
 // B or C at state s: the time-invariant row `lti` (B_lti[c, ·]) where given, else the sequence at batch row bi.
@@ -41,7 +54,7 @@ __global__ void __launch_bounds__(kThreads) scan_step_kernel(ScanKernelParams p,
   const int64_t bi = valid ? i / p.e : 0, c = valid ? i % p.e : 0, n = p.n;
   float y = 0.0f, u = 0.0f;
   if (valid) {
-    u = at<In>(p.u, bi, c);
+    u = u_at<In>(p, bi, c);
     float delta = at<In>(p.dt, bi, c) + (p.dt_bias != nullptr ? p.dt_bias[c] : 0.0f);
     if (p.dt_softplus) delta = delta > 20.0f ? delta : log1pf(expf(delta));
     const float du = delta * u;
