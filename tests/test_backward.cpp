@@ -14,6 +14,7 @@
 
 #include "ops/ops_backward.h"
 #include "support/reference_backward.h"
+#include "support/sequences.h"
 #include "support/test_util.h"
 
 namespace mambacpp {
@@ -443,14 +444,8 @@ TEST(ScanBackward, HalfUIsTheF32OpOnTheWidenedU) {
       SCOPED_TRACE(testing::Message() << dtype_name(ht) << " b=" << c.b << " l=" << c.l << " e=" << c.e
                                       << " n=" << c.n << " B_lti=" << c.B_lti);
       ScanData s(c);
-      const int64_t ld = c.e + 3;
-      std::vector<uint16_t> packed(s.u.size()), strided(size_t(c.b * c.l * ld), 0x7fff);
-      convert_from_f32(packed.data(), ht, s.u.data(), s.u.size());
-      convert_to_f32(s.u.data(), packed.data(), ht, s.u.size());  // the f32 op's u: the half values widened
-      for (int64_t r = 0; r < c.b * c.l; ++r)
-        std::memcpy(&strided[size_t(r * ld)], &packed[size_t(r * c.e)], size_t(c.e) * 2);
-      Tensor uh(strided.data(), ht, {c.b, c.l, c.e});
-      uh.stride = {c.l * ld, ld, 1};
+      test::HalfStrided half_u(s.u, ht, c.b, c.l, c.e, c.e + 3);  // s.u: the half values widened, the f32 op's u
+      const Tensor uh = half_u.seq();
       const ScanGrads prior = scan_prior(c);
       Context ctx(2);
       const ScanGrads want = run_scan_backward(s, prior, ctx);

@@ -230,14 +230,9 @@ TEST(SelectiveScan, HalfUIsTheF32ScanOfTheWidenedU) {
       SCOPED_TRACE(testing::Message() << dtype_name(ht) << " b=" << c.b << " l=" << c.l << " e=" << c.e
                                       << " n=" << c.n << " B_lti=" << c.B_lti);
       ScanData d(c);
-      const int64_t ld = c.e + 5, K = scan_state_count(c.l);
-      std::vector<uint16_t> packed(d.u.size()), strided(size_t(c.b * c.l * ld), 0x7fff);
-      convert_from_f32(packed.data(), ht, d.u.data(), d.u.size());
-      convert_to_f32(d.u.data(), packed.data(), ht, d.u.size());  // the f32 op's u: the half values widened
-      for (int64_t r = 0; r < c.b * c.l; ++r)
-        std::memcpy(&strided[size_t(r * ld)], &packed[size_t(r * c.e)], size_t(c.e) * 2);
-      Tensor uh(strided.data(), ht, {c.b, c.l, c.e});
-      uh.stride = {c.l * ld, ld, 1};
+      const int64_t K = scan_state_count(c.l);
+      test::HalfStrided half_u(d.u, ht, c.b, c.l, c.e, c.e + 5);  // d.u: the half values widened, the f32 op's u
+      const Tensor uh = half_u.seq();
       // y, the final state and chunk_states of the op with the given u.
       const auto run = [&](Tensor u) {
         std::vector<float> y(size_t(c.b * c.l * c.e), kNaN), st(size_t(c.b * c.e * c.n), kNaN),

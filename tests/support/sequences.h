@@ -1,6 +1,6 @@
-// Host-side sequence helpers shared by the CPU op tests (test_ops.cpp, test_scan.cpp): row-strided (b, l, c)
-// tensors whose gaps must stay untouched, views of token ranges, zero-stride views, the chunks of a sequence
-// split into calls, and bitwise comparison.
+// Host-side sequence helpers shared by the CPU op tests (test_ops.cpp, test_scan.cpp, test_backward.cpp):
+// row-strided (b, l, c) tensors whose gaps must stay untouched, half copies of a sequence, views of token ranges,
+// zero-stride views, the chunks of a sequence split into calls, and bitwise comparison.
 #pragma once
 
 #include <algorithm>
@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/tensor.h"
 
 namespace mambacpp::test {
@@ -52,6 +53,26 @@ struct Strided {
       for (int64_t j = c; j < ld; ++j)
         if (mem[r * ld + j] != kPad) return false;
     return true;
+  }
+};
+
+// A bf16 or f16 (b, l, c) sequence stored with a row stride ld ≥ c (the gap poisoned), made from f32 values, which
+// are rounded in place: afterwards `values` holds the half values widened (what an f32 op given them would read).
+struct HalfStrided {
+  int64_t b, l, c, ld;
+  DType dtype;
+  std::vector<uint16_t> mem;
+  HalfStrided(std::vector<float>& values, DType dt, int64_t b_, int64_t l_, int64_t c_, int64_t ld_)
+      : b(b_), l(l_), c(c_), ld(ld_), dtype(dt), mem(size_t(b_ * l_ * ld_), 0x7fff) {
+    std::vector<uint16_t> packed(values.size());
+    convert_from_f32(packed.data(), dt, values.data(), values.size());
+    convert_to_f32(values.data(), packed.data(), dt, values.size());
+    for (int64_t r = 0; r < b * l; ++r) std::memcpy(&mem[size_t(r * ld)], &packed[size_t(r * c)], size_t(c) * 2);
+  }
+  Tensor seq() {
+    Tensor t(mem.data(), dtype, {b, l, c});
+    t.stride = {l * ld, ld, 1};
+    return t;
   }
 };
 
