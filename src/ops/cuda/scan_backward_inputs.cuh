@@ -29,8 +29,8 @@ __device__ __forceinline__ void store_grad(float* p, DType dtype, int64_t i, flo
 }
 
 // A 16-bit bf16 or f16 value (bits) widened to f32, which is exact.
-__device__ __forceinline__ float widen(unsigned short bits, bool bf16) {
-  return bf16 ? __uint_as_float(unsigned(bits) << 16) : __half2float(__ushort_as_half(bits));
+__device__ __forceinline__ float widen(unsigned bits, bool bf16) {
+  return bf16 ? __uint_as_float(bits << 16) : __half2float(__ushort_as_half((unsigned short)bits));
 }
 
 // Element i of an input held in f32, bf16 or f16 (`p` points to that type), widened to f32: one address for the
@@ -77,7 +77,9 @@ struct Fetch {
   static constexpr bool BC_AHEAD = SB <= 2;  // else (large n) B and C are loaded when staged
   // u as loaded: f32, or in the HalfU tiles the bf16 / f16 bits, widened where they are used (fetched_u): a
   // conversion at the load would wait for it, which is meant to overlap the chunk before.
-  std::conditional_t<Tl::HALF_U, unsigned short, float> u[Tl::ITEMS];
+  // The 16 bits are held zero-extended in a 32-bit register: in 16-bit elements the compiler packs two per
+  // register right after the loads, and the packing waits for them (long-scoreboard stalls in a profile).
+  std::conditional_t<Tl::HALF_U, unsigned, float> u[Tl::ITEMS];
   float dt[Tl::ITEMS], dy[Tl::ITEMS], z[Tl::ITEMS], B[BC_AHEAD ? SB : 1], C[BC_AHEAD ? SB : 1];
   float h0[Tl::P];  // the backward's chunk-start state (from its checkpoint)
 };
@@ -94,7 +96,7 @@ __device__ __forceinline__ void fetch_chunk(const ScanGradKernelParams& p, const
     const bool ok = at.c_ok && t < tl;
     // u: f32, or bf16 / f16 in the HalfU tiles and (known at run time) possibly in the time-invariant variants.
     if constexpr (Tl::HALF_U)
-      f.u[k] = ok ? reinterpret_cast<const unsigned short*>(p.u.p)[at_seq(p.u, at.bi, t0 + t, at.c)] : 0;
+      f.u[k] = ok ? unsigned(reinterpret_cast<const unsigned short*>(p.u.p)[at_seq(p.u, at.bi, t0 + t, at.c)]) : 0u;
     else if constexpr (Tl::B_LTI || Tl::C_LTI)
       f.u[k] = ok ? load_any(p.u.p, p.u_dtype, at_seq(p.u, at.bi, t0 + t, at.c)) : 0.0f;
     else
