@@ -18,7 +18,6 @@ struct TrainCmdOptions {
   std::string dtype = "f32";
   int threads = 0;
   bool recompute_scan_states = false;
-  bool half_conv_output = false;
 };
 
 void run_train(const TrainCmdOptions& o) {
@@ -31,7 +30,6 @@ void run_train(const TrainCmdOptions& o) {
   t.device = o.device == "cuda" ? Device::cuda : Device::cpu;
   t.dtype = o.dtype == "bf16" ? DType::bf16 : o.dtype == "f16" ? DType::f16 : DType::f32;
   t.keep_scan_states = !o.recompute_scan_states;
-  t.keep_xc_f32 = !o.half_conv_output;
   Context ctx(o.threads);
   const TrainSummary s = train(t, ctx, stdout);
   std::printf("trained steps %lld..%lld, last loss %.4f", (long long)s.first_step, (long long)s.step, s.last_loss);
@@ -82,9 +80,6 @@ void add_train_command(CLI::App& app) {
   cmd->add_flag("--recompute-scan-states", o->recompute_scan_states,
                 "cuda: recompute the scan's states in the backward pass instead of keeping them from the forward pass "
                 "(less memory, slower)");
-  cmd->add_flag("--half-conv-output", o->half_conv_output,
-                "cuda with --dtype bf16/f16: keep the conv output (the scan's input) only in that dtype, not also in "
-                "f32 (less memory, slightly slower)");
   cmd->add_option("--seed", t.seed, "seed of the initial weights and of the batches")->capture_default_str();
   cmd->add_option("-t,--threads", o->threads, "CPU threads (0 = all available)")->capture_default_str();
   cmd->callback([o] { run_train(*o); });

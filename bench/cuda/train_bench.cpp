@@ -6,13 +6,12 @@
 // reference's, with the forward pass alone, the peak GPU memory (read after the timed steps: nothing is freed
 // between steps) and the matrix products' share of the bf16 tensor-core rate.
 // By default the forward pass keeps the scan's states every 16 tokens for the backward pass (TrainWorkspace::
-// keep_scan_states) and the conv output in f32 beside its bf16 copy (keep_xc_f32). Where that takes the peak
-// memory above the reference's, the model is timed again with the conv output in bf16 only, and if that is still
-// above, with the states recomputed as well.
+// keep_scan_states; the conv output is kept in bf16 only, as the scan's u). Where that takes the peak memory above
+// the reference's, the model is timed again with the states recomputed in the backward pass.
 //
-// Usage: train_bench [130m|370m|1.4b ...] [--rows N] [--states keep|recompute] [--xc f32|half] [--once]
+// Usage: train_bench [130m|370m|1.4b ...] [--rows N] [--states keep|recompute] [--once]
 //        (default: all three; --rows: rows per forward/backward group, default the whole batch for 130M and
-//        370M, 4,096 for 1.4B; --states, --xc: only that way; --once: one untimed step, for a kernel profiler)
+//        370M, 4,096 for 1.4B; --states: only that way; --once: one untimed step, for a kernel profiler)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -64,24 +63,16 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// Times one model; returns its peak memory in GB (0 with `once`).
-// How the forward pass keeps what the backward pass reads (TrainWorkspace).
-struct Layout {
-  bool keep_states = true, keep_xc_f32 = true;
-  std::string label() const {
-    return std::string(keep_xc_f32 ? "" : " (xc bf16 only)") + (keep_states ? "" : " (states recomputed)");
-  }
-};
-
-double bench_model(const std::string& name, int64_t rows_override, Layout layout, bool once, Context& ctx) {
+// Times one model, with the scan's states kept by the forward pass or recomputed by the backward pass
+// (TrainWorkspace::keep_scan_states); returns its peak memory in GB (0 with `once`).
+double bench_model(const std::string& name, int64_t rows_override, bool keep_states, bool once, Context& ctx) {
   const Anchor& a = kAnchors.at(name);
   const MambaConfig cfg = preset_config(name);
   const double base = used_gb();
   TrainableModel model(ModelWeights::random(cfg, DType::f32, 1), Device::cuda, DType::bf16, AdamWOptions{}, ctx);
   TrainWorkspace ws(Device::cuda);
   ws.rows_per_pass = rows_override > 0 ? rows_override : a.rows;
-  ws.keep_scan_states = layout.keep_states;
-  ws.keep_xc_f32 = layout.keep_xc_f32;
+  ws.keep_scan_states = keep_states;
   const int64_t b = a.batch, v = cfg.vocab_size;
   std::vector<int32_t> ids(size_t(b * kLen));
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 104729 + 7919) % size_t(v));
@@ -117,7 +108,7 @@ double bench_model(const std::string& name, int64_t rows_override, Layout layout
   const double flops = 6.0 * double(model.master().parameter_count()) * double(b * kLen);
   std::printf("| Mamba-%s%s | %lld x %lld | %lld | %.1f ms | %.1fK | %.0f ms | %.1fK | %.2fx | %.1f ms | %.1f GB | %.1f GB | "
               "%.0f%% | %.3f |\n",
-              name.c_str(), layout.label().c_str(), (long long)b, (long long)kLen, (long long)ws.rows_per_pass, ms, tok_s / 1e3, a.step_ms,
+              name.c_str(), keep_states ? "" : " (states recomputed)", (long long)b, (long long)kLen, (long long)ws.rows_per_pass, ms, tok_s / 1e3, a.step_ms,
               a.tok_s / 1e3, tok_s / a.tok_s, median(fwd) * 1e3, peak, a.peak_gb,
               100.0 * flops / (ms / 1e3) / (kTensorTflops * 1e12), loss);
   std::fflush(stdout);
@@ -131,7 +122,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> names;
     int64_t rows = 0;
     bool once = false;
-    std::string states = "auto", xc = "auto";
+    std::string states = "auto";
     for (int i = 1; i < argc; ++i) {
       const std::string arg = argv[i];
       if (arg == "--once") {
@@ -139,9 +130,6 @@ int main(int argc, char** argv) {
       } else if (arg == "--states" && i + 1 < argc && (std::string(argv[i + 1]) == "keep" ||
                                                         std::string(argv[i + 1]) == "recompute")) {
         states = argv[++i];
-      } else if (arg == "--xc" && i + 1 < argc && (std::string(argv[i + 1]) == "f32" ||
-                                                    std::string(argv[i + 1]) == "half")) {
-        xc = argv[++i];
       } else if (arg == "--rows" && i + 1 < argc) {
         rows = std::atoll(argv[++i]);
       } else if (kAnchors.count(arg)) {
@@ -149,7 +137,7 @@ int main(int argc, char** argv) {
       } else {
         std::fprintf(stderr,
                      "train_bench: unknown argument '%s' (models: 130m, 370m, 1.4b; --rows N; --states keep|recompute; "
-                     "--xc f32|half; --once)\n",
+                     "--once)\n",
                      arg.c_str());
         return 1;
       }
@@ -168,14 +156,11 @@ int main(int argc, char** argv) {
     std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     Context ctx(0);
     for (const std::string& n : names) {
-      // The layout asked for, or the fastest one, then (auto) leaner ones while the peak is above the reference's.
-      Layout layout{states != "recompute", xc != "half"};
-      double peak = bench_model(n, rows, layout, once, ctx);
-      const double limit = kAnchors.at(n).peak_gb;
-      if (xc == "auto" && !once && peak > limit && layout.keep_xc_f32)
-        layout.keep_xc_f32 = false, peak = bench_model(n, rows, layout, once, ctx);
-      if (states == "auto" && !once && peak > limit && layout.keep_states)
-        layout.keep_states = false, bench_model(n, rows, layout, once, ctx);
+      // The way asked for, or the faster one, then (auto) the leaner one if the peak is above the reference's.
+      const bool keep_states = states != "recompute";
+      const double peak = bench_model(n, rows, keep_states, once, ctx);
+      if (states == "auto" && !once && keep_states && peak > kAnchors.at(n).peak_gb)
+        bench_model(n, rows, false, once, ctx);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "train_bench: %s\n", e.what());

@@ -148,13 +148,11 @@ Tensor run_view(float* p, const Run& r, int64_t cols, int64_t ld, Device dev) {
 
 // Views of layer i's kept activations. hidden, xc and y are held in the workspace's half dtype when it has one:
 // hidden and y feed only matrix products; xc feeds x_proj's product and is the scan's u. The conv writes xc and
-// the scan y in that dtype themselves. With TrainWorkspace::keep_xc_f32 the conv also writes xc in f32 (xc_f32),
-// which the scan then reads (its kernels run faster on an f32 u); otherwise the scan widens the half xc as it
-// reads it, forward and backward. With f32 activations xc_f32 is xc.
+// the scan y in that dtype themselves. The scan reads that one xc as its u, forward and backward: its kernels
+// widen a half u to f32 where they use it.
 struct LayerActs {
   float *residual, *xz, *xdbl, *dt;
   float* states;  // the scan's chunk_states of every run, one after the other, or nullptr (not kept)
-  float* xc_f32;  // xc in f32, or nullptr (not kept)
   Act hidden, xc, y;
 };
 
@@ -172,8 +170,6 @@ LayerActs layer_acts(TrainWorkspace& ws, const MambaConfig& c, int64_t m, int64_
                                                         : nullptr;
   a.hidden = {static_cast<char*>(ws.hidden.data()) + size_t(i * m * d) * hs, h};
   a.xc = {static_cast<char*>(ws.xc.data()) + size_t(i * m * e) * hs, h};
-  a.xc_f32 = h == DType::f32 ? static_cast<float*>(a.xc.p)
-             : ws.xc_f32.bytes() > 0 ? ws.xc_f32.as<float>() + i * m * e : nullptr;
   a.y = {y, h};
   return a;
 }
@@ -207,7 +203,7 @@ void set_scan_inputs(Args& s, const LayerWeights& lw, const LayerActs& a, const 
   const int64_t e = c.d_inner;
   if (a.states != nullptr)
     s.chunk_states = Tensor(a.states + states_at, DType::f32, {run.rows, scan_state_count(run.len), c.d_state, e}, dev);
-  s.u = a.xc_f32 != nullptr ? run_view(a.xc_f32, run, e, e, dev) : a.xc.sequence(run.row0, run.rows, run.len, e, e, dev);
+  s.u = a.xc.sequence(run.row0, run.rows, run.len, e, e, dev);
   s.dt = run_view(a.dt, run, e, e, dev);
   s.A = lw.A;
   s.B = ssm_part(a.xdbl, col.B, run, c, lw.B, dev);
@@ -224,11 +220,11 @@ void mixer_forward(const LayerWeights& lw, const LayerActs& a, float* mixer_out,
   const int64_t x = col.x;
   const bool half = a.hidden.dtype != DType::f32;
   linear_forward(matrix(a.xz, m, 2 * e, 2 * e, dev), a.hidden.view(m, d, d, dev), lw.in_proj, lw.in_proj_bias, ctx);
-  for (const Run& run : runs)  // xc in f32 and/or rounded to the half dtype (for x_proj and the scan)
-    conv1d_causal_forward(a.xc_f32 != nullptr ? run_view(a.xc_f32, run, e, e, dev) : Tensor{},
-                          half ? a.xc.sequence(run.row0, run.rows, run.len, e, e, dev) : Tensor{}, Tensor{},
-                          run_view(a.xz, run, e, 2 * e, dev), lw.conv_w, lw.conv_b, Tensor{}, /*apply_silu=*/true,
-                          ctx);
+  for (const Run& run : runs) {  // xc in f32, or only rounded to the half dtype (for x_proj and the scan)
+    const Tensor xc = a.xc.sequence(run.row0, run.rows, run.len, e, e, dev);
+    conv1d_causal_forward(half ? Tensor{} : xc, half ? xc : Tensor{}, Tensor{}, run_view(a.xz, run, e, 2 * e, dev),
+                          lw.conv_w, lw.conv_b, Tensor{}, /*apply_silu=*/true, ctx);
+  }
   if (x > 0) linear_forward(matrix(a.xdbl, m, x, x, dev), a.xc.view(m, e, e, dev), lw.x_proj, Tensor{}, ctx);
   if (c.selective_dt)
     linear_forward(matrix(a.dt, m, e, e, dev), matrix(a.xdbl, m, r, x, dev), lw.dt_proj, Tensor{}, ctx);
@@ -463,7 +459,6 @@ void TrainWorkspace::reserve(const MambaConfig& c, int64_t rows, DType half) {
   if (half != half_)
     rows_ = 0, half_ = half, hidden = Buffer(), xc = Buffer(), y = Buffer(), dresidual_half = Buffer(),
     dxz_half = Buffer();
-  if (half == DType::f32 || !keep_xc_f32) xc_f32 = Buffer();
   ensure(residual, (L + 1) * m * d * f, dev);
   ensure(hidden, (L + 1) * m * d * h, dev);
   ensure(xz, L * m * 2 * e * f, dev);
@@ -472,7 +467,6 @@ void TrainWorkspace::reserve(const MambaConfig& c, int64_t rows, DType half) {
   ensure(dt, L * m * e * f, dev);
   ensure(y, L * m * e * h, dev);
   if (half != DType::f32) {
-    if (keep_xc_f32) ensure(xc_f32, L * m * e * f, dev);
     ensure(dresidual_half, m * d * h, dev);
     ensure(dxz_half, m * 2 * e * h, dev);
   }

@@ -62,11 +62,6 @@ class TrainWorkspace {
   Buffer hidden;    // (n_layer + 1, m, d) the norm outputs (the last one feeds the head), f32 or half
   Buffer xz;        // (n_layer, m, 2e) in_proj outputs: x, z
   Buffer xc;        // (n_layer, m, e) SiLU(conv1d(x)), f32 or half
-  // With a half dtype, xc also in f32 for the scan (keep_xc_f32, the default: the scan's kernels, the backward's
-  // above all, run faster on an f32 u); false keeps xc only in the half dtype, which the scan widens as it reads
-  // it: 4·e bytes per token and layer less (Mamba-370M at 8 × 2,048 tokens: 6.4 GB), the step a few % slower.
-  bool keep_xc_f32 = true;
-  Buffer xc_f32;    // (n_layer, m, e) when kept
   Buffer xdbl;      // (n_layer, m, r + 2n) x_proj outputs: dt_low, B, C
   Buffer dt;        // (n_layer, m, e) dt_proj outputs (before the Δ bias)
   Buffer y;         // (n_layer, m, e) scan outputs, f32 or half

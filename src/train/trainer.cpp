@@ -154,7 +154,6 @@ class Loop {
         ids_(size_t(o.batch * (o.seq_len + 1))), doc_start_(ids_.size()), first_step_(r.state.step) {
     if (!r.resumed_from.empty()) load_optimizer_state(r.resumed_from, model_.optimizer());
     ws_.keep_scan_states = o.keep_scan_states;
-    ws_.keep_xc_f32 = o.keep_xc_f32;
   }
 
   TrainSummary run() {

@@ -44,9 +44,6 @@ struct TrainOptions {
   // On cuda, the forward pass keeps the scan's state every 16 tokens for the backward pass (faster; per layer the
   // size of one f32 activation at d_state 16); false recomputes them there instead (TrainWorkspace).
   bool keep_scan_states = true;
-  // With bf16/f16 matrices on cuda, the conv output (the scan's u) is kept in f32 beside its half copy (faster);
-  // false keeps only the half copy: 4·d_inner bytes per token and layer less (TrainWorkspace::keep_xc_f32).
-  bool keep_xc_f32 = true;
 };
 
 struct TrainSummary {

@@ -118,27 +118,22 @@ TEST_P(CudaTrainTest, PackedDocumentsAndExplicitTargetsEqualTheCpu) {
   }
 }
 
-// Both layouts of the conv output: kept in f32 beside its half copy (the default) and only in the half dtype.
+// The conv output is kept only in the half dtype, and the scan reads it as its u.
 TEST_P(CudaTrainTest, MixedPrecisionStaysCloseToF32) {
   Context ctx(2);
   const auto plain = [&](ParamGrads* gr, const ModelWeights& w, TrainWorkspace& ws) {
     return lm_loss(gr, w, ids.data(), b, l, ws, ctx);
   };
   const auto [cpu_loss, cpu] = run(host, plain, ctx);
-  for (DType dt : {DType::bf16, DType::f16})
-    for (bool keep_xc_f32 : {true, false}) {
-      TrainableModel m(load_model(g.dir, DType::f32), Device::cuda, dt, AdamWOptions{}, ctx);
-      EXPECT_EQ(m.compute().matrix_dtype, dt);
-      const auto layout = [&](ParamGrads* gr, const ModelWeights& w, TrainWorkspace& ws) {
-        ws.keep_xc_f32 = keep_xc_f32;
-        return plain(gr, w, ws);
-      };
-      const auto [loss, gpu] = run(m.compute(), layout, ctx);
-      const std::string what = std::string(dtype_name(dt)) + (keep_xc_f32 ? ", xc kept in f32" : ", xc half only");
-      EXPECT_NEAR(loss, cpu_loss, 1e-2 * cpu_loss) << what;
-      const Closeness c = compare(gpu.data(), cpu.data(), cpu.size());
-      EXPECT_LE(c.rel_l2, 3e-2) << what << ": " << c.describe();
-    }
+  for (DType dt : {DType::bf16, DType::f16}) {
+    TrainableModel m(load_model(g.dir, DType::f32), Device::cuda, dt, AdamWOptions{}, ctx);
+    EXPECT_EQ(m.compute().matrix_dtype, dt);
+    const auto [loss, gpu] = run(m.compute(), plain, ctx);
+    const std::string what = dtype_name(dt);
+    EXPECT_NEAR(loss, cpu_loss, 1e-2 * cpu_loss) << what;
+    const Closeness c = compare(gpu.data(), cpu.data(), cpu.size());
+    EXPECT_LE(c.rel_l2, 3e-2) << what << ": " << c.describe();
+  }
 }
 
 // The update itself (clipping, AdamW, A refreshed) on the GPU equals the CPU's, given the same gradients (those
