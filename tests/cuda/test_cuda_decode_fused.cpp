@@ -1,8 +1,8 @@
 // The fused one-launch decoding step (FusedStep) against the general one (lm_step_device): the logits of several
-// steps from the same state, on the golden checkpoints (f32, bf16 and f16 matrices) and a random model of the
-// Mamba-130M shape, at batch 1, 3 and 8; the same step recorded in a CUDA graph and replayed gives the same bits
-// as the direct launches (the grid barrier is reused across launches and replays); greedy continuations with the
-// fused step equal to the CPU's; and the limits the fused step refuses.
+// steps from the same state, on the golden checkpoints (f32, bf16 and f16 matrices), a random model of the
+// Mamba-130M shape and one with Mamba-1.4B's layers, at batch 1 to 8; the same step recorded in a CUDA graph and
+// replayed gives the same bits as the direct launches (the grid barrier is reused across launches and replays);
+// greedy continuations with the fused step equal to the CPU's; and the limits the fused step refuses.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -141,6 +141,19 @@ TEST(CudaFusedStep, MambaShapedModel) {
     expect_same_steps(host.to_device(Device::cuda, DType::bf16), b, 4, 1e-2, ctx);
   }
   expect_same_steps(host.to_device(Device::cuda, DType::bf16), 8, 3, 1e-2, ctx);
+}
+
+// Random weights of the Mamba-1.4B layer shape (d 2,048, e 4,096, n 16, r 128, v 50,280; two layers): rows long
+// enough for the kernels that pipeline 8 pieces at batch 1 and preload 2 (decode_kernels.cu, kernel_for_rows).
+TEST(CudaFusedStep, LongRowsModel) {
+  SKIP_WITHOUT_GPU();
+  Context ctx{2};
+  MambaConfig c = preset_config("1.4b");
+  c.n_layer = 2;
+  const ModelWeights host = ModelWeights::random(c, DType::f32, 5);
+  const ModelWeights bf16 = host.to_device(Device::cuda, DType::bf16);
+  for (int64_t b : {1, 2, 5, 8}) expect_same_steps(bf16, b, 3, 1e-2, ctx);
+  expect_same_steps(host.to_device(Device::cuda, DType::f16), 1, 3, 1e-2, ctx);
 }
 
 }  // namespace

@@ -2,14 +2,14 @@
 //
 // One block of 512 threads per SM. A product phase gives each warp one output feature at a time (features
 // strided over the grid's warps): its lanes read the weight row 8 elements at a time (one 16-byte load for
-// bf16/f16, two for f32), kGroup pieces in flight before the first is used, against input rows held in shared
-// memory (the normalised residual, y) or, for x_proj's slices, read from global memory; the warp then adds its
-// partial sums with shuffles. Between its arrival at each barrier and its wait there every warp loads the first
-// pieces of its first row in the next phase into registers (and, for in_proj and the head, asks L2 for the rest
-// of that row), and the scan phase's lanes load the inputs that do not depend on x_proj's output, so that these
-// latencies overlap the barrier. The scan phase gives each (row, channel) a group of G lanes (G = n rounded up to
-// a power of two, at most 32, as scan_step_kernel.cu does, halved down to 4 while the grid's lanes would need more
-// than one round for all of them). The arithmetic follows the unfused ops (infer_kernels.cu, scan_step_kernel.cu)
+// bf16/f16, two for f32), G pieces in flight before the first is used (G = 4 or 8: kernel_for_rows), against
+// input rows held in shared memory (the normalised residual, y) or, for x_proj's slices, read from global memory;
+// the warp then adds its partial sums with shuffles. Between its arrival at each barrier and its wait there every
+// warp loads the first H pieces of its first row in the next phase into registers (and, for in_proj and the head,
+// asks L2 for the rest of that row), and the scan phase's lanes load the inputs that do not depend on x_proj's
+// output, so that these latencies overlap the barrier. The scan phase gives each (row, channel) a group of lanes
+// (n rounded up to a power of two, at most 32, as scan_step_kernel.cu does, halved down to 4 while the grid's
+// lanes would need more than one round for all of them). The arithmetic follows the unfused ops (infer_kernels.cu, scan_step_kernel.cu)
 // expression by expression; only the order of the sums (the products', and the scan's over the state) differs.
 // Every sum has a fixed order, so results are the same from run to run.
 #include <cuda_bf16.h>
@@ -28,7 +28,6 @@ namespace {
 // stay in registers (at 1,024 threads, 64 registers, they spilled and the step was slower: docs/PERFORMANCE.md).
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
-constexpr int kGroup = 4;       // weight pieces (8 elements each) a lane loads before using them
 
 bool refuse(std::string* why, const std::string& msg) {
   if (why != nullptr) *why = msg;
@@ -166,38 +165,44 @@ __device__ __forceinline__ void fma_piece(float (&acc)[M], const Piece<W>& pc, c
   }
 }
 
-// The first kGroup pieces of a lane's share of one weight row, loaded ahead (before a barrier).
-template <class W>
+// The first H pieces of a lane's share of one weight row, loaded ahead (before a barrier).
+template <class W, int H>
 struct RowHead {
-  Piece<W> pc[kGroup];
+  Piece<W> pc[H];
 };
 
-template <class W>
-__device__ __forceinline__ void load_head(RowHead<W>& h, const W* w, int64_t i, int lane) {
+template <class W, int H>
+__device__ __forceinline__ void load_head(RowHead<W, H>& h, const W* w, int64_t i, int lane) {
 #pragma unroll
-  for (int g = 0; g < kGroup; ++g)
+  for (int g = 0; g < H; ++g)
     if (int64_t(lane) * 8 + g * 256 < i) h.pc[g] = load_piece(w + int64_t(lane) * 8 + g * 256);
 }
 
 // acc[r] = Σ_k w[k] · x[r·ldx + k] over a weight row of i elements (i a multiple of 8), summed over the warp:
-// every lane holds the totals. head, when given, holds the row's first pieces (load_head).
-template <class W, int M>
+// every lane holds the totals. With from_head, head holds the row's first pieces (load_head). (head is taken by
+// reference with a flag, not as a pointer that may be null: a pointer chosen at run time kept it in local memory,
+// and the store of each preloaded piece there waited for its load.)
+template <class W, int M, int G, int H>
 __device__ __forceinline__ void row_dot(float (&acc)[M], const W* w, const float* x, int64_t ldx, int64_t i,
-                                        int64_t b, int lane, const RowHead<W>* head = nullptr) {
+                                        int64_t b, int lane, const RowHead<W, H>& head, bool from_head) {
 #pragma unroll
   for (int r = 0; r < M; ++r) acc[r] = 0.0f;
-  for (int64_t k0 = int64_t(lane) * 8; k0 < i; k0 += 256 * kGroup) {
-    Piece<W> pc[kGroup];
-    if (head != nullptr && k0 == int64_t(lane) * 8) {
+  for (int64_t k0 = int64_t(lane) * 8; k0 < i; k0 += 256 * G) {
+    Piece<W> pc[G];
+    if (from_head && k0 == int64_t(lane) * 8) {
 #pragma unroll
-      for (int g = 0; g < kGroup; ++g) pc[g] = head->pc[g];
+      for (int g = 0; g < G; ++g)
+        if (g < H)
+          pc[g] = head.pc[g];
+        else if (k0 + g * 256 < i)
+          pc[g] = load_piece(w + k0 + g * 256);
     } else {
 #pragma unroll
-      for (int g = 0; g < kGroup; ++g)
+      for (int g = 0; g < G; ++g)
         if (k0 + g * 256 < i) pc[g] = load_piece(w + k0 + g * 256);
     }
 #pragma unroll
-    for (int g = 0; g < kGroup; ++g)
+    for (int g = 0; g < G; ++g)
       if (k0 + g * 256 < i) fma_piece<W, M>(acc, pc[g], x + k0 + g * 256, ldx, b);
   }
   warp_sum(acc);
@@ -267,8 +272,8 @@ __device__ void norm_rows(float* xs, const DecodeStepParams& p, const float* nor
 
 // Phase A: xz = xs · in_projᵀ + bias; for x features, the conv step of that channel (lane r: row r). The warp's
 // first row starts from `head`; the conv window and weights are loaded before the product.
-template <class W, int M>
-__device__ void phase_in(const DecodeStepParams& p, const DecodeLayer& L, const float* xs, const RowHead<W>& head) {
+template <class W, int M, int G, int H>
+__device__ void phase_in(const DecodeStepParams& p, const DecodeLayer& L, const float* xs, const RowHead<W, H>& head) {
   const Grid g = grid_position();
   const int64_t e = p.e, d = p.d, k = p.k, km1 = p.k - 1;
   for (int64_t o = g.warp; o < 2 * e; o += g.warps) {
@@ -285,7 +290,7 @@ __device__ void phase_in(const DecodeStepParams& p, const DecodeLayer& L, const 
       }
     }
     float acc[M];
-    row_dot<W, M>(acc, static_cast<const W*>(L.in_proj) + o * d, xs, d, d, p.b, g.lane, o == g.warp ? &head : nullptr);
+    row_dot<W, M, G, H>(acc, static_cast<const W*>(L.in_proj) + o * d, xs, d, d, p.b, g.lane, head, o == g.warp);
     if (g.lane >= p.b) continue;
     const float x = lane_value(acc, g.lane) + bias;
     if (o >= e) {
@@ -412,8 +417,8 @@ __device__ void phase_scan(const DecodeStepParams& p, const DecodeLayer& L, floa
 }
 
 // Phase D: residual += y · out_projᵀ + bias (y staged in shared memory as xs).
-template <class W, int M>
-__device__ void phase_out(const DecodeStepParams& p, const DecodeLayer& L, float* xs, const RowHead<W>& head) {
+template <class W, int M, int G, int H>
+__device__ void phase_out(const DecodeStepParams& p, const DecodeLayer& L, float* xs, const RowHead<W, H>& head) {
   const int64_t e = p.e, d = p.d;
   for (int64_t t = threadIdx.x; t < p.b * e / 4; t += kThreads)
     reinterpret_cast<float4*>(xs)[t] = reinterpret_cast<const float4*>(p.y)[t];
@@ -423,27 +428,26 @@ __device__ void phase_out(const DecodeStepParams& p, const DecodeLayer& L, float
     float res = 0.0f, bias = 0.0f;
     if (g.lane < p.b) res = p.residual[g.lane * d + o], bias = L.out_bias != nullptr ? L.out_bias[o] : 0.0f;
     float acc[M];
-    row_dot<W, M>(acc, static_cast<const W*>(L.out_proj) + o * e, xs, e, e, p.b, g.lane, o == g.warp ? &head : nullptr);
+    row_dot<W, M, G, H>(acc, static_cast<const W*>(L.out_proj) + o * e, xs, e, e, p.b, g.lane, head, o == g.warp);
     if (g.lane < p.b) p.residual[g.lane * d + o] = res + (lane_value(acc, g.lane) + bias);
   }
 }
 
 // Phase F: logits = xs · lm_headᵀ.
-template <class W, int M>
-__device__ void phase_head(const DecodeStepParams& p, const float* xs, const RowHead<W>& head) {
+template <class W, int M, int G, int H>
+__device__ void phase_head(const DecodeStepParams& p, const float* xs, const RowHead<W, H>& head) {
   const Grid g = grid_position();
   for (int64_t o = g.warp; o < p.v; o += g.warps) {
     float acc[M];
-    row_dot<W, M>(acc, static_cast<const W*>(p.lm_head) + o * p.d, xs, p.d, p.d, p.b, g.lane,
-                  o == g.warp ? &head : nullptr);
+    row_dot<W, M, G, H>(acc, static_cast<const W*>(p.lm_head) + o * p.d, xs, p.d, p.d, p.b, g.lane, head, o == g.warp);
     if (g.lane < p.b) p.logits[g.lane * p.v + o] = lane_value(acc, g.lane);
   }
 }
 
 // ---- L2 requests for the next phase's first piece of work ----------------------------------------------------
 
-template <class W>
-__device__ void next_in(RowHead<W>& head, const DecodeStepParams& p, const DecodeLayer& L) {
+template <class W, int H>
+__device__ void next_in(RowHead<W, H>& head, const DecodeStepParams& p, const DecodeLayer& L) {
   const Grid g = grid_position();
   if (g.warp < p.e && g.lane < p.b && p.k > 1) prefetch_l2(L.conv_state + (g.lane * p.e + g.warp) * (p.k - 1));
   next_rows(head, L.in_proj, 2 * p.e, p.d, /*whole=*/true);
@@ -453,8 +457,8 @@ __device__ void next_in(RowHead<W>& head, const DecodeStepParams& p, const Decod
 // row asked of L2 whole. out_proj's rows are not asked for whole: those 16.8 MB of requests (1.4B) queued ahead
 // of the barrier's polls and delayed every block's exit from the barrier before phase D (1.4B batch 1 measured
 // 1.757 → 1.724 ms/token without them; without in_proj's as well 1.731, without only in_proj's 1.763).
-template <class W>
-__device__ void next_rows(RowHead<W>& head, const void* w, int64_t rows, int64_t i, bool whole) {
+template <class W, int H>
+__device__ void next_rows(RowHead<W, H>& head, const void* w, int64_t rows, int64_t i, bool whole) {
   const Grid g = grid_position();
   if (g.warp >= rows) return;
   const W* row = static_cast<const W*>(w) + g.warp * i;
@@ -464,7 +468,7 @@ __device__ void next_rows(RowHead<W>& head, const void* w, int64_t rows, int64_t
 
 // ---- the kernel ----------------------------------------------------------------------------------------------
 
-template <class W, int M>
+template <class W, int M, int G, int H>
 __global__ void __launch_bounds__(kThreads, 1) decode_step_kernel(DecodeStepParams p) {
   extern __shared__ float4 shared_rows[];
   float* xs = reinterpret_cast<float*>(shared_rows);
@@ -472,12 +476,12 @@ __global__ void __launch_bounds__(kThreads, 1) decode_step_kernel(DecodeStepPara
   while (group < 32 && group < p.n) group *= 2;
   // Fewer lanes per (row, channel), down to 4, where one lane each would take the grid more than one round.
   while (group > 4 && p.b * p.e * group > int64_t(gridDim.x) * kThreads) group /= 2;
-  RowHead<W> head;
+  RowHead<W, H> head;
   if (p.n_layer > 0) next_in(head, p, p.layers[0]);
   for (int64_t li = 0; li < p.n_layer; ++li) {
     const DecodeLayer& L = p.layers[li];
     norm_rows<W, M>(xs, p, L.norm, li == 0);
-    phase_in<W, M>(p, L, xs, head);
+    phase_in<W, M, G, H>(p, L, xs, head);
     unsigned long long target = grid_arrive(p.barrier);
     const Piece<W> xpiece = xproj_piece<W>(p, L, grid_position().warp, grid_position().lane);
     grid_wait(p.barrier, target);
@@ -489,7 +493,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_step_kernel(DecodeStepPara
     target = grid_arrive(p.barrier);
     next_rows(head, L.out_proj, p.d, p.e, /*whole=*/false);
     grid_wait(p.barrier, target);
-    phase_out<W, M>(p, L, xs, head);
+    phase_out<W, M, G, H>(p, L, xs, head);
     target = grid_arrive(p.barrier);
     if (li + 1 < p.n_layer)
       next_in(head, p, p.layers[li + 1]);
@@ -499,26 +503,38 @@ __global__ void __launch_bounds__(kThreads, 1) decode_step_kernel(DecodeStepPara
   }
   if (p.n_layer == 0) next_rows(head, p.lm_head, p.v, p.d, /*whole=*/true);
   norm_rows<W, M>(xs, p, p.norm_f, p.n_layer == 0);
-  phase_head<W, M>(p, xs, head);
+  phase_head<W, M, G, H>(p, xs, head);
 }
 
 using KernelFn = void (*)(DecodeStepParams);
 
+// The products' pipelining (G pieces per lane in flight, H of them loaded ahead of a barrier), by batch and by
+// the length of the model's rows. Where a row gives each lane 8 pieces or more (d ≥ 2,048, e.g. Mamba-1.4B), a
+// head of 2 pieces asks less of the memory system while the grid waits at a barrier, and at batch 1 a group of 8
+// keeps more of each row in flight; below that, the head of 4 covers a whole in_proj row (Mamba-130M: 3 pieces)
+// and (4, 4) measured fastest (docs/PERFORMANCE.md).
 template <class W>
-KernelFn kernel_for_rows(int64_t b) {
-  if (b <= 1) return decode_step_kernel<W, 1>;
-  if (b <= 2) return decode_step_kernel<W, 2>;
-  if (b <= 4) return decode_step_kernel<W, 4>;
-  return decode_step_kernel<W, 8>;
+KernelFn kernel_for_rows(int64_t b, int64_t d) {
+  const bool long_rows = d >= 8 * 256;
+  if (b <= 1) return long_rows ? decode_step_kernel<W, 1, 8, 2> : decode_step_kernel<W, 1, 4, 4>;
+  if (b <= 2) return long_rows ? decode_step_kernel<W, 2, 4, 2> : decode_step_kernel<W, 2, 4, 4>;
+  if (b <= 4) return long_rows ? decode_step_kernel<W, 4, 4, 2> : decode_step_kernel<W, 4, 4, 4>;
+  return long_rows ? decode_step_kernel<W, 8, 4, 2> : decode_step_kernel<W, 8, 4, 4>;
 }
 
+// f32 weights (tests, exact comparisons) keep (4, 2): two 16-byte loads per piece, so the same registers as a
+// half head of 4.
 KernelFn kernel_for(const DecodeStepParams& p) {
   switch (p.w_dtype) {
-    case DType::f32: return kernel_for_rows<float>(p.b);
-    case DType::f16: return kernel_for_rows<__half>(p.b);
+    case DType::f32:
+      if (p.b <= 1) return decode_step_kernel<float, 1, 4, 2>;
+      if (p.b <= 2) return decode_step_kernel<float, 2, 4, 2>;
+      if (p.b <= 4) return decode_step_kernel<float, 4, 4, 2>;
+      return decode_step_kernel<float, 8, 4, 2>;
+    case DType::f16: return kernel_for_rows<__half>(p.b, p.d);
     case DType::bf16: break;
   }
-  return kernel_for_rows<__nv_bfloat16>(p.b);
+  return kernel_for_rows<__nv_bfloat16>(p.b, p.d);
 }
 
 int64_t shared_bytes(const DecodeStepParams& p) {
