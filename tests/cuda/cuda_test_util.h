@@ -1,5 +1,5 @@
-// Helpers of the CUDA test suites: skipping without a GPU, device tensors filled from host vectors (rounded to
-// their dtype), poisoned with NaN, and read back as f32.
+// Helpers of the CUDA test suites: skipping without a GPU, host and device tensor pairs and device tensors alone,
+// filled from host vectors (rounded to their dtype), poisoned with NaN, and read back as f32.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -23,6 +23,44 @@ namespace mambacpp::test {
     if (info_.devices.empty()) GTEST_SKIP() << "no CUDA device: " << info_.problem;           \
   } while (0)
 
+#define ASSERT_CUDA(stmt) ASSERT_EQ(cudaSuccess, (stmt)) << #stmt
+
+inline size_t element_count(std::initializer_list<int64_t> dims) {
+  int64_t count = 1;
+  for (int64_t x : dims) count *= x;
+  return size_t(count);
+}
+
+// Rounds every value to what `dt` can hold.
+inline void round_to(DType dt, std::vector<float>& v) {
+  for (float& x : v) {
+    if (dt == DType::bf16) x = bf16_to_f32(f32_to_bf16(x));
+    if (dt == DType::f16) x = f16_to_f32(f32_to_f16(x));
+  }
+}
+
+// Copies host bytes to the device and waits: a copy from pageable memory may return before its data reaches the
+// device, and the ops run on a non-blocking stream that does not wait for it.
+inline void copy_to_device(void* dev, const void* host, size_t bytes) {
+  ASSERT_CUDA(cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice));
+  ASSERT_CUDA(cudaDeviceSynchronize());
+}
+
+// NaN in every element of device memory (0xff bytes are NaN in f32, bf16 and f16).
+inline void poison_device(void* dev, size_t bytes) {
+  ASSERT_CUDA(cudaMemset(dev, 0xff, bytes));
+  ASSERT_CUDA(cudaDeviceSynchronize());
+}
+
+// `count` elements of dtype `dt` at `dev`, as f32.
+inline std::vector<float> device_values(const void* dev, DType dt, size_t count) {
+  std::vector<char> bytes(count * dtype_size(dt));
+  EXPECT_EQ(cudaSuccess, cudaMemcpy(bytes.data(), dev, bytes.size(), cudaMemcpyDeviceToHost));
+  std::vector<float> v(count);
+  convert_to_f32(v.data(), bytes.data(), dt, count);
+  return v;
+}
+
 // A host tensor and a device tensor of the same shape and dtype, each owning its memory.
 struct Pair {
   Buffer host_buf, dev_buf;
@@ -31,9 +69,7 @@ struct Pair {
 
 inline Pair make_pair(DType dt, std::initializer_list<int64_t> dims) {
   Pair p;
-  int64_t count = 1;
-  for (int64_t x : dims) count *= x;
-  const size_t bytes = size_t(count) * dtype_size(dt);
+  const size_t bytes = element_count(dims) * dtype_size(dt);
   p.host_buf = Buffer(bytes);
   p.dev_buf = Buffer(bytes, Device::cuda);
   p.host = Tensor(p.host_buf.data(), dt, dims);
@@ -44,28 +80,20 @@ inline Pair make_pair(DType dt, std::initializer_list<int64_t> dims) {
 // Fills both sides with `v` converted to the pair's dtype.
 inline void fill(Pair& p, const std::vector<float>& v) {
   convert_from_f32(p.host_buf.data(), p.host.dtype, v.data(), v.size());
-  ASSERT_EQ(cudaSuccess, cudaMemcpy(p.dev_buf.data(), p.host_buf.data(), p.host_buf.bytes(), cudaMemcpyHostToDevice));
-  // A copy from pageable memory may return before its data reaches the device, and the ops run on a non-blocking
-  // stream that does not wait for it: wait here.
-  ASSERT_EQ(cudaSuccess, cudaDeviceSynchronize());
+  copy_to_device(p.dev_buf.data(), p.host_buf.data(), p.host_buf.bytes());
 }
 
-// NaN in every element on the device (0xff bytes are NaN in f32, bf16 and f16) and on the host.
+// NaN in every element on the device and on the host.
 inline void poison(Pair& p) {
   std::vector<unsigned char> ff(p.host_buf.bytes(), 0xff);
   std::memcpy(p.host_buf.data(), ff.data(), ff.size());
-  ASSERT_EQ(cudaSuccess, cudaMemset(p.dev_buf.data(), 0xff, p.dev_buf.bytes()));
-  ASSERT_EQ(cudaSuccess, cudaDeviceSynchronize());
+  poison_device(p.dev_buf.data(), p.dev_buf.bytes());
 }
 
 // The device side as f32 (after waiting for all work).
 inline std::vector<float> download(const Pair& p) {
   EXPECT_EQ(cudaSuccess, cudaDeviceSynchronize());
-  std::vector<char> bytes(p.dev_buf.bytes());
-  EXPECT_EQ(cudaSuccess, cudaMemcpy(bytes.data(), p.dev_buf.data(), bytes.size(), cudaMemcpyDeviceToHost));
-  std::vector<float> v(bytes.size() / dtype_size(p.dev.dtype));
-  convert_to_f32(v.data(), bytes.data(), p.dev.dtype, v.size());
-  return v;
+  return device_values(p.dev_buf.data(), p.dev.dtype, p.dev_buf.bytes() / dtype_size(p.dev.dtype));
 }
 
 // The host side as f32.
@@ -74,6 +102,31 @@ inline std::vector<float> host_values(const Pair& p) {
   convert_to_f32(v.data(), p.host_buf.data(), p.host.dtype, v.size());
   return v;
 }
+
+// A device tensor alone, contiguous, owning its memory: for tests whose host side is plain vectors.
+struct Dev {
+  Buffer buf;
+  Tensor t;
+};
+
+inline Dev device_tensor(DType dt, std::initializer_list<int64_t> dims) {
+  Dev d;
+  d.buf = Buffer(element_count(dims) * dtype_size(dt), Device::cuda);
+  d.t = Tensor(d.buf.data(), dt, dims, Device::cuda);
+  return d;
+}
+
+// The device tensor holds `v` converted to its dtype.
+inline void upload(Dev& d, const std::vector<float>& v) {
+  std::vector<char> bytes(d.buf.bytes());
+  convert_from_f32(bytes.data(), d.t.dtype, v.data(), v.size());
+  copy_to_device(d.buf.data(), bytes.data(), bytes.size());
+}
+
+inline void poison(Dev& d) { poison_device(d.buf.data(), d.buf.bytes()); }
+
+// The first `count` elements as f32 (the caller waits for the work that writes them).
+inline std::vector<float> download(const Dev& d, size_t count) { return device_values(d.buf.data(), d.t.dtype, count); }
 
 // The same view (offset in elements, shape, strides) of both sides.
 inline std::pair<Tensor, Tensor> views(const Pair& p, int64_t offset, std::initializer_list<int64_t> dims,

@@ -15,28 +15,19 @@
 #include <string>
 #include <vector>
 
-#include "core/buffer.h"
 #include "core/context.h"
 #include "core/cuda/cuda_state.h"
-#include "core/cuda/device_info.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/tensor.h"
+#include "cuda/cuda_test_util.h"
 #include "ops/cuda/cuda_ops.h"
 #include "ops/ops.h"
 #include "support/reference_ops.h"
 #include "support/test_util.h"
 
-namespace mambacpp {
+namespace mambacpp::test {
 namespace {
-
-#define SKIP_WITHOUT_GPU()                                                                    \
-  do {                                                                                        \
-    const CudaRuntimeInfo info_ = cuda_runtime_info();                                        \
-    if (info_.devices.empty()) GTEST_SKIP() << "no CUDA device: " << info_.problem;           \
-  } while (0)
-
-#define ASSERT_CUDA(stmt) ASSERT_EQ(cudaSuccess, (stmt)) << #stmt
 
 // Relative L2 tolerances. f32 results carry only ex2.approx (relative error ~2⁻²² per exponential, compounded
 // along the state's memory), the softplus polynomial (2e-7) and f32 rounding: about 1e-7 to 7e-7 measured on an
@@ -45,49 +36,6 @@ namespace {
 constexpr double kTolF32 = 1e-5;
 constexpr double kTolBf16Out = 3e-3;
 constexpr double kTolF16Out = 5e-4;
-
-// Rounds every value to what `dt` can hold.
-void round_to(DType dt, std::vector<float>& v) {
-  for (float& x : v) {
-    if (dt == DType::bf16) x = bf16_to_f32(f32_to_bf16(x));
-    if (dt == DType::f16) x = f16_to_f32(f32_to_f16(x));
-  }
-}
-
-// A device buffer with a contiguous tensor over it.
-struct Dev {
-  Buffer buf;
-  Tensor t;
-};
-
-Dev device_tensor(DType dt, std::initializer_list<int64_t> dims) {
-  Dev d;
-  int64_t count = 1;
-  for (int64_t x : dims) count *= x;
-  d.buf = Buffer(size_t(count) * dtype_size(dt), Device::cuda);
-  d.t = Tensor(d.buf.data(), dt, dims, Device::cuda);
-  return d;
-}
-
-void upload(Dev& d, const std::vector<float>& v) {
-  std::vector<char> bytes(d.buf.bytes());
-  convert_from_f32(bytes.data(), d.t.dtype, v.data(), v.size());
-  ASSERT_CUDA(cudaMemcpy(d.buf.data(), bytes.data(), bytes.size(), cudaMemcpyHostToDevice));
-  ASSERT_CUDA(cudaDeviceSynchronize());  // the ops' non-blocking stream does not wait for this copy
-}
-
-void poison(Dev& d) {
-  ASSERT_CUDA(cudaMemset(d.buf.data(), 0xff, d.buf.bytes()));  // NaN in f32, bf16 and f16
-  ASSERT_CUDA(cudaDeviceSynchronize());
-}
-
-std::vector<float> download(const Dev& d, size_t count) {
-  std::vector<char> bytes(count * dtype_size(d.t.dtype));
-  EXPECT_EQ(cudaSuccess, cudaMemcpy(bytes.data(), d.buf.data(), bytes.size(), cudaMemcpyDeviceToHost));
-  std::vector<float> v(count);
-  convert_to_f32(v.data(), bytes.data(), d.t.dtype, count);
-  return v;
-}
 
 struct Case {
   const char* name;
@@ -625,4 +573,4 @@ TEST_F(CudaScan, UnsupportedCallsThrowNamingTheLimit) {
 }
 
 }  // namespace
-}  // namespace mambacpp
+}  // namespace mambacpp::test
