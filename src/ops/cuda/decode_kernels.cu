@@ -311,27 +311,44 @@ __device__ void phase_in(const DecodeStepParams& p, const DecodeLayer& L, const 
   }
 }
 
-// Phase B: part (s, b, xw) = xc[:, slice s] · x_proj[:, slice s]ᵀ, one (feature, slice) per warp.
-// The piece of x_proj that lane `lane` of warp `warp` uses for unit u of phase B (k ≥ e: none).
+// Phase B: part (s, b, xw) = xc[:, slice s] · x_proj[:, slice s]ᵀ, one (feature, slice) per warp. A slice is
+// p.xpieces · kDecodeSlice input channels: each lane takes p.xpieces pieces of 8 (1, or 2 where slices of
+// kDecodeSlice would give the grid's warps more than one unit each: decode_step_launch).
 template <class W>
-__device__ __forceinline__ Piece<W> xproj_piece(const DecodeStepParams& p, const DecodeLayer& L, int64_t u, int lane) {
-  const int64_t xw = p.r + 2 * p.n, o = u % xw, k = u / xw * kDecodeSlice + lane * 8;
-  Piece<W> pc{};
-  if (k < p.e && u < xw * ((p.e + kDecodeSlice - 1) / kDecodeSlice))
-    pc = load_piece(static_cast<const W*>(L.x_proj) + o * p.e + k);
-  return pc;
+struct XPieces {
+  Piece<W> pc[kDecodeMaxXPieces];
+};
+
+// The pieces of x_proj that lane `lane` uses for unit u of phase B (channels ≥ e: none).
+template <class W>
+__device__ __forceinline__ XPieces<W> xproj_pieces(const DecodeStepParams& p, const DecodeLayer& L, int64_t u,
+                                                   int lane) {
+  const int64_t xw = p.r + 2 * p.n, width = p.xpieces * kDecodeSlice, o = u % xw;
+  XPieces<W> x{};
+  if (u >= xw * ((p.e + width - 1) / width)) return x;
+#pragma unroll
+  for (int q = 0; q < kDecodeMaxXPieces; ++q) {
+    const int64_t k = u / xw * width + q * kDecodeSlice + lane * 8;
+    if (q < p.xpieces && k < p.e) x.pc[q] = load_piece(static_cast<const W*>(L.x_proj) + o * p.e + k);
+  }
+  return x;
 }
 
 template <class W, int M>
-__device__ void phase_xproj(const DecodeStepParams& p, const DecodeLayer& L, const Piece<W>& first) {
+__device__ void phase_xproj(const DecodeStepParams& p, const DecodeLayer& L, const XPieces<W>& first) {
   const Grid g = grid_position();
-  const int64_t e = p.e, xw = p.r + 2 * p.n, slices = (e + kDecodeSlice - 1) / kDecodeSlice;
+  const int64_t e = p.e, xw = p.r + 2 * p.n, width = p.xpieces * kDecodeSlice, slices = (e + width - 1) / width;
   for (int64_t u = g.warp; u < xw * slices; u += g.warps) {
-    const int64_t s = u / xw, k = s * kDecodeSlice + g.lane * 8;
+    const int64_t s = u / xw;
+    const XPieces<W> x = u == g.warp ? first : xproj_pieces<W>(p, L, u, g.lane);
     float acc[M];
 #pragma unroll
     for (int r = 0; r < M; ++r) acc[r] = 0.0f;
-    if (k < e) fma_piece<W, M>(acc, u == g.warp ? first : xproj_piece<W>(p, L, u, g.lane), p.xc + k, e, p.b);
+#pragma unroll
+    for (int q = 0; q < kDecodeMaxXPieces; ++q) {
+      const int64_t k = s * width + q * kDecodeSlice + g.lane * 8;
+      if (q < p.xpieces && k < e) fma_piece<W, M>(acc, x.pc[q], p.xc + k, e, p.b);
+    }
     warp_sum(acc);
     if (g.lane < p.b) p.part[(s * p.b + g.lane) * xw + u % xw] = lane_value(acc, g.lane);
   }
@@ -368,7 +385,7 @@ template <class W, int M>
 __device__ void phase_scan(const DecodeStepParams& p, const DecodeLayer& L, float* xd, int group,
                            const ScanInputs<W>& first) {
   const int64_t e = p.e, n = p.n, rk = p.r, xw = rk + 2 * n, ld = padded4(xw);
-  const int64_t slices = (e + kDecodeSlice - 1) / kDecodeSlice;
+  const int64_t width = p.xpieces * kDecodeSlice, slices = (e + width - 1) / width;
   for (int64_t t = threadIdx.x; t < p.b * xw; t += kThreads) {
     float s = 0.0f;
     for (int64_t q = 0; q < slices; ++q) s += p.part[q * p.b * xw + t];
@@ -483,7 +500,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_step_kernel(DecodeStepPara
     norm_rows<W, M>(xs, p, L.norm, li == 0);
     phase_in<W, M, G, H>(p, L, xs, head);
     unsigned long long target = grid_arrive(p.barrier);
-    const Piece<W> xpiece = xproj_piece<W>(p, L, grid_position().warp, grid_position().lane);
+    const XPieces<W> xpiece = xproj_pieces<W>(p, L, grid_position().warp, grid_position().lane);
     grid_wait(p.barrier, target);
     phase_xproj<W, M>(p, L, xpiece);
     target = grid_arrive(p.barrier);
@@ -574,7 +591,11 @@ int decode_step_prepare(const DecodeStepParams& p) {
   return sms;
 }
 
-void decode_step_launch(const DecodeStepParams& p, int blocks, cudaStream_t stream) {
+void decode_step_launch(const DecodeStepParams& params, int blocks, cudaStream_t stream) {
+  DecodeStepParams p = params;
+  // x_proj's slices: two pieces per lane where one would leave units for a second round of the grid's warps.
+  const int64_t units = (p.r + 2 * p.n) * ((p.e + kDecodeSlice - 1) / kDecodeSlice);
+  p.xpieces = units > int64_t(blocks) * kWarps ? 2 : 1;
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeCooperative;
   attr.val.cooperative = 1;

@@ -5,7 +5,7 @@
 // f16, read as stored; f32 accumulation. Per layer, with a barrier after each phase:
 //   A  xz (b, 2e) = rmsnorm(residual) · in_projᵀ [+ bias]; the block that makes x feature c also runs the conv
 //      step of channel c: xc = silu(conv(state, x)), state shifted        (layer 0 reads the embedding rows)
-//   B  partial x_proj products over slices of 256 input channels: part (s, b, r + 2n)
+//   B  partial x_proj products over slices of 256 or 512 input channels: part (s, b, r + 2n)
 //   C  xdbl = Σ_s part (every block, fixed order); Δ = softplus(dt_proj · xdbl[:r] + dt_bias); one scan step of
 //      the (b, e, n) state; y = (C·h + D·u) · silu(z)
 //   D  residual (b, d) += y · out_projᵀ [+ bias]
@@ -25,7 +25,8 @@ namespace mambacpp::cuda {
 
 constexpr int64_t kDecodeMaxRows = 8;
 constexpr int kDecodeMaxWidth = 4;     // conv width k
-constexpr int64_t kDecodeSlice = 256;  // input channels per partial x_proj product (8 per lane)
+constexpr int64_t kDecodeSlice = 256;  // input channels per partial x_proj product and piece (8 per lane)
+constexpr int kDecodeMaxXPieces = 2;   // pieces per lane in a slice of x_proj's product
 
 // One layer's parameters and recurrent state (device pointers; matrices in DecodeStepParams::w_dtype).
 struct DecodeLayer {
@@ -62,6 +63,7 @@ struct DecodeStepParams {
   float* part = nullptr;      // (slices, b, r + 2n), slices = ceil(e / kDecodeSlice)
   float* y = nullptr;         // (b, e)
   unsigned long long* barrier = nullptr;  // the barrier's arrival count, zero before the first launch
+  int xpieces = 1;  // x_proj's slices of xpieces · kDecodeSlice channels (set by decode_step_launch)
 };
 
 // Whether the sizes are handled (b ≤ kDecodeMaxRows, d and e multiples of 8, 1 ≤ k ≤ kDecodeMaxWidth, shared
