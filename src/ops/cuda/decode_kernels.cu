@@ -19,10 +19,13 @@
 #include <cstdint>
 
 #include "core/cuda/check.h"
+#include "ops/cuda/decode_device.cuh"
 #include "ops/cuda/decode_kernels.h"
 
 namespace mambacpp::cuda {
 namespace {
+
+using namespace decode_step;
 
 // One block per SM: at 512 threads a thread may hold 128 registers, so the preloaded weights and scan inputs
 // stay in registers (at 1,024 threads, 64 registers, they spilled and the step was slower: docs/PERFORMANCE.md).
@@ -32,190 +35,6 @@ constexpr int kWarps = kThreads / 32;
 bool refuse(std::string* why, const std::string& msg) {
   if (why != nullptr) *why = msg;
   return false;
-}
-
-// ---- loads ---------------------------------------------------------------------------------------------------
-
-// 16 bytes of weights, not kept in L1 (each is read once per step).
-__device__ __forceinline__ uint4 ld_weights(const void* p) {
-  uint4 v;
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
-  return v;
-}
-
-__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
-
-// Asks L2 for `bytes` bytes at p, the warp's lanes taking 128-byte lines in turn.
-__device__ __forceinline__ void prefetch_bytes(const void* p, int64_t bytes, int lane) {
-  for (int64_t off = int64_t(lane) * 128; off < bytes; off += 32 * 128) prefetch_l2(static_cast<const char*>(p) + off);
-}
-
-// 8 consecutive weights in their stored dtype.
-template <class W>
-struct Piece {
-  uint4 raw;
-};
-template <>
-struct Piece<float> {
-  uint4 lo, hi;
-};
-
-template <class W>
-__device__ __forceinline__ Piece<W> load_piece(const W* w) {
-  return Piece<W>{ld_weights(w)};
-}
-template <>
-__device__ __forceinline__ Piece<float> load_piece<float>(const float* w) {
-  return Piece<float>{ld_weights(w), ld_weights(w + 4)};
-}
-
-__device__ __forceinline__ void unpack(const Piece<float>& p, float* f) {
-  f[0] = __uint_as_float(p.lo.x), f[1] = __uint_as_float(p.lo.y), f[2] = __uint_as_float(p.lo.z);
-  f[3] = __uint_as_float(p.lo.w), f[4] = __uint_as_float(p.hi.x), f[5] = __uint_as_float(p.hi.y);
-  f[6] = __uint_as_float(p.hi.z), f[7] = __uint_as_float(p.hi.w);
-}
-__device__ __forceinline__ void unpack(const Piece<__nv_bfloat16>& p, float* f) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&p.raw);
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    const float2 t = __bfloat1622float2(h[k]);
-    f[2 * k] = t.x, f[2 * k + 1] = t.y;
-  }
-}
-__device__ __forceinline__ void unpack(const Piece<__half>& p, float* f) {
-  const __half2* h = reinterpret_cast<const __half2*>(&p.raw);
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    const float2 t = __half22float2(h[k]);
-    f[2 * k] = t.x, f[2 * k + 1] = t.y;
-  }
-}
-
-__device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
-
-__device__ __forceinline__ float silu_f(float x) { return x / (1.0f + __expf(-x)); }
-
-// ---- the grid barrier ----------------------------------------------------------------------------------------
-
-__device__ __forceinline__ unsigned long long ld_acquire(const unsigned long long* p) {
-  unsigned long long v;
-  asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
-  return v;
-}
-
-__device__ __forceinline__ unsigned long long add_release(unsigned long long* p, unsigned long long x) {
-  unsigned long long old;
-  asm volatile("atom.add.release.gpu.global.u64 %0, [%1], %2;" : "=l"(old) : "l"(p), "l"(x) : "memory");
-  return old;
-}
-
-// The grid barrier in two halves: grid_arrive, then grid_wait with what it returned. Every block waits in
-// grid_wait until all have called grid_arrive; writes before grid_arrive are visible to reads after grid_wait.
-// *count only grows: barrier j (counting from the first launch on this counter) is passed once it reaches
-// (j + 1) · blocks, and the value a block reads when it arrives tells it j. So nothing is reset, and the counter
-// is ready for the next barrier and the next launch (2^64 arrivals do not wrap in practice). The critical path is
-// one release-add and one acquire-load round trip to L2.
-//
-// Between the halves the warps load the next phase's first weights and inputs (data written before the previous
-// barrier, or never written). They are not loaded before the arrival: the release waits until the arriving
-// warp's earlier loads have returned, so loads queued behind the L2 requests of a whole phase held every block's
-// arrival by their DRAM latency (a trace per phase measured phase C → D at ~7 µs instead of ~1.5).
-__device__ __forceinline__ unsigned long long grid_arrive(unsigned long long* count) {
-  __syncthreads();
-  unsigned long long target = 0;
-  if (threadIdx.x == 0) {
-    const unsigned long long blocks = gridDim.x;
-    target = (add_release(count, 1) / blocks + 1) * blocks;
-  }
-  return target;
-}
-
-__device__ __forceinline__ void grid_wait(const unsigned long long* count, unsigned long long target) {
-  if (threadIdx.x == 0)
-    while (ld_acquire(count) < target) {
-    }
-  __syncthreads();
-}
-
-// ---- products ------------------------------------------------------------------------------------------------
-
-template <int M>
-__device__ __forceinline__ void warp_sum(float (&acc)[M]) {
-#pragma unroll
-  for (int r = 0; r < M; ++r)
-    for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
-}
-
-// acc[r] += the piece · x[r·ldx .. +8] for the rows r < b (x 16-byte aligned).
-template <class W, int M>
-__device__ __forceinline__ void fma_piece(float (&acc)[M], const Piece<W>& pc, const float* x, int64_t ldx, int64_t b) {
-  float w[8];
-  unpack(pc, w);
-#pragma unroll
-  for (int r = 0; r < M; ++r) {
-    if (r >= b) break;
-    const float4 x0 = reinterpret_cast<const float4*>(x + r * ldx)[0];
-    const float4 x1 = reinterpret_cast<const float4*>(x + r * ldx)[1];
-    acc[r] += w[0] * x0.x, acc[r] += w[1] * x0.y, acc[r] += w[2] * x0.z, acc[r] += w[3] * x0.w;
-    acc[r] += w[4] * x1.x, acc[r] += w[5] * x1.y, acc[r] += w[6] * x1.z, acc[r] += w[7] * x1.w;
-  }
-}
-
-// The first H pieces of a lane's share of one weight row, loaded ahead (before a barrier).
-template <class W, int H>
-struct RowHead {
-  Piece<W> pc[H];
-};
-
-template <class W, int H>
-__device__ __forceinline__ void load_head(RowHead<W, H>& h, const W* w, int64_t i, int lane) {
-#pragma unroll
-  for (int g = 0; g < H; ++g)
-    if (int64_t(lane) * 8 + g * 256 < i) h.pc[g] = load_piece(w + int64_t(lane) * 8 + g * 256);
-}
-
-// acc[r] = Σ_k w[k] · x[r·ldx + k] over a weight row of i elements (i a multiple of 8), summed over the warp:
-// every lane holds the totals. With from_head, head holds the row's first pieces (load_head). (head is taken by
-// reference with a flag, not as a pointer that may be null: a pointer chosen at run time kept it in local memory,
-// and the store of each preloaded piece there waited for its load.)
-template <class W, int M, int G, int H>
-__device__ __forceinline__ void row_dot(float (&acc)[M], const W* w, const float* x, int64_t ldx, int64_t i,
-                                        int64_t b, int lane, const RowHead<W, H>& head, bool from_head) {
-#pragma unroll
-  for (int r = 0; r < M; ++r) acc[r] = 0.0f;
-  for (int64_t k0 = int64_t(lane) * 8; k0 < i; k0 += 256 * G) {
-    Piece<W> pc[G];
-    if (from_head && k0 == int64_t(lane) * 8) {
-#pragma unroll
-      for (int g = 0; g < G; ++g)
-        if (g < H)
-          pc[g] = head.pc[g];
-        else if (k0 + g * 256 < i)
-          pc[g] = load_piece(w + k0 + g * 256);
-    } else {
-#pragma unroll
-      for (int g = 0; g < G; ++g)
-        if (k0 + g * 256 < i) pc[g] = load_piece(w + k0 + g * 256);
-    }
-#pragma unroll
-    for (int g = 0; g < G; ++g)
-      if (k0 + g * 256 < i) fma_piece<W, M>(acc, pc[g], x + k0 + g * 256, ldx, b);
-  }
-  warp_sum(acc);
-}
-
-// acc[lane] (+ bias): row `lane`'s result, held by lane `lane`.
-template <int M>
-__device__ __forceinline__ float lane_value(const float (&acc)[M], int lane) {
-  float v = 0.0f;
-#pragma unroll
-  for (int r = 0; r < M; ++r)
-    if (lane == r) v = acc[r];
-  return v;
 }
 
 struct Grid {
@@ -463,13 +282,6 @@ __device__ void phase_head(const DecodeStepParams& p, const float* xs, const Row
 
 // ---- L2 requests for the next phase's first piece of work ----------------------------------------------------
 
-template <class W, int H>
-__device__ void next_in(RowHead<W, H>& head, const DecodeStepParams& p, const DecodeLayer& L) {
-  const Grid g = grid_position();
-  if (g.warp < p.e && g.lane < p.b && p.k > 1) prefetch_l2(L.conv_state + (g.lane * p.e + g.warp) * (p.k - 1));
-  next_rows(head, L.in_proj, 2 * p.e, p.d, /*whole=*/true);
-}
-
 // The warp's first row of the next product phase (w (rows, i)): its first pieces loaded, and with `whole` the
 // row asked of L2 whole. out_proj's rows are not asked for whole: those 16.8 MB of requests (1.4B) queued ahead
 // of the barrier's polls and delayed every block's exit from the barrier before phase D (1.4B batch 1 measured
@@ -481,6 +293,13 @@ __device__ void next_rows(RowHead<W, H>& head, const void* w, int64_t rows, int6
   const W* row = static_cast<const W*>(w) + g.warp * i;
   if (whole) prefetch_bytes(row, i * int64_t(sizeof(W)), g.lane);
   load_head(head, row, i, g.lane);
+}
+
+template <class W, int H>
+__device__ void next_in(RowHead<W, H>& head, const DecodeStepParams& p, const DecodeLayer& L) {
+  const Grid g = grid_position();
+  if (g.warp < p.e && g.lane < p.b && p.k > 1) prefetch_l2(L.conv_state + (g.lane * p.e + g.warp) * (p.k - 1));
+  next_rows(head, L.in_proj, 2 * p.e, p.d, /*whole=*/true);
 }
 
 // ---- the kernel ----------------------------------------------------------------------------------------------
