@@ -157,10 +157,8 @@ int main(int argc, char** argv) {
     Context ctx(0);
     for (const std::string& n : names) {
       // The way asked for, or the faster one, then (auto) the leaner one if the peak is above the reference's.
-      const bool keep_states = states != "recompute";
-      const double peak = bench_model(n, rows, keep_states, once, ctx);
-      if (states == "auto" && !once && keep_states && peak > kAnchors.at(n).peak_gb)
-        bench_model(n, rows, false, once, ctx);
+      const double peak = bench_model(n, rows, states != "recompute", once, ctx);
+      if (states == "auto" && !once && peak > kAnchors.at(n).peak_gb) bench_model(n, rows, false, once, ctx);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "train_bench: %s\n", e.what());
