@@ -20,6 +20,7 @@
 #include "model/loader.h"
 #include "model/presets.h"
 #include "ops/cuda/cuda_ops.h"
+#include "ops/cuda/decode_kernels.h"
 #include "support/golden_model.h"
 #include "support/test_util.h"
 
@@ -127,6 +128,19 @@ TEST_P(CudaFusedStepTest, RefusesWhatItDoesNotHandle) {
   Workspace small(Device::cuda);
   small.reserve(gpu.config, 1);
   EXPECT_THROW(FusedStep bad(gpu, run.state, small, ctx), Error);
+}
+
+// The kernel holds a thread's share of a norm's weights in registers: d_model is bounded (the unfused step takes
+// wider models).
+TEST(CudaFusedStep, RefusesModelsWiderThanItsNormRegisters) {
+  cuda::DecodeStepParams p;
+  p.b = 1, p.n = 16, p.r = 8, p.k = 4, p.v = 64;
+  p.d = cuda::kDecodeMaxD, p.e = 2 * p.d;
+  std::string why;
+  EXPECT_TRUE(cuda::decode_step_supports(p, &why)) << why;
+  p.d = cuda::kDecodeMaxD + 8;
+  EXPECT_FALSE(cuda::decode_step_supports(p, &why));
+  EXPECT_NE(why.find("d_model above 4096"), std::string::npos) << why;
 }
 
 INSTANTIATE_TEST_SUITE_P(Golden, CudaFusedStepTest, ::testing::ValuesIn(golden_model_names()));

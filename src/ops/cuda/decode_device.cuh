@@ -83,36 +83,51 @@ __device__ __forceinline__ unsigned long long ld_acquire(const unsigned long lon
   return v;
 }
 
-__device__ __forceinline__ unsigned long long add_release(unsigned long long* p, unsigned long long x) {
-  unsigned long long old;
-  asm volatile("atom.add.release.gpu.global.u64 %0, [%1], %2;" : "=l"(old) : "l"(p), "l"(x) : "memory");
-  return old;
+__device__ __forceinline__ unsigned long long ld_relaxed(const unsigned long long* p) {
+  unsigned long long v;
+  asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  return v;
 }
 
-// The grid barrier in two halves: grid_arrive, then grid_wait with what it returned. Every block waits in
-// grid_wait until all have called grid_arrive; writes before grid_arrive are visible to reads after grid_wait.
-// *count only grows: barrier j (counting from the first launch on this counter) is passed once it reaches
-// (j + 1) · blocks, and the value a block reads when it arrives tells it j. So nothing is reset, and the counter
-// is ready for the next barrier and the next launch (2^64 arrivals do not wrap in practice). The critical path is
-// one release-add and one acquire-load round trip to L2.
+__device__ __forceinline__ void red_release(unsigned long long* p, unsigned long long x) {
+  asm volatile("red.release.gpu.global.add.u64 [%0], %1;" ::"l"(p), "l"(x) : "memory");
+}
+
+// The grid barrier in two halves: grid_arrive, then grid_wait. Every block waits in grid_wait until all have
+// called grid_arrive; writes before grid_arrive are visible to reads after grid_wait. *count only grows, by one
+// per arrival: nothing is reset, so the counter is ready for the next barrier and the next launch (2^64 arrivals
+// do not wrap in practice). Thread 0 of each block keeps the count that passes its next barrier (`next`): at the
+// start of a launch every earlier launch's arrivals are in, and no barrier of this launch can pass before this
+// block has arrived, so the count it reads then lies in [base, base + blocks), base a multiple of the grid size
+// (grid_start). An arrival is a release-reduction, which does not wait for an answer; the critical path is the
+// reduction reaching L2 and one acquire-load round trip of the pollers.
 //
 // Between the halves the warps load the next phase's first weights and inputs (data written before the previous
 // barrier, or never written). They are not loaded before the arrival: the release waits until the arriving
 // warp's earlier loads have returned, so loads queued behind the L2 requests of a whole phase held every block's
 // arrival by their DRAM latency (a trace per phase measured phase C → D at ~7 µs instead of ~1.5).
-__device__ __forceinline__ unsigned long long grid_arrive(unsigned long long* count) {
-  __syncthreads();
-  unsigned long long target = 0;
-  if (threadIdx.x == 0) {
-    const unsigned long long blocks = gridDim.x;
-    target = (add_release(count, 1) / blocks + 1) * blocks;
-  }
-  return target;
+struct GridBarrier {
+  unsigned long long* count;
+  unsigned long long next;  // thread 0: the count that passes this block's next barrier
+};
+
+__device__ __forceinline__ GridBarrier grid_start(unsigned long long* count) {
+  GridBarrier g{count, 0};
+  if (threadIdx.x == 0) g.next = ld_relaxed(count) / gridDim.x * gridDim.x;
+  return g;
 }
 
-__device__ __forceinline__ void grid_wait(const unsigned long long* count, unsigned long long target) {
+__device__ __forceinline__ void grid_arrive(GridBarrier& g) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    red_release(g.count, 1);
+    g.next += gridDim.x;
+  }
+}
+
+__device__ __forceinline__ void grid_wait(const GridBarrier& g) {
   if (threadIdx.x == 0)
-    while (ld_acquire(count) < target) {
+    while (ld_acquire(g.count) < g.next) {
     }
   __syncthreads();
 }

@@ -6,11 +6,12 @@
 // input rows held in shared memory (the normalised residual, y) or, for x_proj's slices, read from global memory;
 // the warp then adds its partial sums with shuffles. Between its arrival at each barrier and its wait there every
 // warp loads the first H pieces of its first row in the next phase into registers (and, for in_proj and the head,
-// asks L2 for the rest of that row), and the scan phase's lanes load the inputs that do not depend on x_proj's
-// output, so that these latencies overlap the barrier. The scan phase gives each (row, channel) a group of lanes
+// asks L2 for the rest of that row), every thread its share of the next norm's weights, and the scan phase's
+// lanes load the inputs that do not depend on x_proj's output, so that these latencies overlap the barrier. The scan phase gives each (row, channel) a group of lanes
 // (n rounded up to a power of two, at most 32, as scan_step_kernel.cu does, halved down to 4 while the grid's
 // lanes would need more than one round for all of them). The arithmetic follows the unfused ops (infer_kernels.cu, scan_step_kernel.cu)
-// expression by expression; only the order of the sums (the products', and the scan's over the state) differs.
+// expression by expression; only the order of the sums (the products', and the scan's over the state) differs, and
+// the norms' 1/rms multiplies the products' sums instead of their inputs.
 // Every sum has a fixed order, so results are the same from run to run.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -48,51 +49,71 @@ __device__ __forceinline__ Grid grid_position() {
 
 // ---- phases --------------------------------------------------------------------------------------------------
 
-// xs (b, d) = rmsnorm of the residual rows · norm_w. With from_embedding the rows are the embedding of the ids
-// (NaN for an id out of range, as embedding_kernel writes), and block 0 also stores them as the residual.
-template <class W, int M>
-__device__ void norm_rows(float* xs, const DecodeStepParams& p, const float* norm_w, bool from_embedding) {
-  __shared__ float part[kWarps][M];
-  __shared__ float scale[M];
-  const int64_t d = p.d;
-  float sum[M];
+// A thread's share of a norm's weights (elements threadIdx.x + q · kThreads), loaded before the barrier that
+// precedes the norm: after the barrier only the residual is read.
+constexpr int kNormPer = 8;
+static_assert(kNormPer * kThreads >= kDecodeMaxD, "the norm's weights fit the threads' registers");
+struct NormWeights {
+  float w[kNormPer];
+};
+
+__device__ __forceinline__ void load_norm(NormWeights& nw, const float* w, int64_t d) {
 #pragma unroll
-  for (int r = 0; r < M; ++r) {
-    sum[r] = 0.0f;
-    if (r >= p.b) continue;
-    const int32_t id = from_embedding ? p.ids[r] : 0;
-    const W* emb = static_cast<const W*>(p.embedding) + int64_t(id) * d;
-    for (int64_t j = threadIdx.x; j < d; j += kThreads) {
-      float v;
-      if (from_embedding) {
-        v = (id >= 0 && id < p.v) ? to_f32(emb[j]) : __int_as_float(0x7fc00000);
-        if (blockIdx.x == 0) p.residual[r * d + j] = v;
-      } else {
-        v = p.residual[r * d + j];
-      }
-      xs[r * d + j] = v;
-      sum[r] += v * v;
-    }
+  for (int q = 0; q < kNormPer; ++q) {
+    const int64_t j = threadIdx.x + int64_t(q) * kThreads;
+    nw.w[q] = j < d ? w[j] : 0.0f;
   }
-  warp_sum(sum);
-  if (threadIdx.x % 32 == 0)
-#pragma unroll
-    for (int r = 0; r < M; ++r) part[threadIdx.x / 32][r] = sum[r];
-  __syncthreads();
-  if (threadIdx.x < M) {
-    float s = 0.0f;
-    for (int w = 0; w < kWarps; ++w) s += part[w][threadIdx.x];
-    scale[threadIdx.x] = rsqrtf(s / float(d) + p.eps);
-  }
-  __syncthreads();
-  for (int64_t t = threadIdx.x; t < p.b * d; t += kThreads) xs[t] = xs[t] * scale[t / d] * norm_w[t % d];
-  __syncthreads();
 }
 
-// Phase A: xz = xs · in_projᵀ + bias; for x features, the conv step of that channel (lane r: row r). The warp's
-// first row starts from `head`; the conv window and weights are loaded before the product.
+// The rmsnorm of the residual rows, in two parts: xs (b, d) = residual · norm_w, and the scale 1 / rms(row r),
+// returned to the threads of lane r < b (as the products hold row r's sum in lane r), which the product that
+// reads xs applies to its sums (so the product starts after one block barrier). With from_embedding the rows are the embedding of the ids (NaN for an id out of
+// range, as embedding_kernel writes), and block 0 also stores them as the residual. A thread's loads are all
+// issued before the first is used.
+template <class W, int M>
+__device__ float norm_rows(float* xs, const DecodeStepParams& p, const NormWeights& nw, bool from_embedding) {
+  __shared__ float part[kWarps][M];
+  const int64_t d = p.d;
+#pragma unroll 1
+  for (int64_t r = 0; r < p.b; ++r) {
+    const int32_t id = from_embedding ? p.ids[r] : 0;
+    const W* emb = static_cast<const W*>(p.embedding) + int64_t(id) * d;
+    float v[kNormPer];
+#pragma unroll
+    for (int q = 0; q < kNormPer; ++q) {
+      const int64_t j = threadIdx.x + int64_t(q) * kThreads;
+      if (j >= d) continue;
+      if (from_embedding) {
+        v[q] = (id >= 0 && id < p.v) ? to_f32(emb[j]) : __int_as_float(0x7fc00000);
+        if (blockIdx.x == 0) p.residual[r * d + j] = v[q];
+      } else {
+        v[q] = p.residual[r * d + j];
+      }
+    }
+    float sum[1] = {0.0f};
+#pragma unroll
+    for (int q = 0; q < kNormPer; ++q) {
+      const int64_t j = threadIdx.x + int64_t(q) * kThreads;
+      if (j >= d) continue;
+      xs[r * d + j] = v[q] * nw.w[q];
+      sum[0] += v[q] * v[q];
+    }
+    warp_sum(sum);
+    if (threadIdx.x % 32 == 0) part[threadIdx.x / 32][r] = sum[0];
+  }
+  __syncthreads();
+  const int r = threadIdx.x % 32;
+  if (r >= p.b) return 0.0f;
+  float t = 0.0f;
+  for (int w = 0; w < kWarps; ++w) t += part[w][r];
+  return rsqrtf(t / float(d) + p.eps);
+}
+
+// Phase A: xz = (xs · in_projᵀ) · scale + bias; for x features, the conv step of that channel (lane r: row r).
+// The warp's first row starts from `head`; the conv window and weights are loaded before the product.
 template <class W, int M, int G, int H>
-__device__ void phase_in(const DecodeStepParams& p, const DecodeLayer& L, const float* xs, const RowHead<W, H>& head) {
+__device__ void phase_in(const DecodeStepParams& p, const DecodeLayer& L, const float* xs, float scale,
+                         const RowHead<W, H>& head) {
   const Grid g = grid_position();
   const int64_t e = p.e, d = p.d, k = p.k, km1 = p.k - 1;
   for (int64_t o = g.warp; o < 2 * e; o += g.warps) {
@@ -111,7 +132,7 @@ __device__ void phase_in(const DecodeStepParams& p, const DecodeLayer& L, const 
     float acc[M];
     row_dot<W, M, G, H>(acc, static_cast<const W*>(L.in_proj) + o * d, xs, d, d, p.b, g.lane, head, o == g.warp);
     if (g.lane >= p.b) continue;
-    const float x = lane_value(acc, g.lane) + bias;
+    const float x = lane_value(acc, g.lane) * scale + bias;
     if (o >= e) {
       p.xz[g.lane * 2 * e + o] = x;
       continue;
@@ -269,14 +290,14 @@ __device__ void phase_out(const DecodeStepParams& p, const DecodeLayer& L, float
   }
 }
 
-// Phase F: logits = xs · lm_headᵀ.
+// Phase F: logits = (xs · lm_headᵀ) · scale.
 template <class W, int M, int G, int H>
-__device__ void phase_head(const DecodeStepParams& p, const float* xs, const RowHead<W, H>& head) {
+__device__ void phase_head(const DecodeStepParams& p, const float* xs, float scale, const RowHead<W, H>& head) {
   const Grid g = grid_position();
   for (int64_t o = g.warp; o < p.v; o += g.warps) {
     float acc[M];
     row_dot<W, M, G, H>(acc, static_cast<const W*>(p.lm_head) + o * p.d, xs, p.d, p.d, p.b, g.lane, head, o == g.warp);
-    if (g.lane < p.b) p.logits[g.lane * p.v + o] = lane_value(acc, g.lane);
+    if (g.lane < p.b) p.logits[g.lane * p.v + o] = lane_value(acc, g.lane) * scale;
   }
 }
 
@@ -312,34 +333,38 @@ __global__ void __launch_bounds__(kThreads, 1) decode_step_kernel(DecodeStepPara
   while (group < 32 && group < p.n) group *= 2;
   // Fewer lanes per (row, channel), down to 4, where one lane each would take the grid more than one round.
   while (group > 4 && p.b * p.e * group > int64_t(gridDim.x) * kThreads) group /= 2;
+  GridBarrier bar = grid_start(p.barrier);
   RowHead<W, H> head;
+  NormWeights nw;
+  load_norm(nw, p.n_layer > 0 ? p.layers[0].norm : p.norm_f, p.d);
   if (p.n_layer > 0) next_in(head, p, p.layers[0]);
   for (int64_t li = 0; li < p.n_layer; ++li) {
     const DecodeLayer& L = p.layers[li];
-    norm_rows<W, M>(xs, p, L.norm, li == 0);
-    phase_in<W, M, G, H>(p, L, xs, head);
-    unsigned long long target = grid_arrive(p.barrier);
+    const float scale = norm_rows<W, M>(xs, p, nw, li == 0);
+    phase_in<W, M, G, H>(p, L, xs, scale, head);
+    grid_arrive(bar);
     const XPieces<W> xpiece = xproj_pieces<W>(p, L, grid_position().warp, grid_position().lane);
-    grid_wait(p.barrier, target);
+    grid_wait(bar);
     phase_xproj<W, M>(p, L, xpiece);
-    target = grid_arrive(p.barrier);
+    grid_arrive(bar);
     const ScanInputs<W> scan = scan_inputs<W>(p, L, int64_t(grid_position().warp) * 32 + grid_position().lane, group);
-    grid_wait(p.barrier, target);
+    grid_wait(bar);
     phase_scan<W, M>(p, L, xs, group, scan);
-    target = grid_arrive(p.barrier);
+    grid_arrive(bar);
     next_rows(head, L.out_proj, p.d, p.e, /*whole=*/false);
-    grid_wait(p.barrier, target);
+    grid_wait(bar);
     phase_out<W, M, G, H>(p, L, xs, head);
-    target = grid_arrive(p.barrier);
+    grid_arrive(bar);
+    load_norm(nw, li + 1 < p.n_layer ? p.layers[li + 1].norm : p.norm_f, p.d);
     if (li + 1 < p.n_layer)
       next_in(head, p, p.layers[li + 1]);
     else
       next_rows(head, p.lm_head, p.v, p.d, /*whole=*/true);
-    grid_wait(p.barrier, target);
+    grid_wait(bar);
   }
   if (p.n_layer == 0) next_rows(head, p.lm_head, p.v, p.d, /*whole=*/true);
-  norm_rows<W, M>(xs, p, p.norm_f, p.n_layer == 0);
-  phase_head<W, M, G, H>(p, xs, head);
+  const float scale = norm_rows<W, M>(xs, p, nw, p.n_layer == 0);
+  phase_head<W, M, G, H>(p, xs, scale, head);
 }
 
 using KernelFn = void (*)(DecodeStepParams);
@@ -387,6 +412,7 @@ bool decode_step_supports(const DecodeStepParams& p, std::string* why) {
     return refuse(why, "decode step: batch " + std::to_string(p.b) + " is outside 1.." + std::to_string(kDecodeMaxRows));
   if (p.d % 8 != 0 || p.e % 8 != 0)
     return refuse(why, "decode step: d_model and d_inner must be multiples of 8");
+  if (p.d > kDecodeMaxD) return refuse(why, "decode step: d_model above " + std::to_string(kDecodeMaxD));
   if (p.k < 1 || p.n < 1 || p.r < 1) return refuse(why, "decode step: d_conv, d_state and dt_rank must be at least 1");
   if (p.k > kDecodeMaxWidth) return refuse(why, "decode step: d_conv above " + std::to_string(kDecodeMaxWidth));
   if (shared_bytes(p) > kMaxSharedBytes) return refuse(why, "decode step: b · d_inner is too large for shared memory");

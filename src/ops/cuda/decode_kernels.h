@@ -24,6 +24,7 @@
 namespace mambacpp::cuda {
 
 constexpr int64_t kDecodeMaxRows = 8;
+constexpr int64_t kDecodeMaxD = 4096;  // d_model
 constexpr int kDecodeMaxWidth = 4;     // conv width k
 constexpr int64_t kDecodeSlice = 256;  // input channels per partial x_proj product and piece (8 per lane)
 constexpr int kDecodeMaxXPieces = 2;   // pieces per lane in a slice of x_proj's product
