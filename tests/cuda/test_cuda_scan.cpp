@@ -1,7 +1,7 @@
 // The CUDA selective scan (ops/cuda/cuda_ops.h) against the float64 reference loop (support/reference_ops.h),
 // over a table of shapes that includes the awkward ones: l = 1, l not a multiple of the kernel's chunk, odd n,
-// n = 256, e not a multiple of 32, b > 1, each optional argument present and absent, and f32, bf16 and f16
-// inputs. The reference is given exactly the values the kernel sees (inputs rounded to their dtype), so what
+// n = 256, e not a multiple of 32, b > 1, each optional argument present and absent, f32, bf16 and f16 inputs,
+// and at n = 16 both of the kernel's block shapes (b·e below and above 8,192). The reference is given exactly the values the kernel sees (inputs rounded to their dtype), so what
 // remains is the kernel's own error: ex2.approx, the softplus polynomial, f32 accumulation and the rounding of
 // y to its dtype. Outputs are poisoned with NaN before every run. A call split in two with the state passed
 // between gives the bits of one call, and every unsupported call is an Error naming the limit. The variants
@@ -129,8 +129,10 @@ TEST_F(CudaScan, MatchesReferenceOverShapeTable) {
       {"n = 100", 1, 45, 19, 100, f32, false, true, true, true, false, true, true},
       {"n = 256", 1, 40, 20, 256, f32, false, true, true, true, true, true, true},
       {"n = 16, many chunks", 2, 1000, 96, 16, f32, false, true, true, true, true, true, true},
+      {"n = 16, b·e = 8,192 (4 states a thread)", 2, 40, 4096, 16, f32, false, true, true, true, true, true, true},
       {"long sequence", 1, 4099, 40, 16, f32, false, false, true, true, false, true, true},
       {"bf16, n = 16", 2, 200, 96, 16, bf16, false, true, true, true, true, true, true},
+      {"bf16, n = 16, b·e = 8,192", 4, 33, 2048, 16, bf16, false, true, true, true, true, true, true},
       {"bf16 in, f32 out", 2, 200, 96, 16, bf16, true, true, true, true, true, true, true},
       {"bf16, no z, e = 100", 3, 33, 100, 16, bf16, false, false, true, true, false, false, true},
       {"bf16, n = 256", 1, 20, 8, 256, bf16, false, true, true, true, true, true, true},

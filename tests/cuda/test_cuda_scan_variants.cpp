@@ -218,6 +218,7 @@ TEST_F(CudaScan, ChunkStatesMatchCpuOp) {
       {"l = 17, n = 4 (8-step chunks)", 2, 17, 50, 4, f32, true, true, false, false},
       {"odd l and e, n = 5", 3, 77, 37, 5, f32, true, true, false, false},
       {"n = 16, many chunks", 2, 1000, 96, 16, f32, true, true, false, false},
+      {"n = 16, b·e = 8,192 (4 states a thread)", 2, 40, 4096, 16, f32, true, true, false, false},
       {"n = 16, bf16", 2, 200, 96, 16, bf16, true, true, false, false},
       {"n = 16, f16, no z", 1, 150, 64, 16, f16, false, false, false, false},
       {"n = 17, e = 48", 2, 70, 48, 17, f32, true, true, false, false},
@@ -282,6 +283,7 @@ TEST_F(CudaScan, HalfUIsTheF32ScanOfTheWidenedU) {
   const HalfCase cases[] = {{"l = 1 (single-step kernel)", 2, 1, 72, 16, true, false},
                             {"odd l and e, n = 3", 1, 77, 37, 3, true, false},
                             {"n = 16, b = 3, no z", 3, 100, 100, 16, false, false},
+                            {"n = 16, b·e = 8,192 (4 states a thread)", 2, 33, 4096, 16, true, false},
                             {"n = 64, e = 33", 2, 129, 33, 64, true, false},
                             {"n = 100", 1, 45, 19, 100, true, false},
                             {"n = 17, B time-invariant", 2, 70, 48, 17, true, true}};

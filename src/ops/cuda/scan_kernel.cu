@@ -55,7 +55,7 @@ struct Tile {
   // Shared memory, in floats: (δ, δ·u) [T][CB], B [T][NPAD], C [T][NPAD], partial y [T][G][CB].
   static constexpr int DD_OFF = 0, B_OFF = 2 * T * CB, C_OFF = B_OFF + T * NPAD, Y_OFF = C_OFF + T * NPAD;
   static constexpr size_t smem_bytes = size_t(Y_OFF + T * G * CB) * sizeof(float);
-  static_assert(P % 4 == 0 && (2 * T * CB) % 4 == 0, "B and C rows are read as float4");
+  static_assert((P % 4 == 0 || P == 2) && (2 * T * CB) % 4 == 0, "B and C rows are read as float4 (or float2)");
   static constexpr bool B_LTI = false, C_LTI = false;          // B and C per token
 };
 
@@ -79,13 +79,18 @@ __device__ __forceinline__ void store(T* p, float v) {
   *p = from_f32<T>(v);
 }
 
-// Reads P consecutive floats (16-byte aligned) of shared memory.
+// Reads P consecutive floats (aligned to 4 · P bytes, at most 16) of shared memory.
 template <int P>
 __device__ __forceinline__ void load_row(float (&v)[P], const float* src) {
+  if constexpr (P == 2) {
+    const float2 q = *reinterpret_cast<const float2*>(src);
+    v[0] = q.x, v[1] = q.y;
+  } else {
 #pragma unroll
-  for (int j = 0; j < P; j += 4) {
-    const float4 q = *reinterpret_cast<const float4*>(src + j);
-    v[j] = q.x, v[j + 1] = q.y, v[j + 2] = q.z, v[j + 3] = q.w;
+    for (int j = 0; j < P; j += 4) {
+      const float4 q = *reinterpret_cast<const float4*>(src + j);
+      v[j] = q.x, v[j + 1] = q.y, v[j + 2] = q.z, v[j + 3] = q.w;
+    }
   }
 }
 
@@ -369,13 +374,22 @@ void launch(const ScanKernelParams& p, cudaStream_t stream) {
 template <class Tl, bool B_LTI, bool C_LTI>
 using Variant = std::conditional_t<B_LTI || C_LTI, Lti<Tl, B_LTI, C_LTI>, Tl>;
 
-// The block shape for each range of n. n ≤ 16 (every Mamba-1 model) is the one tuned for speed.
+// The block shape for each range of n. n ≤ 16 (every Mamba-1 model) is the one tuned for speed: 4 states per
+// thread, or 2 where b·e < kNarrowGrid. The kernel is latency-bound (docs/PERFORMANCE.md): at 4 threads per
+// channel, b·e = 4,096 (Mamba-1.4B's prefill at batch 1) gives the 132 SMs of an H100 fewer than 4 warps each,
+// and 8 threads per channel ran its scan ~1.8× faster, although each state element then costs more instructions
+// (more partial sums, narrower shared-memory loads). At b·e = 8,192 (ANCHORS.md §1) 4 states per thread were the
+// faster.
+constexpr int64_t kNarrowGrid = 8192;
+
 template <class In, class U = In, bool B_LTI = false, bool C_LTI = false>
 void launch_for_dtype(const ScanKernelParams& p, cudaStream_t stream) {
   if (p.n <= 4)
     launch<Variant<Tile<4, 1, 128, 8>, B_LTI, C_LTI>, In, U>(p, stream);
   else if (p.n <= 8)
     launch<Variant<Tile<4, 2, 64, 16>, B_LTI, C_LTI>, In, U>(p, stream);
+  else if (p.n <= 16 && p.b * p.e < kNarrowGrid)
+    launch<Variant<Tile<2, 8, 16, 32>, B_LTI, C_LTI>, In, U>(p, stream);
   else if (p.n <= 16)
     launch<Variant<Tile<4, 4, 32, 32>, B_LTI, C_LTI>, In, U>(p, stream);
   else if (p.n <= 32)
