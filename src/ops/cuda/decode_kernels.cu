@@ -226,9 +226,17 @@ __device__ void phase_scan(const DecodeStepParams& p, const DecodeLayer& L, floa
                            const ScanInputs<W>& first) {
   const int64_t e = p.e, n = p.n, rk = p.r, xw = rk + 2 * n, ld = padded4(xw);
   const int64_t width = p.xpieces * kDecodeSlice, slices = (e + width - 1) / width;
+  constexpr int kBatch = 16;  // partial sums loaded at once, then added in order
   for (int64_t t = threadIdx.x; t < p.b * xw; t += kThreads) {
     float s = 0.0f;
-    for (int64_t q = 0; q < slices; ++q) s += p.part[q * p.b * xw + t];
+    for (int64_t q0 = 0; q0 < slices; q0 += kBatch) {
+      float v[kBatch];
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) v[j] = q0 + j < slices ? p.part[(q0 + j) * p.b * xw + t] : 0.0f;
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j)
+        if (q0 + j < slices) s += v[j];
+    }
     xd[(t / xw) * ld + t % xw] = s;
   }
   __syncthreads();
