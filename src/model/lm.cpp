@@ -22,21 +22,29 @@ namespace mambacpp {
 
 namespace {
 
-// f32 views on the device of the current call.
+// Views on the device of the current call (f32 unless a dtype is given).
 struct Views {
   Device dev;
-  Tensor matrix(void* p, int64_t rows, int64_t cols, int64_t row_stride) const {
-    Tensor t(p, DType::f32, {rows, cols}, dev);
-    t.stride[0] = row_stride;
-    return t;
+  Tensor matrix(void* p, int64_t rows, int64_t cols, int64_t row_stride, DType t = DType::f32) const {
+    Tensor v(p, t, {rows, cols}, dev);
+    v.stride[0] = row_stride;
+    return v;
   }
-  Tensor sequence(void* p, int64_t b, int64_t l, int64_t cols, int64_t row_stride) const {
-    Tensor t(p, DType::f32, {b, l, cols}, dev);
-    t.stride[1] = row_stride;
-    t.stride[0] = l * row_stride;
-    return t;
+  Tensor sequence(void* p, int64_t b, int64_t l, int64_t cols, int64_t row_stride, DType t = DType::f32) const {
+    Tensor v(p, t, {b, l, cols}, dev);
+    v.stride[1] = row_stride;
+    v.stride[0] = l * row_stride;
+    return v;
   }
 };
+
+// The dtype in which an op writes the m rows that the product with w reads: w's half dtype where cuBLASLt
+// multiplies them (on cuda, more than kLinearFewRows rows), so that the op rounds its output once instead of the
+// product running a conversion pass over it (the same values: linear_forward rounds an f32 x to nearest even,
+// as the ops do); otherwise f32.
+DType product_input(const Tensor& w, int64_t m, Device dev) {
+  return dev == Device::cuda && w.dtype != DType::f32 && m > kLinearFewRows ? w.dtype : DType::f32;
+}
 
 void ensure(Buffer& buf, size_t bytes, Device dev) {
   if (buf.bytes() < bytes) buf = Buffer(bytes, dev);
@@ -66,18 +74,28 @@ void mixer_forward(const LayerWeights& lw, int64_t layer, RecurrentState& state,
   };
   float* xz = ws.xz.as<float>();
   float* xdbl = ws.xdbl.as<float>();
-  linear_forward(matrix(xz, m, 2 * e, 2 * e), matrix(ws.hidden.data(), m, d, d), lw.in_proj, lw.in_proj_bias, ctx);
+  const Device dev = ws.device();
+  const Tensor hidden = vw.matrix(ws.hidden.data(), m, d, d, product_input(lw.in_proj, m, dev));
+  linear_forward(matrix(xz, m, 2 * e, 2 * e), hidden, lw.in_proj, lw.in_proj_bias, ctx);
 
+  // xc in f32 for the scan, and for x_proj also rounded by the conv where the product reads it so.
   const Tensor xc = sequence(ws.xc.data(), b, lc, e, e);
-  conv1d_causal_forward(xc, state.conv(layer), sequence(xz, b, lc, e, 2 * e), lw.conv_w, lw.conv_b,
+  const DType xc_t = x > 0 ? product_input(lw.x_proj, m, dev) : DType::f32;
+  const Tensor xc_half = xc_t == DType::f32 ? Tensor{} : vw.sequence(ws.xc_half.data(), b, lc, e, e, xc_t);
+  conv1d_causal_forward(xc, xc_half, state.conv(layer), sequence(xz, b, lc, e, 2 * e), lw.conv_w, lw.conv_b,
                         state.conv(layer), /*apply_silu=*/true, ctx);
 
-  if (x > 0) linear_forward(matrix(xdbl, m, x, x), matrix(ws.xc.data(), m, e, e), lw.x_proj, Tensor{}, ctx);
+  if (x > 0) {
+    const Tensor x_in = xc_half.defined() ? vw.matrix(ws.xc_half.data(), m, e, e, xc_t) : matrix(ws.xc.data(), m, e, e);
+    linear_forward(matrix(xdbl, m, x, x), x_in, lw.x_proj, Tensor{}, ctx);
+  }
   if (c.selective_dt)
     linear_forward(matrix(ws.dt.data(), m, e, e), matrix(xdbl, m, r, x), lw.dt_proj, Tensor{}, ctx);
 
+  // y in the dtype out_proj reads it in.
+  const DType y_t = product_input(lw.out_proj, m, dev);
   ScanArgs a;
-  a.y = sequence(ws.y.data(), b, lc, e, e);
+  a.y = vw.sequence(ws.y.data(), b, lc, e, e, y_t);
   a.state_out = state.ssm(layer);
   a.state_in = state.ssm(layer);
   a.u = xc;
@@ -89,7 +107,7 @@ void mixer_forward(const LayerWeights& lw, int64_t layer, RecurrentState& state,
   a.dt_softplus = true;
   selective_scan_forward(a, ctx);
 
-  linear_forward(matrix(ws.mixer_out.data(), m, d, d), matrix(ws.y.data(), m, e, e), lw.out_proj,
+  linear_forward(matrix(ws.mixer_out.data(), m, d, d), vw.matrix(ws.y.data(), m, e, e, y_t), lw.out_proj,
                  lw.out_proj_bias, ctx);
 }
 
@@ -99,15 +117,18 @@ void head_forward(Tensor logits, const ModelWeights& w, Workspace& ws, int64_t b
                   int64_t l, const ForwardOptions& opt, Context& ctx) {
   const int64_t d = w.config.d_model, v = w.config.vocab_size;
   const Views vw{ws.device()};
-  float* hidden = ws.hidden.as<float>();
+  // hidden as the final norm wrote it (body_forward).
+  const DType ht = product_input(w.lm_head, b * lc, ws.device());
+  char* hidden = static_cast<char*>(ws.hidden.data());
+  const auto row = [&](int64_t i) { return hidden + i * d * int64_t(dtype_size(ht)); };
   if (opt.logits_for == LogitsFor::all_positions) {
     for (int64_t bi = 0; bi < b; ++bi)
-      linear_forward(vw.matrix(logits.f32() + (bi * l + t0) * v, lc, v, v),
-                     vw.matrix(hidden + bi * lc * d, lc, d, d), w.lm_head, Tensor{}, ctx);
+      linear_forward(vw.matrix(logits.f32() + (bi * l + t0) * v, lc, v, v), vw.matrix(row(bi * lc), lc, d, d, ht),
+                     w.lm_head, Tensor{}, ctx);
   } else if (opt.logits_for == LogitsFor::last_position && t0 + lc == l) {
     // The last position of each sequence: rows lc-1, 2·lc-1, … of hidden, one row stride of lc·d.
-    linear_forward(vw.matrix(logits.f32(), b, v, v), vw.matrix(hidden + (lc - 1) * d, b, d, lc * d), w.lm_head,
-                   Tensor{}, ctx);
+    linear_forward(vw.matrix(logits.f32(), b, v, v), vw.matrix(row(lc - 1), b, d, lc * d, ht), w.lm_head, Tensor{},
+                   ctx);
   }
 }
 
@@ -139,14 +160,19 @@ void body_forward(RecurrentState& state, const ModelWeights& w, const int32_t* i
   const MambaConfig& c = w.config;
   const int64_t m = b * lc, d = c.d_model;
   const Views vw{ws.device()};
-  const Tensor residual = vw.matrix(ws.residual.data(), m, d, d), hidden = vw.matrix(ws.hidden.data(), m, d, d);
+  const Tensor residual = vw.matrix(ws.residual.data(), m, d, d);
   const Tensor mixer_out = vw.matrix(ws.mixer_out.data(), m, d, d);
+  // hidden in the dtype of the product that reads it (in_proj, or the head after the final norm).
+  const auto hidden = [&](const Tensor& w_next) {
+    return vw.matrix(ws.hidden.data(), m, d, d, product_input(w_next, m, ws.device()));
+  };
   embedding_forward(residual, ids, m, w.embedding, ctx);
   for (int64_t i = 0; i < c.n_layer; ++i) {
-    rmsnorm_forward(hidden, residual, i == 0 ? Tensor{} : mixer_out, w.layers[size_t(i)].norm, c.norm_eps, ctx);
-    mixer_forward(w.layers[size_t(i)], i, state, ws, b, lc, c, ctx);
+    const LayerWeights& lw = w.layers[size_t(i)];
+    rmsnorm_forward(hidden(lw.in_proj), residual, i == 0 ? Tensor{} : mixer_out, lw.norm, c.norm_eps, ctx);
+    mixer_forward(lw, i, state, ws, b, lc, c, ctx);
   }
-  rmsnorm_forward(hidden, residual, c.n_layer > 0 ? mixer_out : Tensor{}, w.norm_f, c.norm_eps, ctx);
+  rmsnorm_forward(hidden(w.lm_head), residual, c.n_layer > 0 ? mixer_out : Tensor{}, w.norm_f, c.norm_eps, ctx);
 }
 
 }  // namespace
@@ -201,12 +227,20 @@ void Workspace::reserve(const MambaConfig& c, int64_t rows) {
   ensure(hidden, m * c.d_model * f, device_);
   ensure(xz, m * 2 * c.d_inner * f, device_);
   ensure(xc, m * c.d_inner * f, device_);
+  if (device_ == Device::cuda) ensure(xc_half, m * c.d_inner * sizeof(uint16_t), device_);
   ensure(xdbl, m * (c.dt_rank + 2 * c.d_state) * f, device_);
   ensure(dt, m * c.d_inner * f, device_);
   ensure(y, m * c.d_inner * f, device_);
   ensure(mixer_out, m * c.d_model * f, device_);
   ensure(ids, m * sizeof(int32_t), device_);
   rows_ = rows;
+}
+
+int64_t Workspace::bytes() const {
+  int64_t total = 0;
+  for (const Buffer* b : {&residual, &hidden, &xz, &xc, &xc_half, &xdbl, &dt, &y, &mixer_out, &ids, &zeros})
+    total += int64_t(b->bytes());
+  return total;
 }
 
 void lm_forward(Tensor logits, RecurrentState& state, const ModelWeights& w, const int32_t* ids, int64_t l,

@@ -46,8 +46,11 @@ class Workspace {
   explicit Workspace(Device device = Device::cpu) : device_(device) {}
   void reserve(const MambaConfig& cfg, int64_t rows);
   int64_t rows() const { return rows_; }
+  int64_t bytes() const;  // all of its buffers
   Device device() const { return device_; }
-  Buffer residual, hidden, xz, xc, xdbl, dt, y, mixer_out;
+  // hidden and y hold f32, or the half dtype of the product that reads them (cuda, more rows than
+  // kLinearFewRows); xc_half (cuda only) is the conv's half copy of xc for x_proj.
+  Buffer residual, hidden, xz, xc, xc_half, xdbl, dt, y, mixer_out;
   Buffer ids;  // (rows) int32: the chunk's token ids, on the workspace's device
   Buffer zeros;  // (e) f32 zeros: the dt of a model whose Δ is not selective (see config.h)
 

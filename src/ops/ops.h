@@ -32,6 +32,9 @@ inline float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x));
 // x may also be held in w's dtype: it is then multiplied as it is (an f32 x is rounded to that dtype first, so
 // an x rounded beforehand gives the same y).
 void linear_forward(Tensor y, Tensor x, Tensor w, Tensor bias, Context& ctx);
+// Products of at most this many rows read an f32 x on cuda (a few-row kernel for decoding); above it, an x
+// held in w's half dtype spares the product its rounding pass.
+constexpr int64_t kLinearFewRows = 8;
 
 // out (m, d) = table (v, d)[ids (m)], converted to f32. ids: int32 in [0, v), in the memory of out's device.
 // On the CPU they are checked (the error names the offending position and id); on cuda they are not (the host

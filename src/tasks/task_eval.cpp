@@ -24,13 +24,6 @@ int64_t status_field_bytes(const std::string& field) {
   return 0;
 }
 
-int64_t workspace_bytes(const Workspace& ws) {
-  const Buffer* parts[] = {&ws.residual, &ws.hidden, &ws.xz, &ws.xc, &ws.xdbl, &ws.dt, &ws.y, &ws.mixer_out, &ws.ids};
-  int64_t total = 0;
-  for (const Buffer* b : parts) total += int64_t(b->bytes());
-  return total;
-}
-
 void validate(const ModelWeights& w, Task task, const TaskEvalOptions& o) {
   MAMBA_CHECK(o.length >= task_min_length(task), "{}: the test length must be at least {}, got {}", task_name(task),
               task_min_length(task), o.length);
@@ -117,7 +110,7 @@ TaskEvalResult evaluate_task(const ModelWeights& w, Task task, const TaskEvalOpt
     }
     const int64_t layers = w.config.n_layer, e = w.config.d_inner;
     const int64_t state_bytes = layers * batch * e * (w.config.d_conv - 1 + w.config.d_state) * int64_t(sizeof(float));
-    r.buffer_bytes = state_bytes + workspace_bytes(ws) + int64_t(logits.bytes()) +
+    r.buffer_bytes = state_bytes + ws.bytes() + int64_t(logits.bytes()) +
                      int64_t(ids.size() * sizeof(int32_t) + host_logits.size() * sizeof(float));
   }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -4,6 +4,7 @@
 // one batch, sampling from the GPU's logits, and the error for mixed devices.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "infer/generate.h"
 #include "model/lm.h"
 #include "model/loader.h"
+#include "ops/ops.h"
 #include "support/golden_model.h"
 #include "support/test_util.h"
 
@@ -64,13 +66,17 @@ TEST_P(CudaModelTest, LogitsMatchCpu) {
   }
 }
 
+// Half matrices: chunks of more than kLinearFewRows rows (the norm, the conv and the scan write the products'
+// inputs in the matrices' dtype) and of fewer (f32 inputs, the few-row product).
 TEST_P(CudaModelTest, HalfMatricesStayClose) {
   const auto ids = g.input_ids(0);
+  ASSERT_GT(int64_t(ids.size() * ids[0].size()), kLinearFewRows);
   const auto ref = forward_all(cpu, ids, 256, ctx);
-  for (DType t : {DType::bf16, DType::f16}) {
-    const auto got = forward_all(cpu.to_device(Device::cuda, t), ids, 256, ctx);
-    EXPECT_CLOSE(got.data(), ref.data(), ref.size(), 3e-2) << dtype_name(t);
-  }
+  for (DType t : {DType::bf16, DType::f16})
+    for (int64_t chunk : {int64_t(256), std::max<int64_t>(1, kLinearFewRows / int64_t(ids.size()))}) {
+      const auto got = forward_all(cpu.to_device(Device::cuda, t), ids, chunk, ctx);
+      EXPECT_CLOSE(got.data(), ref.data(), ref.size(), 3e-2) << dtype_name(t) << " chunk " << chunk;
+    }
 }
 
 // lm_step_device over ids already on the GPU equals lm_forward one token at a time on the CPU.

@@ -17,6 +17,8 @@
 
 namespace mambacpp {
 
+static_assert(cuda::kGemvMaxRows == kLinearFewRows, "ops.h names the few-row kernel's bound");
+
 bool linear_cuda_supports(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias, std::string* why) {
   if (!cuda::on_cuda({{"y", &y}, {"x", &x}, {"w", &w}, {"bias", &bias}}, why)) return false;
   if (x.dtype != DType::f32 && x.dtype != w.dtype) {
