@@ -43,8 +43,12 @@ struct Grid {
   int warps;       // warps in the grid
 };
 
+// Warp w of block k is the grid's warp w · blocks + k: units strided over the grid's warps then spread evenly over
+// the blocks (SMs), also where a phase has fewer units than warps (x_proj's, out_proj's rows at Mamba-1.4B) and
+// in the last round of a phase (in_proj's 8,192 rows over 2,112 warps).
 __device__ __forceinline__ Grid grid_position() {
-  return Grid{int(threadIdx.x % 32), int(blockIdx.x) * kWarps + int(threadIdx.x / 32), int(gridDim.x) * kWarps};
+  return Grid{int(threadIdx.x % 32), int(threadIdx.x / 32) * int(gridDim.x) + int(blockIdx.x),
+              int(gridDim.x) * kWarps};
 }
 
 // ---- phases --------------------------------------------------------------------------------------------------
