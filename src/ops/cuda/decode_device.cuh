@@ -28,6 +28,13 @@ __device__ __forceinline__ void prefetch_bytes(const void* p, int64_t bytes, int
   for (int64_t off = int64_t(lane) * 128; off < bytes; off += 32 * 128) prefetch_l2(static_cast<const char*>(p) + off);
 }
 
+// Asks L1 for `bytes` bytes at p (the lines come to the SM, so later loads of them hit L1), the warp's lanes taking
+// 128-byte lines in turn.
+__device__ __forceinline__ void prefetch_l1_bytes(const void* p, int64_t bytes, int lane) {
+  for (int64_t off = int64_t(lane) * 128; off < bytes; off += 32 * 128)
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(static_cast<const char*>(p) + off));
+}
+
 // 8 consecutive weights in their stored dtype.
 template <class W>
 struct Piece {
