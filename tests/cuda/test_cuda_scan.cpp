@@ -1,12 +1,12 @@
-// The CUDA selective scan (ops/cuda/cuda_ops.h) against the float64 reference loop (support/reference_ops.h),
-// over a table of shapes that includes the awkward ones: l = 1, l not a multiple of the kernel's chunk, odd n,
-// n = 256, e not a multiple of 32, b > 1, each optional argument present and absent, f32, bf16 and f16 inputs,
-// and at n = 16 both of the kernel's block shapes (b·e below and above 8,192). The reference is given exactly the values the kernel sees (inputs rounded to their dtype), so what
-// remains is the kernel's own error: ex2.approx, the softplus polynomial, f32 accumulation and the rounding of
-// y to its dtype. Outputs are poisoned with NaN before every run. A call split in two with the state passed
-// between gives the bits of one call, and every unsupported call is an Error naming the limit. The variants
-// (time-invariant B/C, chunk_states, half outputs and a half u) are checked in test_cuda_scan_variants.cpp.
-// Every test skips where no GPU is present.
+// The CUDA selective scan (ops/cuda/cuda_ops.h) against the float64 reference loop (support/reference_ops.h), over a
+// table of shapes that includes the awkward ones: l = 1, l not a multiple of the kernel's chunk, odd n, n = 256, e not
+// a multiple of 32, b > 1, each optional argument present and absent, f32, bf16 and f16 inputs, and at n = 16 both of
+// the kernel's block shapes (b·e below and above 8,192). The reference is given exactly the values the kernel sees
+// (inputs rounded to their dtype), so what remains is the kernel's own error: ex2.approx, the softplus polynomial, f32
+// accumulation and the rounding of y to its dtype. Outputs are poisoned with NaN before every run. A call split in two
+// with the state passed between gives the bits of one call, and every unsupported call is an Error naming the limit.
+// The variants (time-invariant B/C, chunk_states, half outputs and a half u) are checked in
+// test_cuda_scan_variants.cpp. Every test skips where no GPU is present.
 #include <gtest/gtest.h>
 
 #include <cmath>

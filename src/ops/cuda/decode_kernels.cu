@@ -1,18 +1,18 @@
 // The persistent decoding-step kernel of decode_kernels.h.
 //
-// One block of 512 threads per SM. A product phase gives each warp one output feature at a time (features
-// strided over the grid's warps): its lanes read the weight row 8 elements at a time (one 16-byte load for
-// bf16/f16, two for f32), G pieces in flight before the first is used (G = 4 or 8: kernel_for_rows), against
-// input rows held in shared memory (the normalised residual, y) or, for x_proj's slices, read from global memory;
-// the warp then adds its partial sums with shuffles. Between its arrival at each barrier and its wait there every
-// warp loads the first H pieces of its first row in the next phase into registers (and, for in_proj and the head,
-// asks L2 for the rest of that row), every thread its share of the next norm's weights, and the scan phase's
-// lanes load the inputs that do not depend on x_proj's output, so that these latencies overlap the barrier. The scan phase gives each (row, channel) a group of lanes
-// (n rounded up to a power of two, at most 32, as scan_step_kernel.cu does, halved down to 4 while the grid's
-// lanes would need more than one round for all of them). The arithmetic follows the unfused ops (infer_kernels.cu, scan_step_kernel.cu)
-// expression by expression; only the order of the sums (the products', and the scan's over the state) differs, and
-// the norms' 1/rms multiplies the products' sums instead of their inputs.
-// Every sum has a fixed order, so results are the same from run to run.
+// One block of 512 threads per SM. A product phase gives each warp one output feature at a time (features strided over
+// the grid's warps): its lanes read the weight row 8 elements at a time (one 16-byte load for bf16/f16, two for f32), G
+// pieces in flight before the first is used (G = 4 or 8: kernel_for_rows), against input rows held in shared memory
+// (the normalised residual, y) or, for x_proj's slices, read from global memory; the warp then adds its partial sums
+// with shuffles. Between its arrival at each barrier and its wait there every warp loads the first H pieces of its
+// first row in the next phase into registers (and, for in_proj and the head, asks L2 for the rest of that row), every
+// thread its share of the next norm's weights, and the scan phase's lanes load the inputs that do not depend on
+// x_proj's output, so that these latencies overlap the barrier. The scan phase gives each (row, channel) a group of
+// lanes (n rounded up to a power of two, at most 32, as scan_step_kernel.cu does, halved down to 4 while the grid's
+// lanes would need more than one round for all of them). The arithmetic follows the unfused ops (infer_kernels.cu,
+// scan_step_kernel.cu) expression by expression; only the order of the sums (the products', and the scan's over the
+// state) differs, and the norms' 1/rms multiplies the products' sums instead of their inputs. Every sum has a fixed
+// order, so results are the same from run to run.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -69,11 +69,11 @@ __device__ __forceinline__ void load_norm(NormWeights& nw, const float* w, int64
   }
 }
 
-// The rmsnorm of the residual rows, in two parts: xs (b, d) = residual · norm_w, and the scale 1 / rms(row r),
-// returned to the threads of lane r < b (as the products hold row r's sum in lane r), which the product that
-// reads xs applies to its sums (so the product starts after one block barrier). With from_embedding the rows are the embedding of the ids (NaN for an id out of
-// range, as embedding_kernel writes), and block 0 also stores them as the residual. A thread's loads are all
-// issued before the first is used.
+// The rmsnorm of the residual rows, in two parts: xs (b, d) = residual · norm_w, and the scale 1 / rms(row r), returned
+// to the threads of lane r < b (as the products hold row r's sum in lane r), which the product that reads xs applies to
+// its sums (so the product starts after one block barrier). With from_embedding the rows are the embedding of the ids
+// (NaN for an id out of range, as embedding_kernel writes), and block 0 also stores them as the residual. A thread's
+// loads are all issued before the first is used.
 template <class W, int M>
 __device__ float norm_rows(float* xs, const DecodeStepParams& p, const NormWeights& nw, bool from_embedding) {
   __shared__ float part[kWarps][M];
