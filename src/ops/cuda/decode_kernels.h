@@ -63,7 +63,8 @@ struct DecodeStepParams {
   float* xc = nullptr;        // (b, e)
   float* part = nullptr;      // (slices, b, r + 2n), slices = ceil(e / kDecodeSlice)
   float* y = nullptr;         // (b, e)
-  unsigned long long* barrier = nullptr;  // the barrier's arrival count, zero before the first launch
+  // the barrier's arrival count: zero before the first launch, and shared only by launches of one grid size
+  unsigned long long* barrier = nullptr;
   int xpieces = 1;  // x_proj's slices of xpieces · kDecodeSlice channels (set by decode_step_launch)
 };
 
