@@ -86,8 +86,8 @@ void mixer_forward(const LayerWeights& lw, int64_t layer, RecurrentState& state,
                         state.conv(layer), /*apply_silu=*/true, ctx);
 
   if (x > 0) {
-    const Tensor x_in = xc_half.defined() ? vw.matrix(ws.xc_half.data(), m, e, e, xc_t) : matrix(ws.xc.data(), m, e, e);
-    linear_forward(matrix(xdbl, m, x, x), x_in, lw.x_proj, Tensor{}, ctx);
+    void* x_in = xc_half.defined() ? ws.xc_half.data() : ws.xc.data();
+    linear_forward(matrix(xdbl, m, x, x), vw.matrix(x_in, m, e, e, xc_t), lw.x_proj, Tensor{}, ctx);
   }
   if (c.selective_dt)
     linear_forward(matrix(ws.dt.data(), m, e, e), matrix(xdbl, m, r, x), lw.dt_proj, Tensor{}, ctx);

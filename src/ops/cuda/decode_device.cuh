@@ -7,6 +7,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace mambacpp::cuda::decode_step {
 
@@ -59,19 +60,17 @@ __device__ __forceinline__ void unpack(const Piece<float>& p, float* f) {
   f[3] = __uint_as_float(p.lo.w), f[4] = __uint_as_float(p.hi.x), f[5] = __uint_as_float(p.hi.y);
   f[6] = __uint_as_float(p.hi.z), f[7] = __uint_as_float(p.hi.w);
 }
-__device__ __forceinline__ void unpack(const Piece<__nv_bfloat16>& p, float* f) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&p.raw);
+__device__ __forceinline__ float2 to_float2(__nv_bfloat162 h) { return __bfloat1622float2(h); }
+__device__ __forceinline__ float2 to_float2(__half2 h) { return __half22float2(h); }
+
+// A half piece (W = __nv_bfloat16 or __half): its four pairs widened.
+template <class W>
+__device__ __forceinline__ void unpack(const Piece<W>& p, float* f) {
+  using Pair = std::conditional_t<std::is_same_v<W, __half>, __half2, __nv_bfloat162>;
+  const Pair* h = reinterpret_cast<const Pair*>(&p.raw);
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
-    const float2 t = __bfloat1622float2(h[k]);
-    f[2 * k] = t.x, f[2 * k + 1] = t.y;
-  }
-}
-__device__ __forceinline__ void unpack(const Piece<__half>& p, float* f) {
-  const __half2* h = reinterpret_cast<const __half2*>(&p.raw);
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    const float2 t = __half22float2(h[k]);
+    const float2 t = to_float2(h[k]);
     f[2 * k] = t.x, f[2 * k + 1] = t.y;
   }
 }
