@@ -4,11 +4,13 @@
 // the kernel's block shapes (b·e below and above 8,192). The reference is given exactly the values the kernel sees
 // (inputs rounded to their dtype), so what remains is the kernel's own error: ex2.approx, the softplus polynomial, f32
 // accumulation and the rounding of y to its dtype. Outputs are poisoned with NaN before every run. A call split in two
-// with the state passed between gives the bits of one call, and every unsupported call is an Error naming the limit.
+// with the state passed between gives the bits of one call, so do the kernel's vector and element-wise loads, and
+// every unsupported call is an Error naming the limit.
 // The variants (time-invariant B/C, chunk_states, half outputs and a half u) are checked in
 // test_cuda_scan_variants.cpp. Every test skips where no GPU is present.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -192,6 +194,54 @@ TEST_F(CudaScan, ChunkedWithStatePassingEqualsUnchunked) {
   EXPECT_FALSE(test::compare(a.data(), a.data(), a.size()).any_nan) << "y left unwritten";
   EXPECT_EQ(0, std::memcmp(a.data(), c.data(), a.size() * sizeof(float))) << "y differs";
   EXPECT_EQ(0, std::memcmp(sa.data(), sc.data(), sa.size() * sizeof(float))) << "final state differs";
+}
+
+// The kernel moves u, dt, z and y in vectors where their strides and addresses allow and element by element where
+// they do not; both paths give the same bits. Each tensor is placed once at the start of its buffer and once one
+// element in (no vector fits there), for both block shapes at n = 16 (4 and 8 channels a vector in bf16, 8 in f32).
+TEST_F(CudaScan, VectorAndElementLoadsGiveTheSameBits) {
+  for (DType dtype : {DType::bf16, DType::f32})
+    for (int64_t e : {int64_t(64), int64_t(4096)}) {
+      const int64_t b = 2, l = 45, n = 16, count = b * l * e;
+      SCOPED_TRACE(std::string(dtype_name(dtype)) + ", e = " + std::to_string(e));
+      Dev dB = device_tensor(dtype, {b, l, n}), dC = device_tensor(dtype, {b, l, n});
+      Dev dA = device_tensor(DType::f32, {e, n}), dD = device_tensor(DType::f32, {e});
+      Dev dbias = device_tensor(DType::f32, {e});
+      upload(dB, test::random_vector(size_t(b * l * n), 4));
+      upload(dC, test::random_vector(size_t(b * l * n), 5));
+      std::vector<float> A = test::random_vector(size_t(e * n), 6, 0.1f, 2.8f);
+      for (float& a : A) a = -std::exp(a);
+      upload(dA, A), upload(dD, test::random_vector(size_t(e), 7));
+      upload(dbias, test::random_vector(size_t(e), 8, -4.0f, -1.0f));
+      std::vector<std::vector<float>> y(2);
+      for (int64_t shift : {0, 1}) {
+        // u, dt, z and y at element `shift` of buffers one element longer than they are.
+        std::vector<Dev> bufs;
+        std::vector<Tensor> views;
+        for (int k = 0; k < 4; ++k) {
+          bufs.push_back(device_tensor(dtype, {count + 1}));
+          std::vector<float> v(size_t(count + 1), 0.0f);
+          const std::vector<float> data = test::random_vector(size_t(count), uint64_t(10 + k), k == 1 ? -3.0f : -1.0f,
+                                                              1.0f);
+          std::copy(data.begin(), data.end(), v.begin() + shift);
+          upload(bufs.back(), v);
+          if (k == 3) poison(bufs.back());
+          Tensor t(static_cast<char*>(bufs.back().buf.data()) + shift * int64_t(dtype_size(dtype)), dtype, {b, l, e},
+                   Device::cuda);
+          views.push_back(t);
+        }
+        ScanArgs args;
+        args.u = views[0], args.dt = views[1], args.z = views[2], args.y = views[3];
+        args.A = dA.t, args.B = dB.t, args.C = dC.t, args.D = dD.t, args.dt_bias = dbias.t;
+        Context ctx(1);
+        selective_scan_forward_cuda(args, ctx);
+        cuda_state(ctx).synchronize();
+        const std::vector<float> all = download(bufs[3], size_t(count + 1));
+        y[size_t(shift)].assign(all.begin() + shift, all.begin() + shift + count);
+      }
+      EXPECT_FALSE(test::compare(y[0].data(), y[0].data(), y[0].size()).any_nan) << "y left unwritten";
+      EXPECT_EQ(0, std::memcmp(y[0].data(), y[1].data(), y[0].size() * sizeof(float))) << "y differs";
+    }
 }
 
 // Each unsupported call throws an Error that names what is wrong.

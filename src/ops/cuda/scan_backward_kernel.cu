@@ -81,7 +81,7 @@ __device__ __forceinline__ void delta_of(bool softplus, float x, float* delta, f
   } else {
     // With w = e^−|x|: softplus(x) = max(x, 0) + log1p(w), σ(x) = 1/(1 + w) for x ≥ 0, w/(1 + w) below.
     const float w = ex2(-fabsf(x) * kLog2e), r = __frcp_rn(1.0f + w);
-    *delta = fmaxf(x, 0.0f) + log1p_unit(w), *dsoft = x >= 0.0f ? r : w * r;
+    *delta = softplus_of(x, w), *dsoft = x >= 0.0f ? r : w * r;
   }
 }
 

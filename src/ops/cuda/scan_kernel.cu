@@ -16,8 +16,11 @@
 //        shared memory with B and C;
 //    (2) the recurrences; each thread stores its partial Σ_s h·C for every step in shared memory;
 //    (3) the partial sums of a (t, c) are added, the D skip and the SiLU(z) gate applied and y stored.
-//    Loads and stores of (b, l, e) tensors in stages (1) and (3) are coalesced: consecutive threads touch
-//    consecutive channels of one token.
+//    In stages (1) and (3) a thread owns V consecutive channels of one step (the "items"; V = T·CB / NT, 8 for
+//    the n = 16 tile), so u, dt and z are loaded and y stored as vectors of up to 16 bytes, held as loaded
+//    (32-bit words) until stage (1) widens them. Each stage is a few passes over all of a thread's items, with
+//    the run-time choices (softplus, gate, y's dtype) made once around a pass, so that the items' dependency
+//    chains interleave.
 //  - exp(δ·A) = ex2(δ · A·log2 e): log2 e is folded into A once per thread, so each state element and step costs
 //    one multiply and one MUFU.EX2 (ex2.approx, relative error about 2⁻²²). softplus uses one more ex2 per
 //    (t, c) and a polynomial log1p on the FMA pipe.
@@ -50,11 +53,27 @@ struct Tile {
   static constexpr int P = P_, G = G_, CB = CB_, T = T_;
   static constexpr int NT = CB * G;                            // threads per block
   static constexpr int NPAD = P * G;                           // state slots: n rounded up
-  static constexpr int ITEMS = (T + G - 1) / G;                // (t, c) items per thread: t = g + k·G
+  // (t, c) items: each thread owns V consecutive channels of one step of the chunk (TPR threads per step), so that
+  // the sequence tensors move in vectors of V elements. Every tile has T·CB ≥ NT but the largest-n one, where
+  // V = 1 and the threads past T steps have no item.
+  static constexpr int V = T * CB >= NT ? T * CB / NT : 1;
+  static constexpr int TPR = CB / V;
+  static_assert(CB % V == 0 && (V == 1 || NT / TPR == T), "one item row per thread");
   static constexpr int BC_ITEMS = (T * NPAD + NT - 1) / NT;    // B and C elements per thread and chunk
-  // Shared memory, in floats: (δ, δ·u) [T][CB], B [T][NPAD], C [T][NPAD], partial y [T][G][CB].
+  // Shared memory, in floats: (δ, δ·u) [T][CB], B [T][NPAD], C [T][NPAD], partial y [T][Y_ROW] (the partial
+  // sums of step t at t·Y_ROW + g·CB + c; 4 floats of padding per step keep stage (3)'s vector reads of two
+  // steps in different banks).
+  static constexpr int Y_ROW = G * CB + 4;
+  // (δ, δ·u) pairs: stage (1) writes a thread's V channels of a step as U pieces of 16 bytes. Where U ≥ 2 and a
+  // step's row is a multiple of 128 bytes, piece j of the thread in lane q of an 8-lane phase of the store goes to
+  // slot j ^ (q·U/8) of the thread's U, so that the 8 lanes of a phase hit 8 different bank groups (without it,
+  // 2.4-way conflicts on every store of stage (1)).
+  static constexpr int U = V / 2;
+  static constexpr bool DD_SWIZZLE = U >= 2 && (2 * CB * 4) % 128 == 0;
+  static_assert(!DD_SWIZZLE || ((U & (U - 1)) == 0 && (TPR * U) % 8 == 0 && (8 % TPR == 0 || TPR % 8 == 0)),
+                "the swizzle's lanes: U a power of two, 8 | units per row, a period of at most 2 steps");
   static constexpr int DD_OFF = 0, B_OFF = 2 * T * CB, C_OFF = B_OFF + T * NPAD, Y_OFF = C_OFF + T * NPAD;
-  static constexpr size_t smem_bytes = size_t(Y_OFF + T * G * CB) * sizeof(float);
+  static constexpr size_t smem_bytes = size_t(Y_OFF + T * Y_ROW) * sizeof(float);
   static_assert((P % 4 == 0 || P == 2) && (2 * T * CB) % 4 == 0, "B and C rows are read as float4 (or float2)");
   static constexpr bool B_LTI = false, C_LTI = false;          // B and C per token
 };
@@ -79,10 +98,12 @@ __device__ __forceinline__ void store(T* p, float v) {
   *p = from_f32<T>(v);
 }
 
-// Reads P consecutive floats (aligned to 4 · P bytes, at most 16) of shared memory.
+// Reads P consecutive floats (1, 2 or a multiple of 4, aligned to 4 · P bytes or 16) of shared memory.
 template <int P>
 __device__ __forceinline__ void load_row(float (&v)[P], const float* src) {
-  if constexpr (P == 2) {
+  if constexpr (P == 1) {
+    v[0] = *src;
+  } else if constexpr (P == 2) {
     const float2 q = *reinterpret_cast<const float2*>(src);
     v[0] = q.x, v[1] = q.y;
   } else {
@@ -94,16 +115,83 @@ __device__ __forceinline__ void load_row(float (&v)[P], const float* src) {
   }
 }
 
-// Where a thread sits: batch row bi, channel c = c0 + cl, state group g. Its (t, c) items of a chunk are the
-// steps t = g + k·G, k < ITEMS; its B and C elements are (bc_t + k·NT/NPAD, bc_s) when NT is a multiple of
-// NPAD (every tile but the largest-n one, which computes them per element).
+// Where a thread sits: batch row bi, channel c = c0 + cl and state group g for the recurrence. Its (t, c) items
+// are the channels ic … ic + V − 1 (ic = c0 + iv) of step `row` of each chunk. Its B and C elements are
+// (bc_t + k·NT/NPAD, bc_s) when NT is a multiple of NPAD (every tile but the largest-n one, which computes them
+// per element).
 struct Pos {
-  int64_t bi, c;
+  int64_t bi, c, ic;
+  int64_t u_at, dt_at, z_at, y_at;  // element (bi, row, ic) of u, dt, z and y: the items of the first chunk
   int tid, cl, g;
+  int row, iv;
   bool c_ok;       // c < e
   bool cols_full;  // all CB channels of the block are < e
+  bool row_ok;     // row < T (false only for the threads without items of the largest-n tile)
   int bc_t, bc_s;
 };
+
+// V elements of one sequence tensor as loaded: their bytes in 32-bit words (a lone 16-bit element in the low half
+// of one), widened only when staged. Held as words, a vector load leaves its registers alone until then; as an
+// array of 16-bit values, the compiler split it right after the load, which waited for the load there and took
+// away its overlap with the chunk before.
+template <class T, int V>
+struct Raw {
+  static constexpr int BYTES = V * int(sizeof(T));
+  static constexpr int WORDS = BYTES >= 4 ? BYTES / 4 : 1;
+  uint32_t w[WORDS];
+};
+
+__device__ __forceinline__ uint32_t bits(float v) { return __float_as_uint(v); }
+__device__ __forceinline__ uint32_t bits(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }
+__device__ __forceinline__ uint32_t bits(__half v) { return __half_as_ushort(v); }
+
+// The V elements at src (aligned to their size, up to 16 bytes), in as few loads as there are 16-byte pieces.
+template <class T, int V>
+__device__ __forceinline__ void load_raw(Raw<T, V>& r, const T* src) {
+  constexpr int BYTES = Raw<T, V>::BYTES;
+  if constexpr (BYTES % 16 == 0) {
+#pragma unroll
+    for (int i = 0; i < BYTES / 16; ++i) {
+      const uint4 q = reinterpret_cast<const uint4*>(src)[i];
+      r.w[4 * i] = q.x, r.w[4 * i + 1] = q.y, r.w[4 * i + 2] = q.z, r.w[4 * i + 3] = q.w;
+    }
+  } else if constexpr (BYTES == 8) {
+    const uint2 q = *reinterpret_cast<const uint2*>(src);
+    r.w[0] = q.x, r.w[1] = q.y;
+  } else if constexpr (BYTES == 4) {
+    r.w[0] = *reinterpret_cast<const uint32_t*>(src);
+  } else {
+    r.w[0] = bits(*src);
+  }
+}
+
+// Element v of r set to x (the element-wise loads); the words start zeroed (clear).
+template <class T, int V>
+__device__ __forceinline__ void clear(Raw<T, V>& r) {
+#pragma unroll
+  for (int i = 0; i < Raw<T, V>::WORDS; ++i) r.w[i] = 0;
+}
+template <class T, int V>
+__device__ __forceinline__ void set(Raw<T, V>& r, int v, T x) {
+  if constexpr (sizeof(T) == 4)
+    r.w[v] = bits(x);
+  else
+    r.w[v / 2] |= bits(x) << (16 * (v % 2));
+}
+
+// Element v of r, widened to f32.
+template <class T, int V>
+__device__ __forceinline__ float element_f32(const Raw<T, V>& r, int v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return __uint_as_float(r.w[v]);
+  } else {
+    const uint32_t w = r.w[v / 2];
+    if constexpr (std::is_same_v<T, __nv_bfloat16>)
+      return __uint_as_float(v % 2 == 0 ? w << 16 : w & 0xffff0000u);
+    else
+      return __half2float(__ushort_as_half(static_cast<unsigned short>(v % 2 == 0 ? w : w >> 16)));
+  }
+}
 
 // A thread's registers: the state, A·log2 e, the raw inputs of the next chunk (loaded while the current one
 // runs), and the u and z of the current chunk's items, which stage (3) needs again. With a time-invariant B or
@@ -111,12 +199,26 @@ struct Pos {
 template <class Tl, class In, class U = In>
 struct Regs {
   float h[Tl::P], a2[Tl::P];
-  U u[Tl::ITEMS];  // as loaded (a half u beside f32 inputs too): widened when staged, not at the load
-  In dt[Tl::ITEMS], z[Tl::ITEMS];
+  Raw<U, Tl::V> u;  // as loaded (a half u beside f32 inputs too): widened when staged, not at the load
+  Raw<In, Tl::V> dt, z;
   In B[Tl::BC_ITEMS], C[Tl::BC_ITEMS];
-  float u_keep[Tl::ITEMS], z_keep[Tl::ITEMS];
+  float u_keep[Tl::V], z_keep[Tl::V];
   float B_lti[Tl::B_LTI ? Tl::P : 1], C_lti[Tl::C_LTI ? Tl::P : 1];
 };
+
+// The float2 slot of channel c (of the block) in the (δ, δ·u) row of step t (see Tile::DD_SWIZZLE): the writer is
+// the thread t·TPR + c / V, in lane (t·TPR + c / V) % 8 of its phase.
+template <class Tl>
+__device__ __forceinline__ int dd_slot(int c, int t) {
+  if constexpr (!Tl::DD_SWIZZLE) {
+    return c;
+  } else {
+    constexpr int U = Tl::U;
+    const int piece = c / 2, cg = piece / U, j = piece % U;
+    const int s = ((t * Tl::TPR + cg) % 8) * U / 8;
+    return (cg * U + (j ^ s)) * 2 + (c & 1);
+  }
+}
 
 // Element (bi, t, c) of a (b, l, ·) tensor.
 template <class T, class S>
@@ -145,28 +247,41 @@ __device__ __forceinline__ void bc_index(const Pos& at, int k, int* t, int* s) {
 
 // Loads the raw inputs of chunk [t0, t0 + tl), u as U (In, or a bf16 or f16 u beside f32 inputs, kept so until
 // staged: a conversion here would wait for the load, which is meant to overlap the chunk before; see u_any for the
-// time-invariant variants). Full: tl == T and every channel of the block exists, so no
-// element needs a bounds check; otherwise elements outside the sequence or the channels read as 0. In-chunk
+// time-invariant variants). Vec: tl == T, every channel of the block exists and the sequence tensors are aligned
+// for vectors of V elements (scan_fwd_kernel's `vec`), so each of u, dt and z is one vector load with no bounds
+// check; otherwise element by element, and elements outside the sequence or the channels read as 0. In-chunk
 // offsets are 32-bit (scan_kernel_supports bounds the row strides).
-template <class Tl, class In, class U, bool Full>
+template <class Tl, class In, class U, bool Vec>
 __device__ __forceinline__ void load_chunk(Regs<Tl, In, U>& r, const ScanKernelParams& p, const Pos& at, int64_t t0,
                                            int tl) {
-  constexpr int G = Tl::G;
+  constexpr int V = Tl::V;
   constexpr bool LTI = Tl::B_LTI || Tl::C_LTI;
-  const U* u = element<const U>(p.u, at.bi, t0 + at.g, at.c);  // not in the time-invariant variants (u_any)
-  const In* dt = element<const In>(p.dt, at.bi, t0 + at.g, at.c);
-  const In* z = p.z.p != nullptr ? element<const In>(p.z, at.bi, t0 + at.g, at.c) : nullptr;
-  const int u_step = G * int(p.u.sl), dt_step = G * int(p.dt.sl), z_step = G * int(p.z.sl);
+  constexpr bool IDLE = Tl::T * Tl::CB < Tl::NT;  // threads past T steps have no item
+  const int64_t u_at = at.u_at + t0 * p.u.sl;    // element (bi, t0 + row, ic) of u
+  const U* u = static_cast<const U*>(p.u.p) + u_at;  // not in the time-invariant variants (u_any)
+  const In* dt = static_cast<const In*>(p.dt.p) + (at.dt_at + t0 * p.dt.sl);
+  const In* z = p.z.p != nullptr ? static_cast<const In*>(p.z.p) + (at.z_at + t0 * p.z.sl) : nullptr;
+  if constexpr (Vec && !LTI) {
+    if (!IDLE || at.row_ok) {
+      load_raw(r.u, u);
+      load_raw(r.dt, dt);
+      if (z != nullptr) load_raw(r.z, z);
+    } else {
+      clear(r.u), clear(r.dt), clear(r.z);
+    }
+  } else {
+    const bool row_ok = at.row_ok && at.row < tl;
+    clear(r.u), clear(r.dt), clear(r.z);
 #pragma unroll
-  for (int k = 0; k < Tl::ITEMS; ++k) {
-    const int t = at.g + k * G;
-    const bool ok = (Tl::T % G == 0 || t < Tl::T) && (Full || (at.c_ok && t < tl));
-    if constexpr (LTI)
-      r.u[k] = ok ? u_any(p, at.bi * p.u.sb + (t0 + at.g) * p.u.sl + at.c, k * u_step) : zero<In>();
-    else
-      r.u[k] = ok ? u[k * u_step] : zero<U>();
-    r.dt[k] = ok ? dt[k * dt_step] : zero<In>();
-    if (z != nullptr) r.z[k] = ok ? z[k * z_step] : zero<In>();
+    for (int v = 0; v < V; ++v) {
+      if (!(row_ok && at.ic + v < p.e)) continue;
+      if constexpr (LTI)
+        set(r.u, v, u_any(p, u_at, v));
+      else
+        set(r.u, v, u[v]);
+      set(r.dt, v, dt[v]);
+      if (z != nullptr) set(r.z, v, z[v]);
+    }
   }
   if constexpr (Tl::B_LTI && Tl::C_LTI) return;
   const In* B = Tl::B_LTI ? nullptr : element<const In>(p.B, at.bi, t0, 0);
@@ -175,7 +290,7 @@ __device__ __forceinline__ void load_chunk(Regs<Tl, In, U>& r, const ScanKernelP
   for (int k = 0; k < Tl::BC_ITEMS; ++k) {
     int t, s;
     bc_index<Tl>(at, k, &t, &s);
-    const bool ok = t < Tl::T && s < int(p.n) && (Full || t < tl);
+    const bool ok = t < Tl::T && s < int(p.n) && (Vec || t < tl);
     if constexpr (!Tl::B_LTI) r.B[k] = ok ? B[t * int(p.B.sl) + s] : zero<In>();
     if constexpr (!Tl::C_LTI) r.C[k] = ok ? C[t * int(p.C.sl) + s] : zero<In>();
   }
@@ -183,31 +298,52 @@ __device__ __forceinline__ void load_chunk(Regs<Tl, In, U>& r, const ScanKernelP
 
 template <class Tl, class In, class U>
 __device__ __forceinline__ void load_chunk_at(Regs<Tl, In, U>& r, const ScanKernelParams& p, const Pos& at,
-                                              int64_t t0) {
+                                              int64_t t0, bool vec) {
   const int tl = int(min(p.l - t0, int64_t(Tl::T)));
-  if (at.cols_full && tl == Tl::T)
+  if (vec && at.cols_full && tl == Tl::T)
     load_chunk<Tl, In, U, true>(r, p, at, t0, tl);
   else
     load_chunk<Tl, In, U, false>(r, p, at, t0, tl);
 }
 
 // Stage (1): δ, δ·u, B and C of the chunk into shared memory, as f32. Steps past tl and channels past e get
-// δ = 0 (their raw inputs are 0, so δ·u, B and C are 0 too).
-template <class Tl, class In, bool Full, class U>
+// δ = 0 (their raw inputs are 0, so δ·u, B and C are 0 too). Each pass covers all of the thread's items, with the
+// run-time choices (softplus, z) made once around it: the items' chains are then independent work in one basic
+// block, which the scheduler interleaves (a branch per item serialises them).
+template <class Tl, class In, class U>
 __device__ __forceinline__ void stage_inputs(Regs<Tl, In, U>& r, const ScanKernelParams& p, const Pos& at, int tl,
-                                             float bias, float* smem) {
-  float2* s_dd = reinterpret_cast<float2*>(smem + Tl::DD_OFF);
+                                             const float (&bias)[Tl::V], float* smem) {
+  constexpr int V = Tl::V;
+  float dv[V];
 #pragma unroll
-  for (int k = 0; k < Tl::ITEMS; ++k) {
-    const int t = at.g + k * Tl::G;
-    if (Tl::T % Tl::G != 0 && t >= Tl::T) continue;
-    const float uv = to_f32(r.u[k]);
-    float dv = to_f32(r.dt[k]) + bias;
-    if (p.dt_softplus) dv = softplus(dv);
-    if (!Full && !(at.c_ok && t < tl)) dv = 0.0f;
-    s_dd[t * Tl::CB + at.cl] = make_float2(dv, dv * uv);
-    r.u_keep[k] = uv;
-    if (p.z.p != nullptr) r.z_keep[k] = to_f32(r.z[k]);
+  for (int v = 0; v < V; ++v) {
+    r.u_keep[v] = element_f32(r.u, v);
+    dv[v] = element_f32(r.dt, v) + bias[v];
+  }
+  if (p.z.p != nullptr) {
+#pragma unroll
+    for (int v = 0; v < V; ++v) r.z_keep[v] = element_f32(r.z, v);
+  }
+  if (p.dt_softplus) {
+#pragma unroll
+    for (int v = 0; v < V; ++v) dv[v] = softplus(dv[v]);
+  }
+  if (!(at.cols_full && tl == Tl::T)) {
+    const bool row_ok = at.row < tl;
+#pragma unroll
+    for (int v = 0; v < V; ++v)
+      if (!(row_ok && at.ic + v < p.e)) dv[v] = 0.0f;
+  }
+  if (Tl::T * Tl::CB >= Tl::NT || at.row_ok) {
+    float* dd = smem + Tl::DD_OFF + 2 * at.row * Tl::CB;  // the row of V (δ, δ·u) pairs
+#pragma unroll
+    for (int v = 0; v < V; v += 2) {
+      if (v + 1 < V)
+        *reinterpret_cast<float4*>(dd + 2 * dd_slot<Tl>(at.iv + v, at.row)) =
+            make_float4(dv[v], dv[v] * r.u_keep[v], dv[v + 1], dv[v + 1] * r.u_keep[v + 1]);
+      else
+        *reinterpret_cast<float2*>(dd + 2 * dd_slot<Tl>(at.iv + v, at.row)) = make_float2(dv[v], dv[v] * r.u_keep[v]);
+    }
   }
 #pragma unroll
   for (int k = 0; k < Tl::BC_ITEMS; ++k) {
@@ -242,12 +378,13 @@ __device__ __forceinline__ void stage_recurrence(Regs<Tl, In, U>& r, const ScanK
                                                  int64_t t0, int tl, float* smem) {
   constexpr int P = Tl::P, T = Tl::T, NPAD = Tl::NPAD, CB = Tl::CB;
   const float2* s_dd = reinterpret_cast<const float2*>(smem + Tl::DD_OFF);
+  const int dd_even = dd_slot<Tl>(at.cl, 0), dd_odd = dd_slot<Tl>(at.cl, 1);  // the swizzle's period is 2 steps
   const float* sB = smem + Tl::B_OFF + at.g * P;
   const float* sC = smem + Tl::C_OFF + at.g * P;
   float yv[T];
 #pragma unroll
   for (int t = 0; t < T; ++t) {
-    const float2 d = s_dd[t * CB + at.cl];
+    const float2 d = s_dd[t * CB + (t % 2 == 0 ? dd_even : dd_odd)];
     float bv[P], cv[P];
     if constexpr (Tl::B_LTI) {
 #pragma unroll
@@ -272,38 +409,102 @@ __device__ __forceinline__ void stage_recurrence(Regs<Tl, In, U>& r, const ScanK
   }
   float* s_y = smem + Tl::Y_OFF;
 #pragma unroll
-  for (int t = 0; t < T; ++t) s_y[(t * Tl::G + at.g) * CB + at.cl] = yv[t];
+  for (int t = 0; t < T; ++t) s_y[t * Tl::Y_ROW + at.g * CB + at.cl] = yv[t];
 }
 
-// Stage (3): y = (Σ_g partial sums + D·u) · silu(z) for the thread's items.
-template <class Tl, class In, bool Full, class U>
-__device__ __forceinline__ void stage_output(const Regs<Tl, In, U>& r, const ScanKernelParams& p, const Pos& at,
-                                             int64_t t0, int tl, float Dc, const float* smem) {
-  const float* s_y = smem + Tl::Y_OFF;
-  const int64_t first = at.bi * p.y.sb + (t0 + at.g) * p.y.sl + at.c;
-  const int y_step = Tl::G * int(p.y.sl);
+// Stage (3): y = (Σ_g partial sums + D·u) · silu(z) for the thread's items; as in stage (1), one pass per
+// operation over all items, the gate and y's dtype chosen once around a pass. Vec: the items are stored as one
+// vector (a full chunk, y aligned); otherwise element by element, inside the sequence and the channels only.
+// V values to y (aligned to their size, up to 16 bytes) in as few stores as there are 16-byte pieces: half
+// types packed two to a word first. (__stwb is an ordinary store; through it the vector store is not split into
+// words, as an assignment through a cast pointer was.)
+template <class Out, int V>
+__device__ __forceinline__ void store_vector(Out* y, const float (&acc)[V]) {
+  if constexpr (V == 1) {
+    store(y, acc[0]);
+  } else if constexpr (std::is_same_v<Out, float>) {
+    if constexpr (V == 2) {
+      __stwb(reinterpret_cast<float2*>(y), make_float2(acc[0], acc[1]));
+    } else {
 #pragma unroll
-  for (int k = 0; k < Tl::ITEMS; ++k) {
-    const int t = at.g + k * Tl::G;
-    if (Tl::T % Tl::G != 0 && t >= Tl::T) continue;
-    if (!Full && !(at.c_ok && t < tl)) continue;
-    float acc = Dc * r.u_keep[k];
+      for (int v = 0; v < V; v += 4)
+        __stwb(reinterpret_cast<float4*>(y + v), make_float4(acc[v], acc[v + 1], acc[v + 2], acc[v + 3]));
+    }
+  } else {
+    uint32_t w[V / 2];
 #pragma unroll
-    for (int gg = 0; gg < Tl::G; ++gg) acc += s_y[(t * Tl::G + gg) * Tl::CB + at.cl];
-    if (p.z.p != nullptr) acc *= silu(r.z_keep[k]);
-    const int64_t at_y = first + k * y_step;
-    if (p.y_dtype == DType::f32)
-      store(static_cast<float*>(p.y.p) + at_y, acc);
-    else if (p.y_dtype == DType::bf16)
-      store(static_cast<__nv_bfloat16*>(p.y.p) + at_y, acc);
-    else
-      store(static_cast<__half*>(p.y.p) + at_y, acc);
+    for (int v = 0; v < V; v += 2) {
+      if constexpr (std::is_same_v<Out, __nv_bfloat16>) {
+        const __nv_bfloat162 q = __floats2bfloat162_rn(acc[v], acc[v + 1]);
+        w[v / 2] = *reinterpret_cast<const uint32_t*>(&q);
+      } else {
+        const __half2 q = __floats2half2_rn(acc[v], acc[v + 1]);
+        w[v / 2] = *reinterpret_cast<const uint32_t*>(&q);
+      }
+    }
+    if constexpr (V == 2) {
+      *reinterpret_cast<uint32_t*>(y) = w[0];
+    } else if constexpr (V == 4) {
+      __stwb(reinterpret_cast<uint2*>(y), make_uint2(w[0], w[1]));
+    } else {
+#pragma unroll
+      for (int v = 0; v < V / 2; v += 4)
+        __stwb(reinterpret_cast<uint4*>(y + 2 * v), make_uint4(w[v], w[v + 1], w[v + 2], w[v + 3]));
+    }
+  }
+}
+
+template <class Out, class Tl>
+__device__ __forceinline__ void store_items(const ScanKernelParams& p, const Pos& at, int64_t t0, int tl, bool vec,
+                                            const float (&acc)[Tl::V]) {
+  constexpr int V = Tl::V;
+  if (Tl::T * Tl::CB < Tl::NT && !at.row_ok) return;
+  Out* y = static_cast<Out*>(p.y.p) + (at.y_at + t0 * p.y.sl);
+  if (vec && at.cols_full && tl == Tl::T) {
+    store_vector<Out, V>(y, acc);
+  } else if (at.row < tl) {
+#pragma unroll
+    for (int v = 0; v < V; ++v)
+      if (at.ic + v < p.e) store(y + v, acc[v]);
   }
 }
 
 template <class Tl, class In, class U>
-__global__ void __launch_bounds__(Tl::NT) scan_fwd_kernel(const ScanKernelParams p) {
-  constexpr int P = Tl::P, CB = Tl::CB, T = Tl::T;
+__device__ __forceinline__ void stage_output(const Regs<Tl, In, U>& r, const ScanKernelParams& p, const Pos& at,
+                                             int64_t t0, int tl, bool vec, const float (&Dv)[Tl::V],
+                                             const float* smem) {
+  constexpr int V = Tl::V;
+  // The partial sums of the thread's items: G rows of V floats. Items of threads past T (the largest-n tile)
+  // read step T − 1 and are not stored.
+  const float* s_y = smem + Tl::Y_OFF + min(at.row, Tl::T - 1) * Tl::Y_ROW + at.iv;
+  float acc[V], part[V];
+  load_row<V>(part, s_y);
+  // D·u enters by an explicit FMA: a contraction left to the compiler differed between code paths, and a
+  // sequence scanned in pieces must give the bits of one call.
+#pragma unroll
+  for (int v = 0; v < V; ++v) acc[v] = fmaf(Dv[v], r.u_keep[v], part[v]);
+#pragma unroll
+  for (int gg = 1; gg < Tl::G; ++gg) {
+    load_row<V>(part, s_y + gg * Tl::CB);
+#pragma unroll
+    for (int v = 0; v < V; ++v) acc[v] += part[v];
+  }
+  if (p.z.p != nullptr) {
+#pragma unroll
+    for (int v = 0; v < V; ++v) acc[v] *= silu(r.z_keep[v]);
+  }
+  if (p.y_dtype == DType::f32)
+    store_items<float, Tl>(p, at, t0, tl, vec, acc);
+  else if (p.y_dtype == DType::bf16)
+    store_items<__nv_bfloat16, Tl>(p, at, t0, tl, vec, acc);
+  else
+    store_items<__half, Tl>(p, at, t0, tl, vec, acc);
+}
+
+// vec: u, dt, z and y are aligned for vectors of Tl::V elements (launch).
+template <class Tl, class In, class U>
+__global__ void __launch_bounds__(Tl::NT) scan_fwd_kernel(const ScanKernelParams p, const bool vec) {
+  constexpr int P = Tl::P, CB = Tl::CB, T = Tl::T, V = Tl::V;
   extern __shared__ float4 smem_f4[];
   float* smem = reinterpret_cast<float*>(smem_f4);
 
@@ -319,8 +520,21 @@ __global__ void __launch_bounds__(Tl::NT) scan_fwd_kernel(const ScanKernelParams
   at.cols_full = c0 + CB <= p.e;
   at.bc_t = at.tid / Tl::NPAD;
   at.bc_s = at.tid % Tl::NPAD;
-  const float bias = at.c_ok && p.dt_bias != nullptr ? p.dt_bias[at.c] : 0.0f;
-  const float Dc = at.c_ok && p.D != nullptr ? p.D[at.c] : 0.0f;
+  at.row = at.tid / Tl::TPR;
+  at.iv = (at.tid % Tl::TPR) * V;
+  at.ic = c0 + at.iv;
+  at.row_ok = at.row < T;
+  at.u_at = at.bi * p.u.sb + at.row * p.u.sl + at.ic;
+  at.dt_at = at.bi * p.dt.sb + at.row * p.dt.sl + at.ic;
+  at.z_at = at.bi * p.z.sb + at.row * p.z.sl + at.ic;
+  at.y_at = at.bi * p.y.sb + at.row * p.y.sl + at.ic;
+  float bias[V], Dv[V];  // of the item channels
+#pragma unroll
+  for (int v = 0; v < V; ++v) {
+    const bool ok = at.ic + v < p.e;
+    bias[v] = ok && p.dt_bias != nullptr ? p.dt_bias[at.ic + v] : 0.0f;
+    Dv[v] = ok && p.D != nullptr ? p.D[at.ic + v] : 0.0f;
+  }
 
   Regs<Tl, In, U> r;
 #pragma unroll
@@ -333,22 +547,15 @@ __global__ void __launch_bounds__(Tl::NT) scan_fwd_kernel(const ScanKernelParams
     if constexpr (Tl::C_LTI) r.C_lti[j] = ok ? p.C_lti[at.c * p.n + s] : 0.0f;
   }
 
-  load_chunk_at<Tl, In, U>(r, p, at, 0);
+  load_chunk_at<Tl, In, U>(r, p, at, 0, vec);
   for (int64_t t0 = 0; t0 < p.l; t0 += T) {
     const int tl = int(min(p.l - t0, int64_t(T)));  // valid steps in this chunk
-    const bool full = at.cols_full && tl == T;
-    if (full)
-      stage_inputs<Tl, In, true>(r, p, at, tl, bias, smem);
-    else
-      stage_inputs<Tl, In, false>(r, p, at, tl, bias, smem);
+    stage_inputs<Tl, In>(r, p, at, tl, bias, smem);
     __syncthreads();
-    if (t0 + T < p.l) load_chunk_at<Tl, In, U>(r, p, at, t0 + T);
+    if (t0 + T < p.l) load_chunk_at<Tl, In, U>(r, p, at, t0 + T, vec);
     stage_recurrence<Tl, In>(r, p, at, t0, tl, smem);
     __syncthreads();
-    if (full)
-      stage_output<Tl, In, true>(r, p, at, t0, tl, Dc, smem);
-    else
-      stage_output<Tl, In, false>(r, p, at, t0, tl, Dc, smem);
+    stage_output<Tl, In>(r, p, at, t0, tl, vec, Dv, smem);
   }
 
   if (p.state_out != nullptr) {
@@ -360,13 +567,29 @@ __global__ void __launch_bounds__(Tl::NT) scan_fwd_kernel(const ScanKernelParams
   }
 }
 
+// Whether the sequence tensors of `p` (u, dt, z, y) can move in vectors of V elements: every item vector starts
+// at a multiple of V elements (strides and the block's first channel), and each base pointer is aligned to the
+// vector's size (V elements, at most 16 bytes).
+template <class Tl, class In, class U>
+bool vectors_fit(const ScanKernelParams& p) {
+  constexpr int V = Tl::V;
+  if constexpr (Tl::B_LTI || Tl::C_LTI) return false;  // u is read element by element there (u_any)
+  const auto fits = [&](const void* ptr, const auto& s, size_t size) {
+    const size_t width = V * size >= 16 ? 16 : V * size;
+    return ptr == nullptr || (reinterpret_cast<uintptr_t>(ptr) % width == 0 && s.sb % V == 0 && s.sl % V == 0);
+  };
+  const size_t y_size = dtype_size(p.y_dtype);
+  return fits(p.u.p, p.u, sizeof(U)) && fits(p.dt.p, p.dt, sizeof(In)) && fits(p.z.p, p.z, sizeof(In)) &&
+         fits(p.y.p, p.y, y_size);
+}
+
 template <class Tl, class In, class U>
 void launch(const ScanKernelParams& p, cudaStream_t stream) {
   const int64_t blocks = p.b * ((p.e + Tl::CB - 1) / Tl::CB);
   const auto kernel = scan_fwd_kernel<Tl, In, U>;
   if constexpr (Tl::smem_bytes > 48 * 1024)
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Tl::smem_bytes)));
-  kernel<<<unsigned(blocks), Tl::NT, Tl::smem_bytes, stream>>>(p);
+  kernel<<<unsigned(blocks), Tl::NT, Tl::smem_bytes, stream>>>(p, vectors_fit<Tl, In, U>(p));
   CUDA_CHECK_LAUNCH("selective_scan_forward", stream);
 }
 

@@ -18,9 +18,9 @@ __device__ __forceinline__ float ex2(float x) {
   return y;
 }
 
-// log1p(w) for w in [0, 1] as w · p(w), p a degree-8 Chebyshev fit of log1p(w)/w: relative error below 2e-7
-// (measured in f32 over [0, 1]), on the FMA pipe.
-__device__ __forceinline__ float log1p_unit(float w) {
+// log1p(w)/w for w in [0, 1]: a degree-8 Chebyshev fit, so that log1p(w) = w · p(w) with relative error below
+// 2e-7 (measured in f32 over [0, 1]), on the FMA pipe.
+__device__ __forceinline__ float log1p_ratio(float w) {
   float p = 5.126102168e-03f;
   p = fmaf(p, w, -2.907406478e-02f);
   p = fmaf(p, w, 7.751608690e-02f);
@@ -30,14 +30,16 @@ __device__ __forceinline__ float log1p_unit(float w) {
   p = fmaf(p, w, 3.331812171e-01f);
   p = fmaf(p, w, -4.999944498e-01f);
   p = fmaf(p, w, 9.999999659e-01f);
-  return w * p;
+  return p;
 }
 
-// softplus(x) = max(x, 0) + log1p(e^−|x|). Above 20 the second term is below half an ulp of x, so this returns
-// x itself there, as the reference definition does.
-__device__ __forceinline__ float softplus(float x) {
-  return fmaxf(x, 0.0f) + log1p_unit(ex2(-fabsf(x) * kLog2e));
-}
+// softplus(x) = max(x, 0) + log1p(w) with w = e^−|x| (given): one explicit FMA, so that every kernel that computes
+// δ (the forward scan on any code path, the backward's recomputation) rounds it the same way.
+__device__ __forceinline__ float softplus_of(float x, float w) { return fmaf(w, log1p_ratio(w), fmaxf(x, 0.0f)); }
+
+// softplus(x). Above 20 the log1p term is below half an ulp of x, so this returns x itself there, as the
+// reference definition does.
+__device__ __forceinline__ float softplus(float x) { return softplus_of(x, ex2(-fabsf(x) * kLog2e)); }
 
 // x · σ(x) with one ex2 and a fast division.
 __device__ __forceinline__ float silu(float x) { return __fdividef(x, 1.0f + ex2(-x * kLog2e)); }
