@@ -246,7 +246,10 @@ std::string MambaConfig::ssm_variant() const {
   std::string name;
   for (const auto& [on, part] :
        {std::pair{selective_dt, "dt"}, std::pair{selective_B, "b"}, std::pair{selective_C, "c"}})
-    if (on) name += (name.empty() ? "" : "+") + std::string(part);
+    if (on) {
+      if (!name.empty()) name += '+';
+      name += part;
+    }
   return name;
 }
 
