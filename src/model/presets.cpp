@@ -39,7 +39,10 @@ MambaConfig preset_config(std::string_view name) {
     return c;
   }
   std::string known;
-  for (const Preset& p : kPresets) known += (known.empty() ? "" : ", ") + std::string(p.name);
+  for (const Preset& p : kPresets) {
+    if (!known.empty()) known += ", ";
+    known += p.name;
+  }
   fail("unknown model shape '{}' (known: {})", name, known);
 }
 

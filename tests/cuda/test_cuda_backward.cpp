@@ -29,18 +29,11 @@ double tol_for(DType t) { return t == DType::f32 ? kTolF32 : kTolHalf; }
 
 std::string shape_name(std::initializer_list<int64_t> dims) {
   std::string s;
-  for (int64_t d : dims) s += (s.empty() ? "" : "x") + std::to_string(d);
+  for (int64_t d : dims) {
+    if (!s.empty()) s += 'x';
+    s += std::to_string(d);
+  }
   return s;
-}
-
-// v rounded to dtype t and widened again (the values a bf16/f16 matrix holds).
-std::vector<float> rounded(const std::vector<float>& v, DType t) {
-  if (t == DType::f32) return v;
-  std::vector<uint16_t> h(v.size());
-  std::vector<float> out(v.size());
-  convert_from_f32(h.data(), t, v.data(), v.size());
-  convert_to_f32(out.data(), h.data(), t, v.size());
-  return out;
 }
 
 std::vector<char> device_bytes(const Pair& p) {
@@ -86,7 +79,8 @@ TEST(CudaBackward, LinearMatchesCpu) {
       Pair dx = make_pair(DType::f32, {c.m, c.i}), dw = make_pair(DType::f32, {c.o, c.i});
       Pair db = make_pair(DType::f32, {c.o});
       fill(x, random_vector(size_t(c.m * ldx), 1)), fill(dy, random_vector(size_t(c.m * ldy), 2));
-      const std::vector<float> wv = rounded(random_vector(size_t(c.o * c.i), 3, -0.2f, 0.2f), wt);
+      std::vector<float> wv = random_vector(size_t(c.o * c.i), 3, -0.2f, 0.2f);
+      round_to(wt, wv);  // the values a bf16/f16 matrix holds
       fill(w, wv), fill(w_ref, wv);
       const std::vector<float> dw0 = random_vector(size_t(c.o * c.i), 4), db0 = random_vector(size_t(c.o), 5);
       const auto reset = [&] { poison(dx), fill(dw, dw0), fill(db, db0); };
@@ -379,7 +373,8 @@ TEST(CudaBackward, LinearCrossEntropyMatchesCpu) {
       Pair dx = make_pair(DType::f32, {c.m, c.d}), dw = make_pair(DType::f32, {c.v, c.d});
       Pair tg = make_pair(DType::f32, {c.m});
       fill(x, random_vector(size_t(c.m * ldx), 24, -2.0f, 2.0f));
-      const std::vector<float> wv = rounded(random_vector(size_t(c.v * c.d), 25, -0.5f, 0.5f), wt);
+      std::vector<float> wv = random_vector(size_t(c.v * c.d), 25, -0.5f, 0.5f);
+      round_to(wt, wv);
       fill(w, wv), fill(w_ref, wv);
       std::vector<int32_t> targets(static_cast<size_t>(c.m));
       for (int64_t r = 0; r < c.m; ++r) targets[size_t(r)] = r % 5 == 3 ? -1 : int32_t((r * 7919) % c.v);
