@@ -71,7 +71,9 @@ TEST(OpsTrain, CopyConvertRoundsAsCoreDtype) {
             << dtype_name(t) << " element " << i;
     }
     copy_convert(as_tensor(full), as_tensor(src), ctx);
-    if (n > 0) EXPECT_EQ(0, std::memcmp(full.data(), src.data(), full.size() * sizeof(float))) << "f32";
+    if (n > 0) {
+      EXPECT_EQ(0, std::memcmp(full.data(), src.data(), full.size() * sizeof(float))) << "f32";
+    }
   }
 }
 

@@ -73,7 +73,9 @@ TEST(TrainAdamW, DecaysMatricesOnlyAsTheReference) {
   size_t count = 0;
   for (const auto& [name, t] : ModelWeights::random(lti, DType::f32, 1).named_parameters()) {
     count += decays(name, t);
-    if (name.ends_with("mixer.B") || name.ends_with("mixer.C")) EXPECT_FALSE(decays(name, t)) << name;
+    if (name.ends_with("mixer.B") || name.ends_with("mixer.C")) {
+      EXPECT_FALSE(decays(name, t)) << name;
+    }
   }
   EXPECT_EQ(count, size_t(3 * 4));  // in_proj, conv1d, out_proj
 }
