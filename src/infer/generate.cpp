@@ -48,8 +48,8 @@ void prefill(Buffer& logits, RecurrentState& state, const ModelWeights& w,
 }
 
 // How the next ids are chosen and the next step is run, on the model's device. On cuda every sampling setting
-// is chosen on the GPU (sample_rows_cuda; argmax_rows_cuda when greedy without a penalty), right after the step
-// that made the logits, so that both are recorded in one graph. Its draws are the host Samplers': row i's Rng
+// is chosen on the GPU (sample_rows_cuda; argmax_rows_cuda when greedy without a penalty, or the fused step's
+// own greedy choice), right after the step that made the logits, so that both are recorded in one graph. Its draws are the host Samplers': row i's Rng
 // is seeded with seed + i and gives one uniform per token it samples, copied to the device before each step.
 class Decoder {
  public:
@@ -112,12 +112,19 @@ class Decoder {
  private:
   Tensor logits_tensor() const { return Tensor(logits_.data(), DType::f32, {b_, v_}, dev_); }
 
+  // The step, then the choice of the next ids; the fused step makes the plain greedy choice itself.
   void device_step() {
+    if (fused_ && plain_greedy()) return fused_->run(logits_tensor(), ids_.as<int32_t>(), ctx_, ids_.as<int32_t>());
     if (fused_)
       fused_->run(logits_tensor(), ids_.as<int32_t>(), ctx_);
     else
       lm_step_device(logits_tensor(), state_, w_, ids_.as<int32_t>(), ws_, ctx_);
     choose_on_device();
+  }
+
+  // Greedy without a repetition penalty: the argmax of the logits.
+  bool plain_greedy() const {
+    return opt_.sampling.temperature == 0.0f && opt_.sampling.repetition_penalty == 1.0f;
   }
 
   // seen (b, v) on the device: 1 for every id of each prompt (the chosen ids are marked by the sampling kernel).
@@ -141,7 +148,7 @@ class Decoder {
   void choose_on_device() {
 #ifdef MAMBACPP_HAS_CUDA
     const SamplingParams& s = opt_.sampling;
-    if (s.temperature == 0.0f && s.repetition_penalty == 1.0f) {
+    if (plain_greedy()) {
       argmax_rows_cuda(ids_.as<int32_t>(), logits_tensor(), ctx_);
       return;
     }

@@ -55,7 +55,7 @@ cuda::DecodeLayer layer_table_row(const LayerWeights& lw, RecurrentState& state,
 struct FusedStep::Impl {
   cuda::DecodeStepParams p;
   int blocks = 0;
-  Buffer layers, part, barrier;
+  Buffer layers, part, greedy_part, barrier;
 };
 
 bool FusedStep::supports(const ModelWeights& w, int64_t b, std::string* why) {
@@ -100,12 +100,14 @@ FusedStep::FusedStep(const ModelWeights& w, RecurrentState& state, Workspace& ws
   impl_->blocks = cuda::decode_step_prepare(p);
   MAMBA_CHECK(impl_->blocks > 0, "fused decoding step: this GPU cannot run the persistent kernel (cooperative "
                                  "launch or one block per multiprocessor unavailable)");
+  impl_->greedy_part = Buffer(size_t(cuda::decode_step_greedy_bytes(impl_->blocks)), Device::cuda);
+  p.greedy_part = impl_->greedy_part.as<cuda::GreedyKey>();
   (void)ctx;
 }
 
 FusedStep::~FusedStep() = default;
 
-void FusedStep::run(Tensor logits, const int32_t* ids, Context& ctx) {
+void FusedStep::run(Tensor logits, const int32_t* ids, Context& ctx, int32_t* greedy) {
   cuda::DecodeStepParams p = impl_->p;
   MAMBA_CHECK(logits.device == Device::cuda && logits.dtype == DType::f32 && logits.is_contiguous() &&
                   logits.ndim == 2 && logits.shape[0] == p.b && logits.shape[1] == p.v,
@@ -113,6 +115,7 @@ void FusedStep::run(Tensor logits, const int32_t* ids, Context& ctx) {
               p.v, logits.shape_str());
   p.ids = ids;
   p.logits = logits.f32();
+  p.greedy = greedy;
   cuda::decode_step_launch(p, impl_->blocks, cuda_state(ctx).stream);
 }
 
@@ -130,7 +133,7 @@ FusedStep::FusedStep(const ModelWeights&, RecurrentState&, Workspace&, Context&)
 
 FusedStep::~FusedStep() = default;
 
-void FusedStep::run(Tensor, const int32_t*, Context&) {
+void FusedStep::run(Tensor, const int32_t*, Context&, int32_t*) {
   MAMBA_CHECK(false, "fused decoding step: this build has no CUDA backend");
 }
 

@@ -38,8 +38,11 @@ class FusedStep {
   FusedStep& operator=(const FusedStep&) = delete;
 
   // logits (b, v) f32 on the device = one step of every sequence on the ids (b) in device memory (not
-  // range-checked: an id out of range gives NaN logits, as lm_step_device does), advancing the state.
-  void run(Tensor logits, const int32_t* ids, Context& ctx);
+  // range-checked: an id out of range gives NaN logits, as lm_step_device does), advancing the state. With
+  // `greedy` (b int32 on the device, which may be `ids` itself) the launch also writes each row's greedy id there:
+  // argmax_rows_cuda's choice (the lowest id among equal maxima, NaN never chosen over a number, 0 for a row of
+  // NaN), without a launch of its own.
+  void run(Tensor logits, const int32_t* ids, Context& ctx, int32_t* greedy = nullptr);
 
  private:
   struct Impl;

@@ -2,9 +2,11 @@
 // steps from the same state, on the golden checkpoints (f32, bf16 and f16 matrices), a random model of the
 // Mamba-130M shape and one with Mamba-1.4B's layers, at batch 1 to 8; the same step recorded in a CUDA graph and
 // replayed gives the same bits as the direct launches (the grid barrier is reused across launches and replays);
-// greedy continuations with the fused step equal to the CPU's; and the limits the fused step refuses.
+// greedy continuations with the fused step equal to the CPU's, its own greedy choice against a reference on its
+// logits (ties, NaN); and the limits the fused step refuses.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -94,26 +96,39 @@ TEST_P(CudaFusedStepTest, LogitsEqualTheGeneralStep) {
   }
 }
 
-// Greedy decoding with the fused step (argmax on the GPU) continues a batch of prompts as the CPU does.
+// Greedy decoding with the fused step (argmax on the GPU: by argmax_rows_cuda after the step, or chosen by the step
+// itself into its own ids, replayed from a graph) continues a batch of prompts as the CPU does.
 TEST_P(CudaFusedStepTest, GreedyContinuationEqualsCpu) {
   const ModelWeights gpu = cpu.to_device(Device::cuda, DType::f32);
   const MambaConfig& c = cpu.config;
   const int64_t b = 3, v = c.vocab_size, steps = 24;
-  RecurrentState cs(c, b);
-  StepRun run(gpu, b);
-  FusedStep step(gpu, run.state, run.ws, ctx);
-  Workspace cw;
-  Buffer gids(size_t(b) * 4, Device::cuda);
-  std::vector<float> clog(static_cast<size_t>(b * v));
-  std::vector<int32_t> cpu_ids = {1, 7, 11}, gpu_ids = cpu_ids;
-  copy_memory(gids.data(), Device::cuda, gpu_ids.data(), Device::cpu, gids.bytes());
-  for (int64_t t = 0; t < steps; ++t) {
-    lm_forward(Tensor(clog.data(), DType::f32, {b, v}), cs, cpu, cpu_ids.data(), 1, ForwardOptions{}, cw, ctx);
-    for (int64_t i = 0; i < b; ++i) cpu_ids[size_t(i)] = argmax(clog.data() + i * v, v);
-    step.run(run.out(b, v), gids.as<int32_t>(), ctx);
-    argmax_rows_cuda(gids.as<int32_t>(), run.out(b, v), ctx);
-    copy_memory(gpu_ids.data(), Device::cpu, gids.data(), Device::cuda, gids.bytes());
-    ASSERT_EQ(gpu_ids, cpu_ids) << "step " << t;
+  for (bool in_kernel : {false, true}) {
+    RecurrentState cs(c, b);
+    StepRun run(gpu, b);
+    FusedStep step(gpu, run.state, run.ws, ctx);
+    StreamGraph graph;
+    Workspace cw;
+    Buffer gids(size_t(b) * 4, Device::cuda);
+    std::vector<float> clog(static_cast<size_t>(b * v));
+    std::vector<int32_t> cpu_ids = {1, 7, 11}, gpu_ids = cpu_ids;
+    copy_memory(gids.data(), Device::cuda, gpu_ids.data(), Device::cpu, gids.bytes());
+    for (int64_t t = 0; t < steps; ++t) {
+      lm_forward(Tensor(clog.data(), DType::f32, {b, v}), cs, cpu, cpu_ids.data(), 1, ForwardOptions{}, cw, ctx);
+      for (int64_t i = 0; i < b; ++i) cpu_ids[size_t(i)] = argmax(clog.data() + i * v, v);
+      if (!in_kernel) {
+        step.run(run.out(b, v), gids.as<int32_t>(), ctx);
+        argmax_rows_cuda(gids.as<int32_t>(), run.out(b, v), ctx);
+      } else {
+        if (!graph.ready()) {
+          graph.begin_capture(ctx);
+          step.run(run.out(b, v), gids.as<int32_t>(), ctx, gids.as<int32_t>());
+          graph.end_capture(ctx);
+        }
+        graph.replay(ctx);
+      }
+      copy_memory(gpu_ids.data(), Device::cpu, gids.data(), Device::cuda, gids.bytes());
+      ASSERT_EQ(gpu_ids, cpu_ids) << "step " << t << (in_kernel ? ", chosen by the step" : ", argmax_rows_cuda");
+    }
   }
 }
 
@@ -155,6 +170,86 @@ TEST(CudaFusedStep, MambaShapedModel) {
     expect_same_steps(host.to_device(Device::cuda, DType::bf16), b, 4, 1e-2, ctx);
   }
   expect_same_steps(host.to_device(Device::cuda, DType::bf16), 8, 3, 1e-2, ctx);
+}
+
+// The greedy id a row's logits give: the largest number, the lowest id among equal ones, NaN skipped, 0 for a row
+// of NaN.
+int32_t greedy_reference(const float* x, int64_t v) {
+  int64_t best = -1;
+  for (int64_t j = 0; j < v; ++j)
+    if (!std::isnan(x[j]) && (best < 0 || x[j] > x[best])) best = j;
+  return int32_t(best < 0 ? 0 : best);
+}
+
+// The fused step's own greedy choice (random weights of the Mamba-130M shape, two layers; the head is the tied
+// embedding, 50,280 columns spread over every block of the grid) equals the reference choice on the logits it
+// wrote, and argmax_rows_cuda's: with row 0's largest logit made twice, in two columns of different blocks (both
+// after a smaller id), a column of NaN, and row 2's id out of range (every logit NaN, so id 0). Batches 1, 3 and 8,
+// f32 and bf16 matrices, the choice written to its own buffer or over the ids.
+TEST(CudaFusedStep, GreedyChoiceBreaksTiesLowAndSkipsNaN) {
+  SKIP_WITHOUT_GPU();
+  Context ctx{2};
+  MambaConfig c = preset_config("130m");
+  c.n_layer = 2;
+  const int64_t v = c.vocab_size, d = c.d_model;
+  const int64_t j_nan = 3, j1 = 5, j2 = v - 7;  // grid warps j % 2,112 of blocks 5 and 113 on 132 SMs
+  for (DType dt : {DType::f32, DType::bf16})
+    for (int64_t b : {1, 3, 8}) {
+      ModelWeights host = ModelWeights::random(c, DType::f32, 11);
+      ASSERT_EQ(host.lm_head.data, host.embedding.data) << "the test assumes a tied head";
+      std::vector<int32_t> tok(static_cast<size_t>(b));
+      for (int64_t i = 0; i < b; ++i) tok[size_t(i)] = int32_t(100 + 37 * i);
+      // The first run finds row 0's largest logit m; the second makes columns j1 and j2 2 · row m, so that their
+      // logits are exactly twice row 0's largest (and the largest of row 0), and column j_nan NaN.
+      int64_t m = 0;
+      for (int pass = 0; pass < 2; ++pass) {
+        if (pass == 1) {
+          float* head = host.embedding.f32();
+          for (int64_t k = 0; k < d; ++k) {
+            head[j1 * d + k] = head[j2 * d + k] = 2.0f * head[m * d + k];
+            head[j_nan * d + k] = std::nanf("");
+          }
+          if (b >= 3) tok[2] = int32_t(v);  // out of range: NaN logits
+        }
+        const ModelWeights gpu = host.to_device(Device::cuda, dt);
+        StepRun run(gpu, b);
+        FusedStep step(gpu, run.state, run.ws, ctx);
+        Buffer ids(size_t(b) * 4, Device::cuda), chosen(size_t(b) * 4, Device::cuda), ref(size_t(b) * 4, Device::cuda);
+        copy_memory(ids.data(), Device::cuda, tok.data(), Device::cpu, ids.bytes());
+        poison_device(chosen.data(), chosen.bytes());
+        step.run(run.out(b, v), ids.as<int32_t>(), ctx, chosen.as<int32_t>());
+        argmax_rows_cuda(ref.as<int32_t>(), run.out(b, v), ctx);
+        synchronize(ctx);
+        const std::vector<float> logits = run.host();
+        std::vector<int32_t> got(static_cast<size_t>(b)), by_kernel(static_cast<size_t>(b));
+        copy_memory(got.data(), Device::cpu, chosen.data(), Device::cuda, chosen.bytes());
+        copy_memory(by_kernel.data(), Device::cpu, ref.data(), Device::cuda, ref.bytes());
+        for (int64_t i = 0; i < b; ++i) {
+          const float* row = logits.data() + i * v;
+          EXPECT_EQ(got[size_t(i)], greedy_reference(row, v)) << dtype_name(dt) << " batch " << b << " row " << i;
+          EXPECT_EQ(got[size_t(i)], by_kernel[size_t(i)]) << dtype_name(dt) << " batch " << b << " row " << i;
+        }
+        if (pass == 0) {
+          m = greedy_reference(logits.data(), v);
+          ASSERT_GT(logits[size_t(m)], 0.0f);
+          continue;
+        }
+        EXPECT_EQ(got[0], j1) << dtype_name(dt) << " batch " << b;
+        EXPECT_EQ(logits[size_t(j1)], logits[size_t(j2)]);
+        EXPECT_TRUE(std::isnan(logits[size_t(j_nan)]));
+        if (b >= 3) {
+          EXPECT_EQ(got[2], 0) << dtype_name(dt) << " batch " << b;
+        }
+        // Over the ids themselves, as generate() asks for it.
+        step.run(run.out(b, v), ids.as<int32_t>(), ctx, ids.as<int32_t>());
+        synchronize(ctx);
+        std::vector<int32_t> over(static_cast<size_t>(b));
+        copy_memory(over.data(), Device::cpu, ids.data(), Device::cuda, ids.bytes());
+        const std::vector<float> next = run.host();
+        for (int64_t i = 0; i < b; ++i)
+          EXPECT_EQ(over[size_t(i)], greedy_reference(next.data() + i * v, v)) << "batch " << b << " row " << i;
+      }
+    }
 }
 
 // Random weights of the Mamba-1.4B layer shape (d 2,048, e 4,096, n 16, r 128, v 50,280; two layers): rows long

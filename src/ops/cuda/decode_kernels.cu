@@ -306,17 +306,62 @@ __device__ void phase_out(const DecodeStepParams& p, const DecodeLayer& L, float
   }
 }
 
-// Phase F: logits = (xs · lm_headᵀ) · scale; the warp's next row asked of L1 as in phase A.
+// Whether (value, id) comes before `best` in the greedy order: the larger value, the lower id among equal values,
+// NaN after every number (argmax_kernel's order).
+__device__ __forceinline__ bool greedy_before(float value, int32_t id, const GreedyKey& best) {
+  if (isnan(value)) return false;
+  if (isnan(best.value)) return true;
+  return value > best.value || (value == best.value && id < best.id);
+}
+
+// Each row's greedy id from the warps' candidates (lane r: row r): the block's best per row into greedy_part, one
+// more grid barrier, then block 0 (warp r: row r) picks among the blocks' candidates. The other blocks leave
+// after their arrival; the barrier's count still grows by the grid size.
+__device__ void choose_greedy(const DecodeStepParams& p, const GreedyKey& mine, GridBarrier& bar) {
+  __shared__ GreedyKey keys[kWarps][kDecodeMaxRows];
+  const int lane = int(threadIdx.x % 32), warp = int(threadIdx.x / 32);
+  if (lane < p.b) keys[warp][lane] = mine;
+  __syncthreads();
+  if (threadIdx.x < p.b) {
+    GreedyKey k = keys[0][threadIdx.x];
+    for (int w = 1; w < kWarps; ++w)
+      if (greedy_before(keys[w][threadIdx.x].value, keys[w][threadIdx.x].id, k)) k = keys[w][threadIdx.x];
+    p.greedy_part[threadIdx.x * gridDim.x + blockIdx.x] = k;
+  }
+  grid_arrive(bar);
+  if (blockIdx.x != 0) return;
+  grid_wait(bar);
+  if (warp >= p.b) return;
+  GreedyKey k{__int_as_float(0x7fc00000), int32_t(p.v)};
+  for (int j = lane; j < int(gridDim.x); j += 32) {
+    const float2 c = __ldcg(reinterpret_cast<const float2*>(p.greedy_part + warp * gridDim.x + j));
+    if (greedy_before(c.x, __float_as_int(c.y), k)) k = GreedyKey{c.x, __float_as_int(c.y)};
+  }
+  for (int off = 16; off > 0; off >>= 1) {
+    const GreedyKey o{__shfl_xor_sync(0xffffffffu, k.value, off), __shfl_xor_sync(0xffffffffu, k.id, off)};
+    if (greedy_before(o.value, o.id, k)) k = o;
+  }
+  if (lane == 0) p.greedy[warp] = k.id < p.v ? k.id : 0;
+}
+
+// Phase F: logits = (xs · lm_headᵀ) · scale; the warp's next row asked of L1 as in phase A. With p.greedy, lane r
+// keeps row r's best logit among the warp's columns, and the rows' greedy ids are chosen from them.
 template <class W, int M, int G, int H>
-__device__ void phase_head(const DecodeStepParams& p, const float* xs, float scale, const RowHead<W, H>& head) {
+__device__ void phase_head(const DecodeStepParams& p, const float* xs, float scale, const RowHead<W, H>& head,
+                           GridBarrier& bar) {
   const Grid g = grid_position();
+  GreedyKey best{__int_as_float(0x7fc00000), int32_t(p.v)};
   for (int64_t o = g.warp; o < p.v; o += g.warps) {
     float acc[M];
     if (o + g.warps < p.v)
       prefetch_l1_bytes(static_cast<const W*>(p.lm_head) + (o + g.warps) * p.d, p.d * int64_t(sizeof(W)), g.lane);
     row_dot<W, M, G, H>(acc, static_cast<const W*>(p.lm_head) + o * p.d, xs, p.d, p.d, p.b, g.lane, head, o == g.warp);
-    if (g.lane < p.b) p.logits[g.lane * p.v + o] = lane_value(acc, g.lane) * scale;
+    if (g.lane >= p.b) continue;
+    const float x = lane_value(acc, g.lane) * scale;
+    p.logits[g.lane * p.v + o] = x;
+    if (greedy_before(x, int32_t(o), best)) best = GreedyKey{x, int32_t(o)};
   }
+  if (p.greedy != nullptr) choose_greedy(p, best, bar);
 }
 
 // ---- L2 requests for the next phase's first piece of work ----------------------------------------------------
@@ -382,7 +427,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_step_kernel(DecodeStepPara
   }
   if (p.n_layer == 0) next_rows(head, p.lm_head, p.v, p.d, /*whole=*/true);
   const float scale = norm_rows<W, M>(xs, p, nw, p.n_layer == 0);
-  phase_head<W, M, G, H>(p, xs, scale, head);
+  phase_head<W, M, G, H>(p, xs, scale, head, bar);
 }
 
 using KernelFn = void (*)(DecodeStepParams);
@@ -440,6 +485,8 @@ bool decode_step_supports(const DecodeStepParams& p, std::string* why) {
 int64_t decode_step_part_bytes(const DecodeStepParams& p) {
   return (p.e + kDecodeSlice - 1) / kDecodeSlice * p.b * (p.r + 2 * p.n) * int64_t(sizeof(float));
 }
+
+int64_t decode_step_greedy_bytes(int blocks) { return kDecodeMaxRows * int64_t(blocks) * int64_t(sizeof(GreedyKey)); }
 
 int decode_step_prepare(const DecodeStepParams& p) {
   const KernelFn fn = kernel_for(p);

@@ -9,7 +9,8 @@
 //   C  xdbl = Σ_s part (every block, fixed order); Δ = softplus(dt_proj · xdbl[:r] + dt_bias); one scan step of
 //      the (b, e, n) state; y = (C·h + D·u) · silu(z)
 //   D  residual (b, d) += y · out_projᵀ [+ bias]
-// then F: logits (b, v) = rmsnorm_f(residual) · lm_headᵀ. The grid is one block of 512 threads per SM, launched
+// then F: logits (b, v) = rmsnorm_f(residual) · lm_headᵀ and, when asked, each row's greedy id: every block
+// writes the best (logit, id) among the columns it computed, one more barrier, and block 0 picks among them. The grid is one block of 512 threads per SM, launched
 // cooperatively (all blocks resident); the barrier counts arrivals in one ever-growing word of device memory,
 // which needs no reset between barriers or launches, so one launch can be recorded in a CUDA graph and replayed.
 #pragma once
@@ -28,6 +29,12 @@ constexpr int64_t kDecodeMaxD = 4096;  // d_model
 constexpr int kDecodeMaxWidth = 4;     // conv width k
 constexpr int64_t kDecodeSlice = 256;  // input channels per partial x_proj product and piece (8 per lane)
 constexpr int kDecodeMaxXPieces = 2;   // pieces per lane in a slice of x_proj's product
+
+// One block's greedy candidate for one row: the largest logit among the columns it computed, and its id.
+struct GreedyKey {
+  float value;
+  int32_t id;
+};
 
 // One layer's parameters and recurrent state (device pointers; matrices in DecodeStepParams::w_dtype).
 struct DecodeLayer {
@@ -63,6 +70,10 @@ struct DecodeStepParams {
   float* xc = nullptr;        // (b, e)
   float* part = nullptr;      // (slices, b, r + 2n), slices = ceil(e / kDecodeSlice)
   float* y = nullptr;         // (b, e)
+  // greedy (b) or nullptr: each row's id of the largest logit, the lowest among equal ones, NaN never chosen over a
+  // number, 0 where every logit is NaN (argmax_kernel's choice); may be `ids` itself (read before it is written)
+  int32_t* greedy = nullptr;
+  GreedyKey* greedy_part = nullptr;  // (kDecodeMaxRows, blocks) scratch, when greedy is set
   // the barrier's arrival count: zero before the first launch, and shared only by launches of one grid size
   unsigned long long* barrier = nullptr;
   int xpieces = 1;  // x_proj's slices of xpieces · kDecodeSlice channels (set by decode_step_launch)
@@ -73,6 +84,8 @@ struct DecodeStepParams {
 bool decode_step_supports(const DecodeStepParams& p, std::string* why);
 // Bytes of the part buffer the step needs.
 int64_t decode_step_part_bytes(const DecodeStepParams& p);
+// Bytes of the greedy_part buffer for a grid of `blocks` blocks.
+int64_t decode_step_greedy_bytes(int blocks);
 // Sets the kernel's shared-memory limit and returns the grid size (blocks) for p; call before any capture.
 int decode_step_prepare(const DecodeStepParams& p);
 // Queues one step (one cooperative launch of `blocks` blocks, as returned by decode_step_prepare).
