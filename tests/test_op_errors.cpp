@@ -37,6 +37,11 @@ TEST(OpErrors, LinearNamesTheBadArgument) {
   expect_error([&] { linear_forward(ty, tx, strided_w, Tensor(), ctx); }, {"linear_forward", "w", "contiguous"});
   Tensor cuda_x(x.data(), DType::f32, {6, 4}, Device::cuda);
   expect_error([&] { linear_forward(ty, cuda_x, tw, Tensor(), ctx); }, {"linear_forward", "cuda"});
+  // A half y is a cuda product's: the CPU writes f32.
+  std::vector<uint16_t> yh(6 * 5);
+  expect_error([&] { linear_forward(Tensor(yh.data(), DType::bf16, {6, 5}), tx, Tensor(wh.data(), DType::bf16, {5, 4}),
+                                    Tensor(), ctx); },
+               {"linear_forward", "y is bf16", "f32"});
 }
 
 TEST(OpErrors, EmbeddingNamesTheBadId) {
@@ -88,6 +93,13 @@ TEST(OpErrors, Conv1dChecksStateAndWidth) {
   std::vector<uint16_t> half(x.size());
   EXPECT_NO_THROW(conv1d_causal_forward(Tensor(), Tensor(half.data(), DType::bf16, {2, 3, 5}), Tensor(), tx, tw,
                                         Tensor(), Tensor(), true, ctx));
+  // x may be half too (widened as it is read).
+  std::vector<uint16_t> xh(x.size());
+  EXPECT_NO_THROW(conv1d_causal_forward(to, Tensor(), Tensor(xh.data(), DType::f16, {2, 3, 5}), tw, Tensor(),
+                                        Tensor(), true, ctx));
+  expect_error([&] { conv1d_causal_forward(to, Tensor(), Tensor(xh.data(), DType::f16, {2, 5, 3}), tw, Tensor(),
+                                           Tensor(), true, ctx); },
+               {"conv1d_causal_forward", "w", "[3, 4]"});
 }
 
 TEST(OpErrors, ScanNamesTheBadArgument) {

@@ -24,6 +24,7 @@ namespace {
 using test::bitwise_equal;
 using test::chunks_of;
 using test::expect_error;
+using test::HalfStrided;
 using test::kNaN;
 using test::random_vector;
 using test::seq_slice;
@@ -341,6 +342,39 @@ TEST(Conv1d, HalfCopyIsTheRoundedOutput) {
       EXPECT_EQ(half[size_t(r * ldh + c.e)], 0x7fff) << "gap of row " << r;
     }
   }
+}
+
+// A half x (the x half of a half (b, l, 2e) in_proj output): bit for bit the result of the f32 op on its
+// widened values, output and state, in one call and in one-token calls.
+TEST(Conv1d, HalfInputGivesTheResultOfItsWidenedValues) {
+  for (const ConvCase& cc : {ConvCase{2, 23, 37, 4, true, true, true}, ConvCase{1, 1, 16, 3, false, false, true}})
+    for (DType xt : {DType::bf16, DType::f16}) {
+      SCOPED_TRACE(testing::Message() << "l=" << cc.l << " e=" << cc.e << " " << dtype_name(xt));
+      ConvData d(cc);
+      const ConvCase& c = d.c;
+      HalfStrided xh(d.x, xt, c.b, c.l, c.e, d.ld);  // d.x now holds the widened values
+      for (auto sizes : {std::initializer_list<int64_t>{c.l}, {1}}) {
+        const SeqResult want = run_conv(d, 2, sizes);
+        Strided out(c.b, c.l, c.e, c.e + 1);
+        out.poison();
+        std::vector<float> state(size_t(c.b * c.e * (c.k - 1)), kNaN);
+        Tensor st(state.data(), DType::f32, {c.b, c.e, c.k - 1});
+        Tensor st0 = c.state_in ? Tensor(d.state0.data(), DType::f32, {c.b, c.e, c.k - 1}) : Tensor();
+        Context ctx(2);
+        bool first = true;
+        for (auto [t0, len] : chunks_of(c.l, sizes)) {
+          Tensor xv = xh.seq();
+          xv.data = xh.mem.data() + t0 * d.ld, xv.shape[1] = len;
+          conv1d_causal_forward(seq_slice(out.mem.data(), c.b, c.l, c.e, c.e + 1, t0, len), st, xv,
+                                Tensor(d.w.data(), DType::f32, {c.e, c.k}), vec_tensor(d.bias), first ? st0 : st,
+                                c.silu, ctx);
+          first = false;
+        }
+        EXPECT_TRUE(bitwise_equal(out.packed(), want.y)) << "out";
+        EXPECT_TRUE(bitwise_equal(state, want.state)) << "state";
+        EXPECT_TRUE(out.gaps_intact());
+      }
+    }
 }
 
 TEST(Conv1d, ChunkedAndStepwiseEqualOneCall) {

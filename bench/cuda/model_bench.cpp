@@ -1,5 +1,5 @@
 // End-to-end benchmark of the Mamba-1 LM on the GPU at the shapes of ANCHORS.md §2: Mamba-130M and Mamba-1.4B
-// (src/model/presets.h) with random weights held in bf16, greedy generation of 128 tokens after a 2,048-token
+// (src/model/presets.h): random weights and prefill activations in bf16, greedy generation of 128 tokens after a 2,048-token
 // prompt at batch 1, 16 and 64 (the whole call timed, prompt included, as mamba_ssm's generate was), the
 // prefill alone, the decoding latency per token with and without the recorded CUDA graph, and the peak GPU
 // memory (read when the first token is produced: every buffer of the call is then allocated, none freed). Before timing it checks that the GPU's greedy continuation of a short prompt equals the CPU's.

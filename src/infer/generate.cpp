@@ -23,12 +23,14 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 // Runs every prompt through the model, leaving `state` after each prompt and its last logits in `logits`
 // (b, v). Prompts of one length share one batched pass; otherwise each runs alone and its state is copied in.
 void prefill(Buffer& logits, RecurrentState& state, const ModelWeights& w,
-             const std::vector<std::vector<int32_t>>& prompts, int64_t chunk, Workspace& ws, Context& ctx) {
+             const std::vector<std::vector<int32_t>>& prompts, const GenerateOptions& opt, Workspace& ws,
+             Context& ctx) {
   const int64_t b = state.batch(), v = w.config.vocab_size;
   const Device dev = state.device();
   ForwardOptions fo;
   fo.logits_for = LogitsFor::last_position;
-  fo.chunk = chunk;
+  fo.chunk = opt.chunk;
+  fo.half_activations = opt.half_activations;
   bool same_length = true;
   for (const auto& p : prompts) same_length = same_length && p.size() == prompts[0].size();
   if (same_length) {
@@ -196,7 +198,7 @@ std::vector<std::vector<int32_t>> generate(const ModelWeights& w, const std::vec
   for (const auto& p : prompts) st.prompt_tokens += int64_t(p.size());
 
   auto t0 = std::chrono::steady_clock::now();
-  prefill(logits, state, w, prompts, opt.chunk, ws, ctx);
+  prefill(logits, state, w, prompts, opt, ws, ctx);
   synchronize(ctx);
   st.prompt_seconds = seconds_since(t0);
 

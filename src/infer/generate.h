@@ -28,6 +28,10 @@ struct GenerateOptions {
   // on cuda: decode with the one-launch fused step (model/lm_step_fused.h) where it applies (S6 model, one
   // matrix dtype, batch ≤ kFusedStepMaxBatch); false: always the op-by-op step lm_step_device
   bool fused_step = true;
+  // on cuda with half matrices: the prefill's mixer activations in the matrices' dtype where lm.cpp's conditions
+  // hold (ForwardOptions::half_activations); false: f32 activations in the prefill (decoding steps take the
+  // default, which matters only for batches above kLinearFewRows)
+  bool half_activations = true;
 };
 
 struct GenerateStats {

@@ -10,6 +10,14 @@
 //   is the layer's (e, n) parameter, and a time-invariant Δ a dt of zeros (Δ = softplus(dt_bias)).
 //     mixer_out = out_proj(y)          (m, d)
 //   hidden = RMSNorm_f(residual += mixer_out); logits = head(hidden) for the positions asked for.
+//
+// Dtypes: the residual stream, the norms' sums, mixer_out and the state are f32. With bf16/f16 matrices on cuda
+// and more than kLinearFewRows rows, an op that makes a product's input writes it in the matrices' dtype (hidden,
+// y, and the conv a half copy of xc), while xz, xc, xdbl and dt are f32. In the half-activations form
+// (mixer_forward_half; ForwardOptions::half_activations, for the selective model with its four mixer matrices in
+// one half dtype and no in_proj bias) every activation from hidden to y is held in that dtype, as mamba_ssm
+// keeps them under bf16: xz, xdbl and dt are cuBLASLt's outputs (f32 sums rounded once), xc the conv's, and the
+// conv and the scan widen their inputs to f32 as they load them.
 #include "model/lm.h"
 
 #include <algorithm>
@@ -64,8 +72,62 @@ void ssm_inputs(ScanArgs& a, const LayerWeights& lw, Workspace& ws, int64_t b, i
   a.C = c.selective_C ? vw.sequence(xdbl + col, b, lc, n, x) : lw.C;
 }
 
+// The half dtype of a layer's activations in the half-activations form, or f32 where it does not apply: on cuda,
+// more than kLinearFewRows rows (so every product runs on cuBLASLt), in_proj, x_proj, dt_proj and out_proj held
+// in one half dtype, no in_proj bias (a half y takes none), and Δ, B and C selective (x_proj's output is then
+// dt_low, B and C, all half).
+DType half_activations(const LayerWeights& lw, int64_t m, Device dev, const MambaConfig& c,
+                       const ForwardOptions& opt) {
+  if (!opt.half_activations || dev != Device::cuda || m <= kLinearFewRows) return DType::f32;
+  if (!c.selective_dt || !c.selective_B || !c.selective_C || lw.in_proj_bias.defined()) return DType::f32;
+  const DType t = lw.in_proj.dtype;
+  const bool same = lw.x_proj.dtype == t && lw.dt_proj.dtype == t && lw.out_proj.dtype == t;
+  return (t == DType::bf16 || t == DType::f16) && same ? t : DType::f32;
+}
+
+// The mixer with its activations in the half dtype t (see the file comment). hidden is already in t (the norm
+// writes it so for in_proj); xc goes to ws.xc_half, and xz, xdbl, dt and y fill the start of their f32-sized
+// buffers.
+void mixer_forward_half(const LayerWeights& lw, int64_t layer, RecurrentState& state, Workspace& ws, int64_t b,
+                        int64_t lc, const MambaConfig& c, DType t, Context& ctx) {
+  const int64_t m = b * lc, d = c.d_model, e = c.d_inner, r = c.dt_rank, n = c.d_state, x = c.x_proj_rows();
+  const Views vw{ws.device()};
+  const int64_t hs = int64_t(dtype_size(t));
+  char* xz = static_cast<char*>(ws.xz.data());
+  char* xdbl = static_cast<char*>(ws.xdbl.data());
+  linear_forward(vw.matrix(xz, m, 2 * e, 2 * e, t), vw.matrix(ws.hidden.data(), m, d, d, t), lw.in_proj, Tensor{},
+                 ctx);
+  // xc = SiLU(conv1d(x)), only in t: x_proj multiplies it and the scan reads it as u.
+  const Tensor xc = vw.sequence(ws.xc_half.data(), b, lc, e, e, t);
+  conv1d_causal_forward(Tensor{}, xc, state.conv(layer), vw.sequence(xz, b, lc, e, 2 * e, t), lw.conv_w, lw.conv_b,
+                        state.conv(layer), /*apply_silu=*/true, ctx);
+  linear_forward(vw.matrix(xdbl, m, x, x, t), vw.matrix(xc.data, m, e, e, t), lw.x_proj, Tensor{}, ctx);
+  // dt_low = xdbl[:, :r], read in place (row stride x).
+  linear_forward(vw.matrix(ws.dt.data(), m, e, e, t), vw.matrix(xdbl, m, r, x, t), lw.dt_proj, Tensor{}, ctx);
+
+  ScanArgs a;
+  a.y = vw.sequence(ws.y.data(), b, lc, e, e, t);
+  a.state_out = state.ssm(layer);
+  a.state_in = state.ssm(layer);
+  a.u = xc;
+  a.dt = vw.sequence(ws.dt.data(), b, lc, e, e, t);
+  a.A = lw.A;
+  a.B = vw.sequence(xdbl + r * hs, b, lc, n, x, t);
+  a.C = vw.sequence(xdbl + (r + n) * hs, b, lc, n, x, t);
+  a.D = lw.D;
+  a.z = vw.sequence(xz + e * hs, b, lc, e, 2 * e, t);
+  a.dt_bias = lw.dt_bias;
+  a.dt_softplus = true;
+  selective_scan_forward(a, ctx);
+
+  linear_forward(vw.matrix(ws.mixer_out.data(), m, d, d), vw.matrix(ws.y.data(), m, e, e, t), lw.out_proj,
+                 lw.out_proj_bias, ctx);
+}
+
 void mixer_forward(const LayerWeights& lw, int64_t layer, RecurrentState& state, Workspace& ws, int64_t b,
-                   int64_t lc, const MambaConfig& c, Context& ctx) {
+                   int64_t lc, const MambaConfig& c, const ForwardOptions& opt, Context& ctx) {
+  const DType half = half_activations(lw, b * lc, ws.device(), c, opt);
+  if (half != DType::f32) return mixer_forward_half(lw, layer, state, ws, b, lc, c, half, ctx);
   const int64_t m = b * lc, d = c.d_model, e = c.d_inner, r = c.dt_rank, x = c.x_proj_rows();
   const Views vw{ws.device()};
   const auto matrix = [&](void* p, int64_t rows, int64_t cols, int64_t ld) { return vw.matrix(p, rows, cols, ld); };
@@ -156,7 +218,7 @@ void check_devices(const RecurrentState& state, const ModelWeights& w, const Wor
 
 // The layers and the final norm over the m = b·lc rows whose ids are in ws.ids; leaves ws.hidden normalised.
 void body_forward(RecurrentState& state, const ModelWeights& w, const int32_t* ids, int64_t b, int64_t lc,
-                  Workspace& ws, Context& ctx) {
+                  const ForwardOptions& opt, Workspace& ws, Context& ctx) {
   const MambaConfig& c = w.config;
   const int64_t m = b * lc, d = c.d_model;
   const Views vw{ws.device()};
@@ -170,7 +232,7 @@ void body_forward(RecurrentState& state, const ModelWeights& w, const int32_t* i
   for (int64_t i = 0; i < c.n_layer; ++i) {
     const LayerWeights& lw = w.layers[size_t(i)];
     rmsnorm_forward(hidden(lw.in_proj), residual, i == 0 ? Tensor{} : mixer_out, lw.norm, c.norm_eps, ctx);
-    mixer_forward(lw, i, state, ws, b, lc, c, ctx);
+    mixer_forward(lw, i, state, ws, b, lc, c, opt, ctx);
   }
   rmsnorm_forward(hidden(w.lm_head), residual, c.n_layer > 0 ? mixer_out : Tensor{}, w.norm_f, c.norm_eps, ctx);
 }
@@ -262,7 +324,7 @@ void lm_forward(Tensor logits, RecurrentState& state, const ModelWeights& w, con
     const int64_t lc = std::min(chunk, l - t0), m = b * lc;
     for (int64_t bi = 0; bi < b; ++bi) std::copy_n(ids + bi * l + t0, lc, chunk_ids.begin() + bi * lc);
     copy_memory_async(ws.ids.data(), ws.device(), chunk_ids.data(), Device::cpu, size_t(m) * sizeof(int32_t), ctx);
-    body_forward(state, w, ws.ids.as<int32_t>(), b, lc, ws, ctx);
+    body_forward(state, w, ws.ids.as<int32_t>(), b, lc, opt, ws, ctx);
     head_forward(logits, w, ws, b, lc, t0, l, opt, ctx);
   }
 }
@@ -274,7 +336,7 @@ void lm_step_device(Tensor logits, RecurrentState& state, const ModelWeights& w,
   check_logits_shape(logits, b, 1, w.config.vocab_size, LogitsFor::last_position, ws.device());
   MAMBA_CHECK(ws.rows() >= b, "lm_step_device: the workspace holds {} rows, the step needs {}", ws.rows(), b);
   ForwardOptions opt;
-  body_forward(state, w, ids, b, 1, ws, ctx);
+  body_forward(state, w, ids, b, 1, opt, ws, ctx);
   head_forward(logits, w, ws, b, 1, 0, 1, opt, ctx);
 }
 

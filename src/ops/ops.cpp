@@ -138,14 +138,21 @@ Tensor shape_of_half(const Tensor& t, Device dev, DType half) {
 void linear_forward(Tensor y, Tensor x, Tensor w, Tensor bias, Context& ctx) {
   constexpr const char* op = "linear_forward";
   [[maybe_unused]] const Device dev = common_device(op, {{"y", &y}, {"x", &x}, {"w", &w}, {"bias", &bias}});
-  const cpu::MatF32 xm = as_rows(op, "x", shape_of_half(x, dev, w.dtype)), ym = as_rows(op, "y", y);
+  if (is_half(y)) {
+    MAMBA_CHECK(dev == Device::cuda, "{}: y is {}: the CPU writes an f32 y (a half y is for cuda products)", op,
+                dtype_name(y.dtype));
+    MAMBA_CHECK(y.dtype == w.dtype, "{}: y is {} but w is {}: y must be f32 or w's dtype", op, dtype_name(y.dtype),
+                dtype_name(w.dtype));
+  }
+  const cpu::MatF32 xm = as_rows(op, "x", shape_of_half(x, dev, w.dtype));
+  const cpu::MatF32 ym = as_rows(op, "y", shape_of_half(y, dev, w.dtype));
   const cpu::MatAny wm = as_matrix(op, "w", w);
   MAMBA_CHECK(wm.cols == xm.cols, "{}: w (shape {}) expects {} input features but x (shape {}) has {}", op,
               w.shape_str(), wm.cols, x.shape_str(), xm.cols);
   MAMBA_CHECK(ym.rows == xm.rows && ym.cols == wm.rows,
               "{}: y must hold {} rows of {} outputs (x {} · wᵀ {}), got shape {}", op, xm.rows, wm.rows,
               x.shape_str(), w.shape_str(), y.shape_str());
-  MAMBA_CHECK(!overlap(ym, xm, sizeof(float), dtype_size(x.dtype)), "{}: y may not overlap x", op);
+  MAMBA_CHECK(!overlap(ym, xm, dtype_size(y.dtype), dtype_size(x.dtype)), "{}: y may not overlap x", op);
   const float* b = optional_vector(op, "bias", bias, wm.rows);
 #ifdef MAMBACPP_HAS_CUDA
   if (dev == Device::cuda) {
@@ -261,7 +268,9 @@ void conv1d_causal_forward(Tensor out, Tensor out_half, Tensor state_out, Tensor
   MAMBA_CHECK(p.k >= 1 && p.k <= cpu::kMaxConvWidth, "{}: conv width k = {} (w shape {}) is outside 1..{}", op, p.k,
               w.shape_str(), cpu::kMaxConvWidth);
   require_f32_shape(op, "w", w, {p.e, p.k});
-  p.x = as_seq(op, "x", x, p.b, p.l, p.e);
+  // A half x: widened to f32 where it is read (on the CPU into a scratch, below), which is exact.
+  const bool x_half = x.dtype != DType::f32;
+  p.x = as_seq(op, "x", x_half ? as_f32_shape(x) : x, p.b, p.l, p.e);
   // Only the half output asked for (out undefined): on the CPU path, the f32 one goes to a scratch (below).
   const bool half_only = !out.defined() && out_half.defined();
   if (!half_only) p.out = as_seq(op, "out", out, p.b, p.l, p.e);
@@ -288,8 +297,9 @@ void conv1d_causal_forward(Tensor out, Tensor out_half, Tensor state_out, Tensor
     return conv1d_causal_forward_cuda(out, out_half, state_out, x, w, bias, state_in, apply_silu, ctx);
   }
 #endif
-  std::vector<float> out_full;
+  std::vector<float> out_full, x_wide;
   if (half_only) out_full.resize(size_t(p.b * p.l * p.e)), p.out = {out_full.data(), p.l * p.e, p.e};
+  if (x_half) x_wide = widen_rows(x), p.x = {x_wide.data(), p.l * p.e, p.e};
   cpu::conv1d_causal(p, ctx.threads());
   if (out_half.defined()) round_rows(out_half, p.out.p, p.out.sb, p.out.sl);
 }

@@ -4,9 +4,10 @@
 //  - Arguments: outputs first, then saved-for-backward, then inputs, then sizes/scalars, then the Context.
 //  - Shapes use one legend: b batch, l length, d d_model, e d_inner, n d_state, k conv width, r dt_rank,
 //    v vocab, m rows (= b·l, or b when decoding), i/o a linear layer's input/output features.
-//  - Activations are f32 and token-major (b, l, ·). A tensor argument may have a row stride larger than its
-//    row length (a view into a wider tensor, e.g. the two halves of in_proj's output); its last dimension is
-//    always contiguous. Weights of linear layers and the embedding may be f32, bf16 or f16.
+//  - Activations are token-major (b, l, ·) and f32, or bf16/f16 where an op says so. A tensor argument may
+//    have a row stride larger than its row length (a view into a wider tensor, e.g. the two halves of
+//    in_proj's output); its last dimension is always contiguous. Weights of linear layers and the embedding
+//    may be f32, bf16 or f16.
 //  - An undefined Tensor (Tensor{}) is an absent optional argument.
 //  - The dispatchers below validate shapes, dtypes and devices once and throw mambacpp::Error naming the
 //    argument; the cpu/ implementations assume valid arguments.
@@ -30,10 +31,11 @@ inline float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x));
 // y (m, o) = x (m, i) · wᵀ (o, i) [+ bias (o)].
 // x, y: f32 with row strides; w: f32/bf16/f16 contiguous; bias: f32 or undefined. On cuda with a bf16 or f16 w,
 // x may also be held in w's dtype: it is then multiplied as it is (an f32 x is rounded to that dtype first, so
-// an x rounded beforehand gives the same y).
+// an x rounded beforehand gives the same y). There, with more than kLinearFewRows rows and no bias, y may also
+// be held in w's dtype: the f32 sums rounded once, to nearest even. The CPU and the few-row kernel write f32.
 void linear_forward(Tensor y, Tensor x, Tensor w, Tensor bias, Context& ctx);
-// Products of at most this many rows read an f32 x on cuda (a few-row kernel for decoding); above it, an x
-// held in w's half dtype spares the product its rounding pass.
+// Products of at most this many rows read an f32 x and write an f32 y on cuda (a few-row kernel for decoding);
+// above it, an x held in w's half dtype spares the product its rounding pass, and a half y its output's width.
 constexpr int64_t kLinearFewRows = 8;
 
 // out (m, d) = table (v, d)[ids (m)], converted to f32. ids: int32 in [0, v), in the memory of out's device.
@@ -56,6 +58,8 @@ void rmsnorm_forward(Tensor out, Tensor residual_out, Tensor residual_in, Tensor
 // where xx is x (b, l, e) preceded by the k-1 inputs held in state_in (b, e, k-1) (zeros if undefined).
 // If state_out (b, e, k-1) is defined it receives the last k-1 inputs of xx (it may alias state_in).
 // w: (e, k) f32 (the checkpoint's (e, 1, k) squeezed); bias: (e) f32 or undefined.
+// x may also be bf16 or f16 (e.g. the x half of a half in_proj output): the result is exactly the op's on x
+// widened to f32 (every half value is exact in f32), on the CPU and on cuda; the state stays f32.
 void conv1d_causal_forward(Tensor out, Tensor state_out, Tensor x, Tensor w, Tensor bias, Tensor state_in,
                            bool apply_silu, Context& ctx);
 // The same, with out also written rounded to out_half's dtype (bf16 or f16, rounded to nearest even; the shape

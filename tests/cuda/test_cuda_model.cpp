@@ -1,12 +1,15 @@
 // The Mamba-1 LM on the GPU against the CPU, on the golden checkpoints: logits of every position (f32 and half
 // matrices, one pass and chunked), decoding steps from the device step (as generation runs them), greedy
 // continuations identical to the CPU's with and without the recorded graph, prompts of different lengths in
-// one batch, sampling from the GPU's logits, and the error for mixed devices.
+// one batch, sampling from the GPU's logits, and the error for mixed devices. On random models, the prefill with
+// half activations against f32 activations.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/context.h"
@@ -15,6 +18,7 @@
 #include "infer/generate.h"
 #include "model/lm.h"
 #include "model/loader.h"
+#include "model/presets.h"
 #include "ops/ops.h"
 #include "support/golden_model.h"
 #include "support/test_util.h"
@@ -66,8 +70,9 @@ TEST_P(CudaModelTest, LogitsMatchCpu) {
   }
 }
 
-// Half matrices: chunks of more than kLinearFewRows rows (the norm, the conv and the scan write the products'
-// inputs in the matrices' dtype) and of fewer (f32 inputs, the few-row product).
+// Half matrices: chunks of more than kLinearFewRows rows (the tied model holds the mixer's activations in the
+// matrices' dtype; the untied one, with an in_proj bias, has the norm, the conv and the scan write the products'
+// inputs in it) and of fewer (f32 activations, the few-row product).
 TEST_P(CudaModelTest, HalfMatricesStayClose) {
   const auto ids = g.input_ids(0);
   ASSERT_GT(int64_t(ids.size() * ids[0].size()), kLinearFewRows);
@@ -140,6 +145,75 @@ TEST_P(CudaModelTest, MixedDevicesAreAnError) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Golden, CudaModelTest, ::testing::ValuesIn(golden_model_names()));
+
+// A prefill on the GPU: the logits of every position and the state after them (each layer's conv state, then
+// each layer's SSM state).
+struct Prefill {
+  std::vector<float> logits, conv, ssm;
+};
+
+// `ids` (b sequences of one length, row-major) from a zero state with the given options; the logits are
+// poisoned with NaN first.
+Prefill prefill_on_gpu(const ModelWeights& w, const std::vector<int32_t>& ids, int64_t b, const ForwardOptions& fo,
+                       Context& ctx) {
+  const int64_t l = int64_t(ids.size()) / b, v = w.config.vocab_size;
+  Prefill p;
+  p.logits.assign(size_t(b * l * v), std::nanf(""));
+  Buffer logits(p.logits.size() * sizeof(float), Device::cuda);
+  copy_memory(logits.data(), Device::cuda, p.logits.data(), Device::cpu, logits.bytes());
+  RecurrentState state(w.config, b, Device::cuda);
+  Workspace ws(Device::cuda);
+  lm_forward(Tensor(logits.data(), DType::f32, {b, l, v}, Device::cuda), state, w, ids.data(), l, fo, ws, ctx);
+  copy_memory(p.logits.data(), Device::cpu, logits.data(), Device::cuda, logits.bytes());
+  for (int64_t i = 0; i < w.config.n_layer; ++i)
+    for (auto [t, out] : {std::pair{state.conv(i), &p.conv}, std::pair{state.ssm(i), &p.ssm}}) {
+      std::vector<float> h(size_t(t.numel()));
+      copy_memory(h.data(), Device::cpu, t.data, Device::cuda, t.nbytes());
+      out->insert(out->end(), h.begin(), h.end());
+    }
+  return p;
+}
+
+// The prefill with its mixer activations in the matrices' half dtype (ForwardOptions::half_activations) against
+// the same prefill with f32 activations, both with bf16/f16 matrices: logits of every position and the state
+// after them agree to the half tolerance above, in one chunk and in chunks of more than kLinearFewRows rows
+// that carry the state; and they differ, so the half form was taken. Random S6 models without an in_proj bias:
+// the tiny preset (channels multiples of 16) and an odd shape (e = 72, n = 5, r = 3, k = 3: rows of x_proj's
+// output 13 elements long, read in place by dt_proj and the scan).
+TEST(CudaModel, HalfActivationsMatchF32Activations) {
+  SKIP_WITHOUT_GPU();
+  Context ctx(2);
+  MambaConfig odd;
+  odd.d_model = 36, odd.n_layer = 2, odd.vocab_size = 100, odd.d_state = 5, odd.d_conv = 3, odd.dt_rank = 3;
+  odd.fill_derived();
+  odd.validate("the odd test shape");
+  const int64_t b = 2, l = 40;
+  for (const MambaConfig& cfg : {preset_config("tiny"), odd}) {
+    const ModelWeights host = ModelWeights::random(cfg, DType::f32, 7);
+    std::vector<int32_t> ids(size_t(b * l));
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 37 + 11) % size_t(cfg.vocab_size));
+    for (DType t : {DType::bf16, DType::f16}) {
+      const ModelWeights gpu = host.to_device(Device::cuda, t);
+      ForwardOptions fo;
+      fo.logits_for = LogitsFor::all_positions;
+      fo.half_activations = false;
+      const Prefill ref = prefill_on_gpu(gpu, ids, b, fo, ctx);
+      // one chunk of 80 rows; chunks of 7 tokens (14 rows, the last 10)
+      for (int64_t chunk : {int64_t(256), int64_t(7)}) {
+        SCOPED_TRACE("d=" + std::to_string(cfg.d_model) + " " + dtype_name(t) + " chunk " + std::to_string(chunk));
+        ASSERT_GT(b * ((l - 1) % chunk + 1), kLinearFewRows) << "the last chunk takes the half form too";
+        fo.chunk = chunk;
+        fo.half_activations = true;
+        const Prefill got = prefill_on_gpu(gpu, ids, b, fo, ctx);
+        EXPECT_CLOSE(got.logits.data(), ref.logits.data(), ref.logits.size(), 3e-2) << "logits";
+        EXPECT_CLOSE(got.conv.data(), ref.conv.data(), ref.conv.size(), 3e-2) << "conv state";
+        EXPECT_CLOSE(got.ssm.data(), ref.ssm.data(), ref.ssm.size(), 3e-2) << "ssm state";
+        EXPECT_NE(0, std::memcmp(got.logits.data(), ref.logits.data(), ref.logits.size() * sizeof(float)))
+            << "the half form gave the f32 form's bits";
+      }
+    }
+  }
+}
 
 }  // namespace
 }  // namespace mambacpp::test

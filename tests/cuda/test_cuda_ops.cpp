@@ -1,7 +1,8 @@
 // The CUDA inference ops (linear, embedding, RMSNorm, conv1d, the scan through its dispatcher, greedy argmax)
 // against the CPU ops, which are the oracle, over tables of shapes with the awkward ones: one row, counts that
 // are not multiples of 32 or 128, batch > 1, row-strided views, every optional argument present and absent;
-// linear runs both its few-row kernel (m ≤ 8) and cuBLASLt.
+// linear runs both its few-row kernel (m ≤ 8) and cuBLASLt, with an f32 or half x and y; conv1d with an f32 or
+// half x.
 // Both run through the dispatchers of ops.h; device outputs are poisoned with NaN before each run.
 #include <gtest/gtest.h>
 
@@ -29,6 +30,11 @@ constexpr double kTolF32 = 1e-4;
 constexpr double kTolHalf = 3e-2;
 
 double tol_for(DType t) { return t == DType::f32 ? kTolF32 : kTolHalf; }
+
+// A half output against the same f32 values rounded on the host: the two f32 results may fall on either side of
+// a rounding boundary, one unit in the last place of the half dtype apart (2⁻⁸ relative for bf16, 2⁻¹¹ for
+// f16); as a relative L2 bound over a tensor.
+double half_ulp(DType t) { return t == DType::bf16 ? 1.0 / 256 : 1.0 / 2048; }
 
 struct LinearCase {
   int64_t m, i, o;
@@ -158,6 +164,71 @@ TEST(CudaOps, LinearTakesAHalfInput) {
   }
 }
 
+struct HalfYCase {
+  int64_t m, i, o;
+  int64_t ldx;  // x's row stride (≥ i)
+  bool half_x;  // x held in w's dtype (a view into a wider half matrix, as dt_proj reads x_proj's output)
+};
+
+// linear_forward writes y in w's half dtype (more than kLinearFewRows rows, no bias): the CPU op's f32 y rounded
+// to that dtype. Where x is already half both sides multiply the same values, so they agree up to one rounding;
+// where the GPU rounds an f32 x first, to the tolerance of half products. y is a strided view whose gaps stay
+// untouched (NaN).
+TEST(CudaOps, LinearWritesAHalfY) {
+  SKIP_WITHOUT_GPU();
+  Context ctx(2);
+  const HalfYCase cases[] = {{9, 33, 100, 33, false}, {130, 96, 257, 103, false}, {64, 200, 40, 200, true},
+                             {77, 3, 72, 13, true},   {130, 16, 512, 48, true},   {40, 8, 128, 24, true},
+                             {300, 768, 1536, 768, true}};
+  for (DType wt : {DType::bf16, DType::f16})
+    for (const HalfYCase& c : cases) {
+      SCOPED_TRACE(std::string(dtype_name(wt)) + " m=" + std::to_string(c.m) + " i=" + std::to_string(c.i) +
+                   " o=" + std::to_string(c.o) + " ldx=" + std::to_string(c.ldx) + (c.half_x ? " half x" : ""));
+      const DType xt = c.half_x ? wt : DType::f32;
+      const int64_t ldy = c.o + 3;
+      std::vector<float> xv = random_vector(size_t(c.m * c.ldx), 1);
+      round_to(xt, xv);  // the values both sides multiply
+      Pair x = make_pair(xt, {c.m, c.ldx}), xf = make_pair(DType::f32, {c.m, c.ldx}), w = make_pair(wt, {c.o, c.i});
+      Pair y = make_pair(wt, {c.m, ldy}), ref = make_pair(DType::f32, {c.m, c.o});
+      fill(x, xv), fill(xf, xv), fill(w, random_vector(size_t(c.o * c.i), 2, -0.2f, 0.2f));
+      poison(y), poison(ref);
+      const auto [xh, xd] = views(x, 0, {c.m, c.i}, {c.ldx, 1});
+      const auto [xfh, xfd] = views(xf, 0, {c.m, c.i}, {c.ldx, 1});
+      const auto [yh, yd] = views(y, 0, {c.m, c.o}, {ldy, 1});
+      linear_forward(ref.host, xfh, w.host, Tensor{}, ctx);
+      linear_forward(yd, xd, w.dev, Tensor{}, ctx);
+      const std::vector<float> all = download(y);
+      std::vector<float> got, want = host_values(ref);
+      round_to(wt, want);
+      for (int64_t r = 0; r < c.m; ++r) {
+        got.insert(got.end(), all.begin() + r * ldy, all.begin() + r * ldy + c.o);
+        for (int64_t j = c.o; j < ldy; ++j) ASSERT_TRUE(std::isnan(all[size_t(r * ldy + j)])) << "gap of row " << r;
+      }
+      EXPECT_CLOSE(got.data(), want.data(), want.size(), c.half_x ? half_ulp(wt) : kTolHalf);
+    }
+}
+
+// A half y only where cuBLASLt writes it: with a bias, with at most kLinearFewRows rows, in another half dtype
+// than w's, or on the CPU, the error names the op, y and its dtype.
+TEST(CudaOps, LinearRefusesAHalfYItCannotWrite) {
+  SKIP_WITHOUT_GPU();
+  Context ctx(2);
+  const int64_t m = 16, few = kLinearFewRows, i = 8, o = 4;
+  Pair x = make_pair(DType::f32, {m, i}), xs = make_pair(DType::f32, {few, i}), w = make_pair(DType::bf16, {o, i});
+  Pair bias = make_pair(DType::f32, {o}), y = make_pair(DType::bf16, {m, o}), ys = make_pair(DType::bf16, {few, o});
+  Pair y16 = make_pair(DType::f16, {m, o});
+  fill(x, random_vector(size_t(m * i), 1)), fill(xs, random_vector(size_t(few * i), 2));
+  fill(w, random_vector(size_t(o * i), 3)), fill(bias, random_vector(size_t(o), 4));
+  expect_error([&] { linear_forward(y.dev, x.dev, w.dev, bias.dev, ctx); }, {"linear_forward", "y is bf16", "bias"});
+  expect_error([&] { linear_forward(ys.dev, xs.dev, w.dev, Tensor{}, ctx); },
+               {"linear_forward", "y is bf16", "more than 8 rows"});
+  expect_error([&] { linear_forward(y16.dev, x.dev, w.dev, Tensor{}, ctx); },
+               {"linear_forward", "y is f16", "w is bf16"});
+  expect_error([&] { linear_forward(y.host, x.host, w.host, Tensor{}, ctx); }, {"linear_forward", "y is bf16", "CPU"});
+  EXPECT_NO_THROW(linear_forward(y.dev, x.dev, w.dev, Tensor{}, ctx));
+  EXPECT_EQ(cudaSuccess, cudaDeviceSynchronize());
+}
+
 struct ConvCase {
   int64_t b, l, e, k;
   bool bias, state_in, state_out, in_place, silu;
@@ -227,6 +298,67 @@ TEST(CudaOps, Conv1dHalfCopyIsTheRoundedOutput) {
       for (int64_t r = 0; r < b * l; ++r)
         ASSERT_EQ(0, std::memcmp(&got[size_t(r * (e + 4))], &want[size_t(r * e)], size_t(e) * 2)) << "row " << r;
     }
+}
+
+// conv1d with a half x (the x half of a half (b, l, 2e) in_proj output) against the CPU op on the same x, which
+// widens it: the same arithmetic after widening, so the f32 tolerance on out, agreement up to one rounding on
+// the half output, and the state exactly. Shapes with l = 1 (the step kernel for an f32 out alone), l not a
+// multiple of the kernel's 32 tokens, e a multiple of 4 but not of 8 or 32 (8-byte vector loads) and e odd or
+// even but not a multiple of 4 (element loads); each with out alone, out_half alone and both.
+TEST(CudaOps, Conv1dTakesAHalfInput) {
+  SKIP_WITHOUT_GPU();
+  Context ctx(2);
+  const ConvCase cases[] = {
+      {1, 1, 33, 4, true, true, true, true, true},     {2, 1, 64, 4, true, true, true, false, true},
+      {2, 7, 100, 4, false, false, true, false, true}, {3, 130, 36, 3, true, true, false, false, false},
+      {1, 5, 31, 1, true, false, false, false, true},  {4, 257, 96, 4, false, true, true, false, true},
+      {2, 70, 1536, 4, true, true, true, true, true},  {2, 9, 34, 4, true, true, true, false, true}};
+  enum class Outs { f32, half, both };
+  for (const ConvCase& c : cases)
+    for (DType xt : {DType::bf16, DType::f16})
+      for (Outs outs : {Outs::f32, Outs::half, Outs::both}) {
+        SCOPED_TRACE("b=" + std::to_string(c.b) + " l=" + std::to_string(c.l) + " e=" + std::to_string(c.e) +
+                     " k=" + std::to_string(c.k) + " " + dtype_name(xt) + " outs " + std::to_string(int(outs)));
+        const int64_t km1 = c.k - 1, ldh = c.e + 4;
+        Pair xz = make_pair(xt, {c.b, c.l, 2 * c.e}), w = make_pair(DType::f32, {c.e, c.k});
+        Pair bias = make_pair(DType::f32, {c.e}), s_in = make_pair(DType::f32, {c.b, c.e, km1});
+        Pair s_out = make_pair(DType::f32, {c.b, c.e, km1}), out = make_pair(DType::f32, {c.b, c.l, c.e});
+        Pair half = make_pair(xt, {c.b, c.l, ldh});
+        fill(xz, random_vector(size_t(c.b * c.l * 2 * c.e), 8, -3.0f, 3.0f));
+        fill(w, random_vector(size_t(c.e * c.k), 9));
+        fill(bias, random_vector(size_t(c.e), 10));
+        fill(s_in, random_vector(size_t(c.b * c.e * km1), 11));
+        poison(out), poison(half);
+        if (!c.in_place) poison(s_out);
+        const auto [xh, xd] = views(xz, 0, {c.b, c.l, c.e}, {c.l * 2 * c.e, 2 * c.e, 1});
+        const auto [hh, hd] = views(half, 0, {c.b, c.l, c.e}, {c.l * ldh, ldh, 1});
+        Pair& so = c.in_place ? s_in : s_out;
+        const bool f32_out = outs != Outs::half, half_out = outs != Outs::f32;
+        for (bool dev : {false, true}) {
+          const auto pick = [dev](const Pair& p) { return dev ? p.dev : p.host; };
+          conv1d_causal_forward(f32_out ? pick(out) : Tensor{}, half_out ? (dev ? hd : hh) : Tensor{},
+                                c.state_out ? pick(so) : Tensor{}, dev ? xd : xh, pick(w),
+                                c.bias ? pick(bias) : Tensor{}, c.state_in ? pick(s_in) : Tensor{}, c.silu, ctx);
+        }
+        if (f32_out) {
+          const auto got = download(out), ref = host_values(out);
+          EXPECT_CLOSE(got.data(), ref.data(), ref.size(), kTolF32) << "out";
+        }
+        if (half_out) {
+          const auto all = download(half), all_ref = host_values(half);
+          std::vector<float> got, ref;
+          for (int64_t r = 0; r < c.b * c.l; ++r) {
+            got.insert(got.end(), all.begin() + r * ldh, all.begin() + r * ldh + c.e);
+            ref.insert(ref.end(), all_ref.begin() + r * ldh, all_ref.begin() + r * ldh + c.e);
+            for (int64_t j = c.e; j < ldh; ++j) ASSERT_TRUE(std::isnan(all[size_t(r * ldh + j)])) << "gap of row " << r;
+          }
+          EXPECT_CLOSE(got.data(), ref.data(), ref.size(), half_ulp(xt)) << "out_half";
+        }
+        if (c.state_out && km1 > 0) {
+          const auto gs = download(so), rs = host_values(so);
+          EXPECT_CLOSE(gs.data(), rs.data(), rs.size(), 0.0) << "state_out";
+        }
+      }
 }
 
 // The dispatcher routes cuda tensors to the fused scan kernel; one decoding-step shape and one prefill shape.

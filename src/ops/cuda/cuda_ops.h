@@ -16,7 +16,8 @@ namespace mambacpp {
 
 // linear_forward (ops.h) through cuBLASLt with f32 accumulation: f32 w multiplies f32 x directly; bf16 or f16
 // w multiplies x rounded to w's dtype (in the stream's scratch memory), or x as it is when it already holds
-// w's dtype, on the tensor cores. y and bias f32.
+// w's dtype (row-strided or not), on the tensor cores. bias f32; y f32, or w's half dtype for more than
+// kLinearFewRows rows without a bias (cuBLASLt rounds the f32 sums once).
 bool linear_cuda_supports(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias, std::string* why);
 void linear_forward_cuda(Tensor y, Tensor x, Tensor w, Tensor bias, Context& ctx);
 
@@ -31,7 +32,7 @@ bool rmsnorm_cuda_supports(const Tensor& out, const Tensor& residual, const Tens
 void rmsnorm_forward_cuda(Tensor out, Tensor residual, Tensor residual_in, Tensor x, Tensor w, float eps,
                           Context& ctx);
 
-// Any conv width k from 1 to 8.
+// Any conv width k from 1 to 8. x may be f32, bf16 or f16 (widened to f32 as it is loaded).
 bool conv1d_cuda_supports(const Tensor& out, const Tensor& state_out, const Tensor& x, const Tensor& w,
                           const Tensor& bias, const Tensor& state_in, std::string* why);
 void conv1d_causal_forward_cuda(Tensor out, Tensor state_out, Tensor x, Tensor w, Tensor bias, Tensor state_in,

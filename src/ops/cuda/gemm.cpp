@@ -1,5 +1,6 @@
 // The cuBLASLt matrix product of gemm.h: descriptors built per call, alignment preferences from the actual
-// addresses and pitches, the first algorithm of cuBLASLt's heuristic.
+// addresses and pitches, the first algorithm of cuBLASLt's heuristic. The compute and scale types are f32 for
+// every dtype; a half D is C's dtype too (C is D, read only when beta is not 0).
 #include "ops/cuda/gemm.h"
 
 #include <cublasLt.h>
@@ -46,10 +47,13 @@ void set_pref(cublasLtMatmulPreference_t pref, cublasLtMatmulPreferenceAttribute
 }  // namespace
 
 void gemm_run(const char* opname, const Gemm& g, CudaState& cs) {
+  MAMBA_CHECK(g.out == DType::f32 || g.out == g.in, "{} (cuda): a {} product cannot write a {} result", opname,
+              dtype_name(g.in), dtype_name(g.out));
   if (g.rows == 0 || g.cols == 0) return;
-  if (g.inner == 0) {
+  const size_t es_d = dtype_size(g.out);
+  if (g.inner == 0) {  // zero bytes are zeros in f32, bf16 and f16
     if (g.beta == 0.0f)
-      CUDA_CHECK(cudaMemset2DAsync(g.d, size_t(g.ldd) * 4, 0, size_t(g.rows) * 4, size_t(g.cols), cs.stream));
+      CUDA_CHECK(cudaMemset2DAsync(g.d, size_t(g.ldd) * es_d, 0, size_t(g.rows) * es_d, size_t(g.cols), cs.stream));
     return;
   }
   LtCall c;
@@ -62,13 +66,13 @@ void gemm_run(const char* opname, const Gemm& g, CudaState& cs) {
                                           uint64_t(g.trans_a ? g.rows : g.inner), g.lda));
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&c.b, t, uint64_t(g.trans_b ? g.cols : g.inner),
                                           uint64_t(g.trans_b ? g.inner : g.cols), g.ldb));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&c.d, CUDA_R_32F, uint64_t(g.rows), uint64_t(g.cols), g.ldd));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&c.d, blas_type(g.out), uint64_t(g.rows), uint64_t(g.cols), g.ldd));
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&c.pref));
   const size_t ws = CudaState::kBlasWorkspaceBytes;
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(c.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                                     sizeof(ws)));
   const size_t es = dtype_size(g.in);
-  const uint32_t al_d = alignment(g.d, g.ldd, 4);
+  const uint32_t al_d = alignment(g.d, g.ldd, es_d);
   set_pref(c.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, alignment(g.a, g.lda, es));
   set_pref(c.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, alignment(g.b, g.ldb, es));
   set_pref(c.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, al_d);
@@ -76,8 +80,8 @@ void gemm_run(const char* opname, const Gemm& g, CudaState& cs) {
   cublasLtMatmulHeuristicResult_t h{};
   int found = 0;
   CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(cs.blas_lt, c.op, c.a, c.b, c.d, c.d, c.pref, 1, &h, &found));
-  MAMBA_CHECK(found > 0, "{} (cuda): cuBLASLt has no algorithm for a ({}, {}) · ({}, {}) product in {}", opname,
-              g.rows, g.inner, g.inner, g.cols, dtype_name(g.in));
+  MAMBA_CHECK(found > 0, "{} (cuda): cuBLASLt has no algorithm for a ({}, {}) · ({}, {}) product in {} to {}", opname,
+              g.rows, g.inner, g.inner, g.cols, dtype_name(g.in), dtype_name(g.out));
   const float one = 1.0f;
   CUBLAS_CHECK(cublasLtMatmul(cs.blas_lt, c.op, &one, g.a, c.a, g.b, c.b, &g.beta, g.d, c.d, g.d, c.d, &h.algo,
                               cs.blas_workspace, ws, cs.stream));

@@ -79,19 +79,30 @@ __global__ void rmsnorm_kernel(RmsNormParams p) {
 
 __device__ __forceinline__ float silu_f(float x) { return x / (1.0f + __expf(-x)); }
 
-// One thread per V channels (one 16-byte access when V = 4) and kConvTokens positions of one batch row, walking
+// One thread per V channels (one vector access when V = 4) and kConvTokens positions of one batch row, walking
 // the positions with the last k inputs xx[t .. t+k-1] in registers, where xx is the carried state followed by x.
 constexpr int64_t kConvTokens = 32;
 constexpr int kConvThreads = 128;
 
-template <int V>
-__device__ __forceinline__ void conv_load(float (&dst)[V], const float* src) {
-  if constexpr (V == 4) {
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+
+// dst[0 .. V) = src[0 .. V) widened to f32 (when V = 4: one 16-byte load of f32, one 8-byte load of bf16/f16; the
+// caller checks the alignment).
+template <int V, typename X>
+__device__ __forceinline__ void conv_load(float (&dst)[V], const X* src) {
+  if constexpr (V == 4 && std::is_same_v<X, float>) {
     const float4 t = *reinterpret_cast<const float4*>(src);
     dst[0] = t.x, dst[1] = t.y, dst[2] = t.z, dst[3] = t.w;
+  } else if constexpr (V == 4) {
+    alignas(8) X h[4];
+    *reinterpret_cast<uint2*>(h) = *reinterpret_cast<const uint2*>(src);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) dst[i] = to_f32(h[i]);
   } else {
 #pragma unroll
-    for (int i = 0; i < V; ++i) dst[i] = src[i];
+    for (int i = 0; i < V; ++i) dst[i] = to_f32(src[i]);
   }
 }
 
@@ -119,8 +130,10 @@ __device__ __forceinline__ void store_rounded(T* dst, const float (&v)[V]) {
   }
 }
 
-template <int K, int V>
+// X: x's element type (float, __nv_bfloat16 or __half).
+template <int K, int V, typename X>
 __global__ void conv_kernel(ConvParams p) {
+  const X* x = static_cast<const X*>(p.x);
   const int64_t c0 = (int64_t(blockIdx.y) * blockDim.x + threadIdx.x) * V;
   if (c0 >= p.e) return;
   const int64_t runs = (p.l + kConvTokens - 1) / kConvTokens;
@@ -137,7 +150,7 @@ __global__ void conv_kernel(ConvParams p) {
   for (int j = 0; j < km1; ++j) {
     const int64_t s = t0 + j;  // position in xx
     if (s >= km1) {
-      conv_load<V>(xs[j + 1], p.x + bi * p.x_sb + (s - km1) * p.x_sl + c0);
+      conv_load<V>(xs[j + 1], x + bi * p.x_sb + (s - km1) * p.x_sl + c0);
     } else {
 #pragma unroll
       for (int i = 0; i < V; ++i)
@@ -149,7 +162,7 @@ __global__ void conv_kernel(ConvParams p) {
     for (int j = 0; j < km1; ++j)
 #pragma unroll
       for (int i = 0; i < V; ++i) xs[j][i] = xs[j + 1][i];
-    conv_load<V>(xs[km1], p.x + bi * p.x_sb + t * p.x_sl + c0);
+    conv_load<V>(xs[km1], x + bi * p.x_sb + t * p.x_sl + c0);
     float out[V];
 #pragma unroll
     for (int i = 0; i < V; ++i) {
@@ -189,7 +202,7 @@ __global__ void conv_state_kernel(ConvParams p) {
     if (s < km1)
       v[j] = p.state_in != nullptr ? p.state_in[i * km1 + s] : 0.0f;
     else
-      v[j] = p.x[bi * p.x_sb + (s - km1) * p.x_sl + c];
+      v[j] = load_as_f32(p.x, p.x_dtype, bi * p.x_sb + (s - km1) * p.x_sl + c);
   }
   for (int64_t j = 0; j < km1; ++j) p.state_out[i * km1 + j] = v[j];
 }
@@ -202,7 +215,7 @@ __global__ void conv_step_kernel(ConvParams p) {
   const int64_t c = i % p.e, bi = i / p.e, km1 = p.k - 1;
   float v[kConvMaxWidth];
   for (int64_t j = 0; j < km1; ++j) v[j] = p.state_in != nullptr ? p.state_in[i * km1 + j] : 0.0f;
-  v[km1] = p.x[bi * p.x_sb + c];
+  v[km1] = load_as_f32(p.x, p.x_dtype, bi * p.x_sb + c);
   float acc = p.bias != nullptr ? p.bias[c] : 0.0f;
   for (int64_t j = 0; j < p.k; ++j) acc += p.w[c * p.k + j] * v[j];
   p.out[bi * p.out_sb + c] = p.silu ? silu_f(acc) : acc;
@@ -316,26 +329,33 @@ bool conv_kernel_supports(const ConvParams& p, std::string* why) {
   return true;
 }
 
-template <int K, int V>
+template <int K, int V, typename X>
 void conv_run(const ConvParams& p, cudaStream_t stream) {
   const int64_t runs = p.b * ((p.l + kConvTokens - 1) / kConvTokens), groups = (p.e + V - 1) / V;
   const unsigned gy = unsigned((groups + kConvThreads - 1) / kConvThreads);
-  conv_kernel<K, V><<<dim3(unsigned(runs), gy), kConvThreads, 0, stream>>>(p);
+  conv_kernel<K, V, X><<<dim3(unsigned(runs), gy), kConvThreads, 0, stream>>>(p);
   CUDA_CHECK_LAUNCH("conv_kernel", stream);
 }
 
-template <int V>
+template <int V, typename X>
 void conv_run_width(const ConvParams& p, cudaStream_t stream) {
   switch (p.k) {
-    case 1: return conv_run<1, V>(p, stream);
-    case 2: return conv_run<2, V>(p, stream);
-    case 3: return conv_run<3, V>(p, stream);
-    case 4: return conv_run<4, V>(p, stream);
-    case 5: return conv_run<5, V>(p, stream);
-    case 6: return conv_run<6, V>(p, stream);
-    case 7: return conv_run<7, V>(p, stream);
-    default: return conv_run<8, V>(p, stream);  // conv_kernel_supports limits k to 1..8
+    case 1: return conv_run<1, V, X>(p, stream);
+    case 2: return conv_run<2, V, X>(p, stream);
+    case 3: return conv_run<3, V, X>(p, stream);
+    case 4: return conv_run<4, V, X>(p, stream);
+    case 5: return conv_run<5, V, X>(p, stream);
+    case 6: return conv_run<6, V, X>(p, stream);
+    case 7: return conv_run<7, V, X>(p, stream);
+    default: return conv_run<8, V, X>(p, stream);  // conv_kernel_supports limits k to 1..8
   }
+}
+
+template <int V>
+void conv_run_dtype(const ConvParams& p, cudaStream_t stream) {
+  if (p.x_dtype == DType::bf16) return conv_run_width<V, __nv_bfloat16>(p, stream);
+  if (p.x_dtype == DType::f16) return conv_run_width<V, __half>(p, stream);
+  conv_run_width<V, float>(p, stream);
 }
 
 void conv_kernel_launch(const ConvParams& p, cudaStream_t stream) {
@@ -345,15 +365,17 @@ void conv_kernel_launch(const ConvParams& p, cudaStream_t stream) {
     return;
   }
   if (p.b * p.l * p.e > 0) {
-    const auto a16 = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
-    const bool half_vec = p.out_half == nullptr || (p.half_sb % 4 == 0 && p.half_sl % 4 == 0 &&
-                                                     reinterpret_cast<uintptr_t>(p.out_half) % 8 == 0);
+    // Vectors of 4 channels: every row of x, out and out_half starts at a multiple of 4 elements and each base
+    // pointer is aligned to 4 elements of its dtype (16 bytes for f32, 8 for bf16/f16).
+    const auto a4 = [](const void* q, size_t elem) { return reinterpret_cast<uintptr_t>(q) % (4 * elem) == 0; };
+    const bool half_vec =
+        p.out_half == nullptr || (p.half_sb % 4 == 0 && p.half_sl % 4 == 0 && a4(p.out_half, sizeof(uint16_t)));
     const bool vec = p.e % 4 == 0 && p.x_sb % 4 == 0 && p.x_sl % 4 == 0 && p.out_sb % 4 == 0 && p.out_sl % 4 == 0 &&
-                     a16(p.x) && a16(p.out) && half_vec;
+                     a4(p.x, dtype_size(p.x_dtype)) && a4(p.out, sizeof(float)) && half_vec;
     if (vec)
-      conv_run_width<4>(p, stream);
+      conv_run_dtype<4>(p, stream);
     else
-      conv_run_width<1>(p, stream);
+      conv_run_dtype<1>(p, stream);
   }
   if (p.state_out != nullptr && p.k > 1 && p.b * p.e > 0) {
     conv_state_kernel<<<blocks_for(p.b * p.e), kThreads, 0, stream>>>(p);

@@ -3,8 +3,8 @@
 // with SiLU, f32 → bf16/f16 conversion, bias add and greedy token choice. Each kernel takes one parameter
 // struct and has a *_supports function naming the limit it exceeds; launches go on the given stream.
 //
-// Layout: activations are f32, token-major (rows of a last dimension that is contiguous, with a row stride in
-// elements); see ops.h for the mathematics of each op.
+// Layout: activations are token-major (rows of a last dimension that is contiguous, with a row stride in
+// elements) and f32, or bf16/f16 where a struct names their dtype; see ops.h for the mathematics of each op.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -48,14 +48,16 @@ void rmsnorm_kernel_launch(const RmsNormParams& p, cudaStream_t stream);
 
 // Causal depthwise conv1d over (b, l, e) with the (b, e, k-1) carried state; see ops.h. state_out may equal
 // state_in; out must not overlap either state. out_half (optional) receives out rounded to half_dtype; out may
-// then be nullptr (only the half output written).
+// then be nullptr (only the half output written). x is f32, bf16 or f16 (x_dtype), widened to f32 as it is
+// loaded; the state is f32.
 struct ConvParams {
   float* out = nullptr;
   int64_t out_sb = 0, out_sl = 0;
   void* out_half = nullptr;
   DType half_dtype = DType::bf16;
   int64_t half_sb = 0, half_sl = 0;
-  const float* x = nullptr;
+  const void* x = nullptr;
+  DType x_dtype = DType::f32;
   int64_t x_sb = 0, x_sl = 0;
   const float* w = nullptr;         // (e, k)
   const float* bias = nullptr;      // (e) or nullptr

@@ -2,7 +2,9 @@
 // the row-major y (m, o) = x (m, i) · wᵀ is computed as the column-major yᵀ (o, m) = op(W) · xᵀ with W = w read
 // as a column-major (i, o) matrix and op = transpose, so no operand is copied. Accumulation and scaling are f32.
 // Products of at most kGemvMaxRows rows (decoding) run the few-row kernel of gemv_kernel.cu instead, which reads
-// x in f32 and w in its own dtype with one launch. An x already held in w's half dtype goes to cuBLASLt as it is.
+// x in f32 and w in its own dtype with one launch. An x already held in w's half dtype goes to cuBLASLt as it is
+// (its row stride as ldb: a view into a wider matrix is read in place); a y in w's half dtype is cuBLASLt's D,
+// the f32 sums rounded once.
 #include <cstdint>
 #include <string>
 
@@ -26,6 +28,19 @@ bool linear_cuda_supports(const Tensor& y, const Tensor& x, const Tensor& w, con
     return false;
   }
   const cuda::Rows r = cuda::rows_of(x);
+  if (y.dtype != DType::f32) {
+    std::string no;
+    if (y.dtype != w.dtype)
+      no = std::string("it must be f32 or w's dtype (") + dtype_name(w.dtype) + ")";
+    else if (r.rows <= cuda::kGemvMaxRows)
+      no = "a half y needs more than " + std::to_string(cuda::kGemvMaxRows) + " rows (the few-row kernel writes f32)";
+    else if (bias.defined())
+      no = "a half y is written without a bias (the bias is added to an f32 y)";
+    if (!no.empty()) {
+      if (why != nullptr) *why = std::string("y is ") + dtype_name(y.dtype) + ": " + no;
+      return false;
+    }
+  }
   if (r.rows > INT32_MAX || r.cols > INT32_MAX || w.shape[0] > INT32_MAX) {
     if (why != nullptr) *why = "a dimension exceeds 2^31 - 1";
     return false;
@@ -51,8 +66,8 @@ void linear_forward_cuda(Tensor y, Tensor x, Tensor w, Tensor bias, Context& ctx
   }
   // yᵀ (o, m) = op(W) · xᵀ, W = w read as a column-major (i, o) matrix, op = transpose.
   cuda::Gemm g;
-  g.trans_a = true, g.a = w.data, g.lda = ldw, g.b = x.data, g.ldb = xr.ld, g.d = y.f32(), g.ldd = yr.ld;
-  g.in = w.dtype, g.rows = o, g.cols = m, g.inner = i;
+  g.trans_a = true, g.a = w.data, g.lda = ldw, g.b = x.data, g.ldb = xr.ld, g.d = y.data, g.ldd = yr.ld;
+  g.in = w.dtype, g.out = y.dtype, g.rows = o, g.cols = m, g.inner = i;
   if (i > 0 && w.dtype != DType::f32 && !x_rounded) {  // x rounded to w's dtype first
     cuda::ConvertParams cp;
     cp.dst = cs.scratch(size_t(m * i) * dtype_size(w.dtype));

@@ -69,7 +69,7 @@ cuda::ConvParams conv_params(const Tensor& out, const Tensor& out_half, const Te
   if (out_half.defined())
     p.out_half = out_half.data, p.half_dtype = out_half.dtype, p.half_sb = out_half.stride[0],
     p.half_sl = out_half.stride[1];
-  p.x = x.f32(), p.x_sb = x.stride[0], p.x_sl = x.stride[1];
+  p.x = x.data, p.x_dtype = x.dtype, p.x_sb = x.stride[0], p.x_sl = x.stride[1];
   p.w = w.f32();
   p.bias = bias.defined() ? bias.f32() : nullptr;
   p.state_in = state_in.defined() ? state_in.f32() : nullptr;
