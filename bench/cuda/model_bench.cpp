@@ -1,8 +1,10 @@
 // End-to-end benchmark of the Mamba-1 LM on the GPU at the shapes of ANCHORS.md §2: Mamba-130M and Mamba-1.4B
 // (src/model/presets.h): random weights and prefill activations in bf16, greedy generation of 128 tokens after a 2,048-token
 // prompt at batch 1, 16 and 64 (the whole call timed, prompt included, as mamba_ssm's generate was), the
-// prefill alone, the decoding latency per token with and without the recorded CUDA graph, and the peak GPU
-// memory (read when the first token is produced: every buffer of the call is then allocated, none freed). Before timing it checks that the GPU's greedy continuation of a short prompt equals the CPU's.
+// prefill alone, the decoding latency per token with and without the recorded CUDA graph, and the GPU memory
+// of each call as the allocator counts it (device_memory_use: Buffers only, not the CUDA context, cuBLASLt's
+// workspace or the ops' scratch): its peak, weights included, and what it holds after the call (the weights).
+// Before timing it checks that the GPU's greedy continuation of a short prompt equals the CPU's.
 // Prints markdown tables with mamba_ssm's numbers beside ours.
 //
 // Usage: model_bench [--decode] [130m|1.4b ...]   (default: both; --decode: the check and the decoding table only)
@@ -43,11 +45,8 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-double used_gib() {
-  size_t free_b = 0, total_b = 0;
-  if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) return 0;
-  return double(total_b - free_b) / double(1 << 30);
-}
+// Bytes above `base`, in GiB.
+double gib_above(size_t bytes, size_t base) { return bytes > base ? double(bytes - base) / double(1 << 30) : 0.0; }
 
 std::vector<std::vector<int32_t>> prompts(int64_t b, int64_t l, int64_t v) {
   std::vector<std::vector<int32_t>> p(static_cast<size_t>(b), std::vector<int32_t>(static_cast<size_t>(l)));
@@ -75,27 +74,26 @@ bool check(const ModelWeights& host, Context& ctx) {
 }
 
 // The whole generate() call at batch 1, 16 and 64, and the prefill alone.
-void bench_calls(const ModelWeights& w, int64_t v, const Anchor& a, double base, Context& ctx) {
-  std::printf("\n| batch | ours: whole call | ours tok/s | mamba_ssm tok/s | ratio | prefill | decode/token | peak GPU mem |\n");
-  std::printf("|---|---|---|---|---|---|---|---|\n");
+void bench_calls(const ModelWeights& w, int64_t v, const Anchor& a, size_t base, Context& ctx) {
+  std::printf("\n| batch | ours: whole call | ours tok/s | mamba_ssm tok/s | ratio | prefill | decode/token | peak GPU mem | held |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|\n");
   for (int64_t b : {1, 16, 64}) {
     const auto p = prompts(b, kPrompt, v);
     GenerateStats st;
-    double best = 1e30, peak = 0;
-    bool first = true;
-    const TokenCallback at_first_token = [&](int64_t, int32_t) {
-      if (first) peak = std::max(peak, used_gib() - base);
-      first = false;
-    };
+    double best = 1e30, peak = 0, held = 0;
     for (int rep = 0; rep < 2; ++rep) {
-      first = true;
+      reset_device_memory_peak();
       const double t0 = now_s();
-      generate(w, p, greedy(kNew, b, true), at_first_token, &st, ctx);
+      generate(w, p, greedy(kNew, b, true), nullptr, &st, ctx);
       best = std::min(best, now_s() - t0);
+      const DeviceMemoryUse use = device_memory_use();
+      peak = std::max(peak, gib_above(use.peak, base));
+      held = gib_above(use.in_use, base);
     }
     const double tok_s = double(b * kNew) / best, ref = a.gen_tok_s.at(b);
-    std::printf("| %lld | %.1f ms | %.0f | %.0f | %.2fx | %.1f ms | %.3f ms | %.2f GiB |\n", (long long)b, best * 1e3,
-                tok_s, ref, tok_s / ref, st.prompt_seconds * 1e3, st.generate_seconds * 1e3 / double(kNew - 1), peak);
+    std::printf("| %lld | %.1f ms | %.0f | %.0f | %.2fx | %.1f ms | %.3f ms | %.2f GiB | %.2f GiB |\n", (long long)b,
+                best * 1e3, tok_s, ref, tok_s / ref, st.prompt_seconds * 1e3,
+                st.generate_seconds * 1e3 / double(kNew - 1), peak, held);
   }
 
   std::printf("\n| prefill (one forward, logits of the last position) | ours | mamba_ssm | ratio |\n|---|---|---|---|\n");
@@ -142,7 +140,7 @@ void bench_decode(const ModelWeights& w, int64_t v, const Anchor& a, Context& ct
 void bench_model(const std::string& name, bool decode_only, Context& ctx) {
   const Anchor& a = kAnchors.at(name);
   const MambaConfig cfg = preset_config(name);
-  const double base = used_gib();
+  const size_t base = device_memory_use().in_use;  // before the weights: the columns count them
   const ModelWeights host = ModelWeights::random(cfg, DType::bf16, 1);
   std::printf("\n### Mamba-%s (d %lld, %lld layers), random weights, bf16 matrices\n", name.c_str(),
               (long long)cfg.d_model, (long long)cfg.n_layer);

@@ -10,9 +10,10 @@ namespace mambacpp {
 
 const char* device_name(Device d) { return d == Device::cpu ? "cpu" : "cuda"; }
 
-// The CUDA backend provides these when it is built in; the CPU-only build links stubs that throw.
+// The CUDA backend provides these when it is built in; the CPU-only build links stubs that throw. cuda_free
+// takes the size that was allocated (the allocator counts the bytes in use).
 void* cuda_alloc(size_t bytes);
-void cuda_free(void* p) noexcept;
+void cuda_free(void* p, size_t bytes) noexcept;
 
 Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
   if (bytes == 0) return;
@@ -46,7 +47,7 @@ void Buffer::release() noexcept {
   if (device_ == Device::cpu)
     std::free(ptr_);
   else
-    cuda_free(ptr_);
+    cuda_free(ptr_, bytes_);
   ptr_ = nullptr;
   bytes_ = 0;
 }

@@ -1,6 +1,6 @@
 // Device entry points for builds without the CUDA backend: asking for device memory is a clear error, never a
-// crash; memory moves and graphs that touch the device fail the same way; the device query reports that the
-// build has no CUDA support.
+// crash; memory moves and graphs that touch the device fail the same way; no device memory is ever in use; the
+// device query reports that the build has no CUDA support.
 #include <cstddef>
 #include <cstring>
 
@@ -15,7 +15,7 @@ void* cuda_alloc(size_t bytes) {
        "rebuild with nvcc available (MAMBACPP_CUDA=ON) or use --device cpu",
        bytes);
 }
-void cuda_free(void*) noexcept {}
+void cuda_free(void*, size_t) noexcept {}
 
 namespace {
 
@@ -42,6 +42,9 @@ void zero_memory(void* dst, Device device, size_t bytes) {
 }
 
 void synchronize(Context&) {}
+
+DeviceMemoryUse device_memory_use() { return {}; }
+void reset_device_memory_peak() {}
 
 struct StreamGraph::Impl {};
 StreamGraph::StreamGraph() = default;
