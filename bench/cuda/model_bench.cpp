@@ -1,7 +1,7 @@
 // End-to-end benchmark of the Mamba-1 LM on the GPU at the shapes of ANCHORS.md §2: Mamba-130M and Mamba-1.4B
-// (src/model/presets.h): random weights and prefill activations in bf16, greedy generation of 128 tokens after a 2,048-token
-// prompt at batch 1, 16 and 64 (the whole call timed, prompt included, as mamba_ssm's generate was), the
-// prefill alone, the decoding latency per token with and without the recorded CUDA graph, and the GPU memory
+// (src/model/presets.h): random weights and prefill activations in bf16, greedy generation of 128 tokens after a
+// 2,048-token prompt at batch 1, 16 and 64 (the whole call timed, prompt included, as mamba_ssm's generate was),
+// the prefill alone, the decoding latency per token with and without the recorded CUDA graph, and the GPU memory
 // of each call as the allocator counts it (device_memory_use: Buffers only, not the CUDA context, cuBLASLt's
 // workspace or the ops' scratch): its peak, weights included, and what it holds after the call (the weights).
 // Before timing it checks that the GPU's greedy continuation of a short prompt equals the CPU's.
