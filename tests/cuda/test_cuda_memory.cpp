@@ -29,6 +29,15 @@ size_t first_other_byte(const std::vector<unsigned char>& bytes, unsigned char v
                 bytes.begin());
 }
 
+// Writes `bytes` of `value` into the device buffer b from the host, reads them back and checks every byte.
+void expect_round_trip(Buffer& b, size_t bytes, unsigned char value) {
+  const std::vector<unsigned char> sent(bytes, value);
+  std::vector<unsigned char> back(bytes, 0);
+  copy_memory(b.data(), Device::cuda, sent.data(), Device::cpu, bytes);
+  copy_memory(back.data(), Device::cpu, b.data(), Device::cuda, bytes);
+  EXPECT_EQ(first_other_byte(back, value), bytes);
+}
+
 // A non-blocking stream of the test's own, unordered with the Context's.
 struct OtherStream {
   cudaStream_t s = nullptr;
@@ -105,11 +114,7 @@ TEST(CudaMemory, ImpossibleSizeNamesTheBytes) {
   EXPECT_EQ(device_memory_use().in_use, in_use);
 
   Buffer ok(kMiB, Device::cuda);
-  const std::vector<unsigned char> sent(kMiB, 0x5a);
-  std::vector<unsigned char> back(kMiB, 0);
-  copy_memory(ok.data(), Device::cuda, sent.data(), Device::cpu, kMiB);
-  copy_memory(back.data(), Device::cpu, ok.data(), Device::cuda, kMiB);
-  EXPECT_EQ(first_other_byte(back, 0x5a), kMiB);
+  expect_round_trip(ok, kMiB, 0x5a);
 }
 
 // Fills still queued on the Context's stream when X is destroyed must not reach Y, which may be X's memory.
@@ -122,11 +127,7 @@ TEST(CudaMemory, FreeWaitsForQueuedWork) {
     queue_fills(x.data(), 0x11, stream);
   }
   Buffer y(kFillBytes, Device::cuda);
-  const std::vector<unsigned char> sent(kFillBytes, 0x22);
-  std::vector<unsigned char> back(kFillBytes, 0);
-  copy_memory(y.data(), Device::cuda, sent.data(), Device::cpu, kFillBytes);
-  copy_memory(back.data(), Device::cpu, y.data(), Device::cuda, kFillBytes);
-  EXPECT_EQ(first_other_byte(back, 0x22), kFillBytes);
+  expect_round_trip(y, kFillBytes, 0x22);
   EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(stream));
   EXPECT_EQ(cudaSuccess, cudaGetLastError());
 }
