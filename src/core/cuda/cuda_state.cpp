@@ -33,45 +33,35 @@ CudaState::CudaState(int dev) : device(dev) {
     report_teardown(cudaStreamDestroy(stream), "cudaStreamDestroy");
     cuda::throw_cublas_error(st, "cublasLtCreate(&blas_lt)", __FILE__, __LINE__);
   }
-  const cudaError_t err = cudaMalloc(&blas_workspace, kBlasWorkspaceBytes);
-  if (err != cudaSuccess) {
+  try {
+    blas_workspace_memory_ = Buffer(kBlasWorkspaceBytes, Device::cuda);
+  } catch (...) {
     (void)cublasLtDestroy(blas_lt);
     report_teardown(cudaStreamDestroy(stream), "cudaStreamDestroy");
-    cuda::throw_cuda_error(err, "cudaMalloc(&blas_workspace, kBlasWorkspaceBytes)", __FILE__, __LINE__);
+    throw;
   }
+  blas_workspace = blas_workspace_memory_.data();
 }
 
 CudaState::~CudaState() {
   if (blas_lt != nullptr && cublasLtDestroy(blas_lt) != CUBLAS_STATUS_SUCCESS)
     std::fprintf(stderr, "mambacpp: warning: cublasLtDestroy failed while releasing CUDA state\n");
-  if (scratch_ != nullptr) report_teardown(cudaFree(scratch_), "cudaFree");
-  if (blas_workspace != nullptr) report_teardown(cudaFree(blas_workspace), "cudaFree");
   if (stream != nullptr) report_teardown(cudaStreamDestroy(stream), "cudaStreamDestroy");
 }
 
 void CudaState::synchronize() const { CUDA_CHECK(cudaStreamSynchronize(stream)); }
 
 void* CudaState::scratch(size_t bytes) {
-  if (bytes <= scratch_bytes_) return scratch_;
+  if (bytes <= scratch_.bytes()) return scratch_.data();
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
   MAMBA_CHECK(capture == cudaStreamCaptureStatusNone,
               "CUDA scratch memory must grow from {} to {} bytes while a graph is being recorded; run the "
               "recorded sequence once before recording it",
-              scratch_bytes_, bytes);
-  synchronize();
-  if (scratch_ != nullptr) CUDA_CHECK(cudaFree(scratch_));
-  scratch_ = nullptr;
-  scratch_bytes_ = 0;
-  const cudaError_t err = cudaMalloc(&scratch_, bytes);
-  if (err == cudaErrorMemoryAllocation) {
-    (void)cudaGetLastError();
-    fail("out of GPU memory: could not allocate {} bytes ({:.1f} MiB) of scratch memory", bytes,
-         double(bytes) / (1 << 20));
-  }
-  if (err != cudaSuccess) cuda::throw_cuda_error(err, "cudaMalloc(&scratch_, bytes)", __FILE__, __LINE__);
-  scratch_bytes_ = bytes;
-  return scratch_;
+              scratch_.bytes(), bytes);
+  scratch_ = Buffer();  // freed first (after the queued work that uses it), so the two never coexist
+  scratch_ = Buffer(bytes, Device::cuda);
+  return scratch_.data();
 }
 
 CudaState& cuda_state(Context& ctx) {

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 
+#include "core/buffer.h"
 #include "core/context.h"
 
 namespace mambacpp {
@@ -19,7 +20,7 @@ struct CudaState {
   int sm_count = 0;
   int cc_major = 0, cc_minor = 0;      // compute capability
   size_t shared_per_block_optin = 0;   // bytes of shared memory a block may use after opting in
-  void* blas_workspace = nullptr;      // cuBLASLt's scratch, kBlasWorkspaceBytes
+  void* blas_workspace = nullptr;      // cuBLASLt's scratch, kBlasWorkspaceBytes (in blas_workspace_memory_)
   static constexpr size_t kBlasWorkspaceBytes = size_t(32) << 20;
 
   // Creates the stream and handle on `device` (which becomes the calling thread's current device).
@@ -31,13 +32,14 @@ struct CudaState {
   // Waits for everything queued on the stream; throws Error if any of it failed.
   void synchronize() const;
   // At least `bytes` of device scratch memory, valid until the next call with a larger size (which waits for the
-  // stream, frees it and allocates anew). Ops use it for short-lived conversions within one launch sequence.
+  // stream, frees it and allocates anew). Like cuBLASLt's workspace it is a Buffer: memory from the pool that
+  // device_memory_use() counts. Ops use it for short-lived conversions within one launch sequence.
   // Growing it while a graph is being recorded is an Error: record only calls that an earlier run has sized.
   void* scratch(size_t bytes);
 
  private:
-  void* scratch_ = nullptr;
-  size_t scratch_bytes_ = 0;
+  Buffer blas_workspace_memory_;
+  Buffer scratch_;
 };
 
 // The CUDA state of `ctx`, created on first use on the calling thread's current device (device 0 unless the
