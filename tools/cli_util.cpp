@@ -48,6 +48,9 @@ std::string read_text_file(const std::string& path) {
 void RunOptions::add_to(CLI::App& cmd) {
   cmd.add_option("-t,--threads", threads, "CPU threads (0 = all available)")->capture_default_str();
   cmd.add_option("--dtype", dtype, "storage type of the weight matrices: f32, bf16 or f16")->capture_default_str();
+  cmd.add_flag("--f32-activations", f32_activations,
+               "with --device cuda and bf16/f16 matrices, keep the prompt's activations in f32 (default: in the "
+               "matrices' dtype, as mamba_ssm does)");
 }
 
 DType RunOptions::matrix_dtype() const { return parse_dtype(dtype, "--dtype"); }

@@ -20,10 +20,11 @@ std::string join_ids(const std::vector<int32_t>& ids);
 // Reads a whole file; throws Error naming it when it cannot be read.
 std::string read_text_file(const std::string& path);
 
-// --threads and --dtype, shared by the commands that run a model.
+// --threads, --dtype and --f32-activations, shared by the commands that run a model.
 struct RunOptions {
   int threads = 0;
   std::string dtype = "f32";
+  bool f32_activations = false;  // on cuda with half matrices: the prompt's activations in f32 (lm.h)
   void add_to(CLI::App& cmd);
   DType matrix_dtype() const;
 };

@@ -1,6 +1,6 @@
 // `mambacpp forward`: the logits of every position of one sequence, as JSON {"logits": [[...], ...]}, each
 // float printed in its shortest form that reads back to the same value. --device cuda runs the model on the GPU
-// (matrices in --dtype, activations and state in f32).
+// (matrices in --dtype; activations in that dtype unless --f32-activations, as lm.h says; state in f32).
 #include <cstdio>
 
 #include "cli_util.h"
@@ -35,6 +35,7 @@ void run_forward(const ForwardCmdOptions& o) {
   Workspace ws(dev);
   ForwardOptions fo;
   fo.logits_for = LogitsFor::all_positions;
+  fo.half_activations = !o.run.f32_activations;
   lm_forward(Tensor(logits.data(), DType::f32, {1, l, v}, dev), state, w, ids.data(), l, fo, ws, ctx);
   std::vector<float> host(size_t(l * v));
   copy_memory(host.data(), Device::cpu, logits.data(), dev, logits.bytes());

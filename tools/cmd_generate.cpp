@@ -57,6 +57,7 @@ void run_generate(const GenerateCmdOptions& o) {
   g.sampling = o.sampling;
   g.seed = o.seed;
   g.eos_id = o.ignore_eos ? -1 : w.config.eos_token_id;
+  g.half_activations = !o.run.f32_activations;
   std::optional<StreamDecoder> stream;
   if (!o.print_ids) {
     stream.emplace(*tok);
