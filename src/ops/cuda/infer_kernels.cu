@@ -12,6 +12,7 @@
 
 #include "core/cuda/check.h"
 #include "ops/cuda/infer_kernels.h"
+#include "ops/cuda/scan_math.cuh"
 
 namespace mambacpp::cuda {
 namespace {
@@ -84,9 +85,7 @@ __device__ __forceinline__ float silu_f(float x) { return x / (1.0f + __expf(-x)
 constexpr int64_t kConvTokens = 32;
 constexpr int kConvThreads = 128;
 
-__device__ __forceinline__ float to_f32(float v) { return v; }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+using scan_math::to_f32;
 
 // dst[0 .. V) = src[0 .. V) widened to f32 (when V = 4: one 16-byte load of f32, one 8-byte load of bf16/f16; the
 // caller checks the alignment).

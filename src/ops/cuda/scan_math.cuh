@@ -1,6 +1,7 @@
 // Device arithmetic shared by the selective-scan kernels (scan_kernel.cu, scan_step_kernel.cu,
 // scan_backward_kernel.cu): the special-function-unit exponential, the polynomial log1p behind softplus, SiLU and
-// the logistic function built on it, and conversions between f32 and the half-precision storage types.
+// the logistic function built on it, and conversions between f32 and the half-precision storage types (also used
+// by the conv kernel of infer_kernels.cu to widen a half x).
 // Included by .cu files only.
 #pragma once
 
